@@ -1,0 +1,42 @@
+//! CPU kernels, one file per op family (the same families as `core/src/ops/`).
+
+pub mod copy;
+pub mod elementwise;
+pub mod index;
+pub mod matmul;
+pub mod reduce;
+pub mod softmax;
+
+use crate::strided::{Plan, PAR_THRESHOLD};
+use rayon::prelude::*;
+
+/// Elements per parallel chunk when a whole tensor is one dense row.
+const CHUNK: usize = 1 << 13;
+
+/// Fill dense `out` segment by segment: `f(out_segment, operand_offsets)` where the
+/// segment is one row of the plan (or a chunk of the only row). Runs on rayon's
+/// pool when the tensor is large.
+pub fn drive<T: Send, const N: usize>(out: &mut [T], plan: &Plan<N>, f: impl Fn(&mut [T], [usize; N]) + Sync) {
+    if out.is_empty() {
+        return;
+    }
+    let rows = plan.rows();
+    let par = out.len() >= PAR_THRESHOLD;
+    if rows == 1 {
+        let st = plan.inner_stride;
+        let offs = |c: usize| -> [usize; N] { std::array::from_fn(|i| plan.offsets[i] + c * CHUNK * st[i]) };
+        if par {
+            out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, o)| f(o, offs(c)));
+        } else {
+            out.chunks_mut(CHUNK).enumerate().for_each(|(c, o)| f(o, offs(c)));
+        }
+    } else if par {
+        out.par_chunks_mut(plan.inner)
+            .enumerate()
+            .for_each(|(r, o)| f(o, plan.row_offsets(r)));
+    } else {
+        out.chunks_mut(plan.inner)
+            .enumerate()
+            .for_each(|(r, o)| f(o, plan.row_offsets(r)));
+    }
+}

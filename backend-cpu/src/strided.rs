@@ -1,0 +1,95 @@
+//! Strided iteration shared by the kernels.
+//!
+//! Operands are described by their strides over a common shape. Adjacent
+//! dimensions that are contiguous for every operand are merged first
+//! ([`coalesce`]), so a dense tensor becomes one long row and a `[B, N, C] + [C]`
+//! broadcast becomes `B·N` rows of `C`. Kernels then run a tight inner loop per
+//! row, which the compiler auto-vectorises when the inner strides are 1.
+
+use unigrad_core::Layout;
+
+/// Merge adjacent dims that are contiguous in all operands. Returns the new shape
+/// and each operand's strides. Size-1 dims are dropped.
+pub fn coalesce<const N: usize>(shape: &[usize], strides: [&[usize]; N]) -> (Vec<usize>, [Vec<usize>; N]) {
+    let mut out_shape: Vec<usize> = Vec::with_capacity(shape.len());
+    let mut out_strides: [Vec<usize>; N] = std::array::from_fn(|_| Vec::with_capacity(shape.len()));
+    for d in 0..shape.len() {
+        if shape[d] == 1 {
+            continue;
+        }
+        if let Some(&last) = out_shape.last() {
+            let k = out_shape.len() - 1;
+            if (0..N).all(|o| out_strides[o][k] == strides[o][d] * shape[d]) {
+                out_shape[k] = last * shape[d];
+                for (o, st) in out_strides.iter_mut().enumerate() {
+                    st[k] = strides[o][d];
+                }
+                continue;
+            }
+        }
+        out_shape.push(shape[d]);
+        for (o, st) in out_strides.iter_mut().enumerate() {
+            st.push(strides[o][d]);
+        }
+    }
+    if out_shape.is_empty() {
+        out_shape.push(1);
+        for st in out_strides.iter_mut() {
+            st.push(0);
+        }
+    }
+    (out_shape, out_strides)
+}
+
+/// A coalesced iteration plan: rows of `inner` elements.
+pub struct Plan<const N: usize> {
+    /// Shape of the outer (row) dims.
+    pub outer: Vec<usize>,
+    /// Each operand's strides over the outer dims.
+    pub outer_strides: [Vec<usize>; N],
+    /// Row length.
+    pub inner: usize,
+    /// Each operand's stride along a row.
+    pub inner_stride: [usize; N],
+    /// Each operand's start offset.
+    pub offsets: [usize; N],
+}
+
+impl<const N: usize> Plan<N> {
+    /// Plan over layouts of one common shape.
+    pub fn new(layouts: [&Layout; N]) -> Plan<N> {
+        let shape = layouts[0].shape();
+        let (s, st) = coalesce::<N>(shape, std::array::from_fn(|i| layouts[i].strides()));
+        let r = s.len();
+        Plan {
+            outer: s[..r - 1].to_vec(),
+            outer_strides: std::array::from_fn(|i| st[i][..r - 1].to_vec()),
+            inner: s[r - 1],
+            inner_stride: std::array::from_fn(|i| st[i][r - 1]),
+            offsets: std::array::from_fn(|i| layouts[i].offset()),
+        }
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.outer.iter().product()
+    }
+
+    /// Start offsets of row `row` (row-major over the outer dims).
+    #[inline]
+    pub fn row_offsets(&self, mut row: usize) -> [usize; N] {
+        let mut off = self.offsets;
+        for d in (0..self.outer.len()).rev() {
+            let i = row % self.outer[d];
+            row /= self.outer[d];
+            for (o, v) in off.iter_mut().enumerate() {
+                *v += i * self.outer_strides[o][d];
+            }
+        }
+        off
+    }
+}
+
+/// Below this many elements, kernels stay on the calling thread: a rayon
+/// fork/join costs a few microseconds, more than small tensors take.
+pub const PAR_THRESHOLD: usize = 1 << 15;

@@ -1,0 +1,346 @@
+//! Elementwise ops: unary maps, broadcasting binary arithmetic, scalar forms,
+//! comparisons and `where`.
+
+use super::check_float;
+use crate::autograd::record;
+use crate::backend::{BinaryOp, UnaryOp};
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+use crate::shape::broadcast_shape;
+use crate::tensor::{check_same_kind, Tensor};
+
+impl Tensor {
+    /// Apply a backend unary map without recording (building block for ops).
+    pub(crate) fn map_raw(&self, op: UnaryOp) -> Result<Tensor> {
+        let s = self.storage();
+        let out = self.device().backend().unary(op, &*s, self.layout())?;
+        Ok(Tensor::from_storage(
+            out,
+            Layout::contiguous(self.shape()),
+            self.device().clone(),
+        ))
+    }
+
+    fn unary_op(
+        &self,
+        name: &'static str,
+        op: UnaryOp,
+        grad: impl FnOnce(&Tensor, &Tensor, &Tensor) -> Result<Tensor> + Send + 'static,
+    ) -> Result<Tensor> {
+        check_float(name, self)?;
+        let out = self.map_raw(op)?;
+        let x = self.detach();
+        let y = out.detach();
+        record(name, out, &[self], Box::new(move |g| Ok(vec![Some(grad(&x, &y, g)?)])))
+    }
+
+    /// `-x`
+    pub fn neg(&self) -> Result<Tensor> {
+        self.unary_op("neg", UnaryOp::Neg, |_, _, g| g.neg())
+    }
+    /// `e^x`
+    pub fn exp(&self) -> Result<Tensor> {
+        self.unary_op("exp", UnaryOp::Exp, |_, y, g| g.mul(y))
+    }
+    /// natural logarithm
+    pub fn log(&self) -> Result<Tensor> {
+        self.unary_op("log", UnaryOp::Log, |x, _, g| g.div(x))
+    }
+    /// square root
+    pub fn sqrt(&self) -> Result<Tensor> {
+        self.unary_op("sqrt", UnaryOp::Sqrt, |_, y, g| g.div(y)?.mul_scalar(0.5))
+    }
+    /// `1/sqrt(x)`
+    pub fn rsqrt(&self) -> Result<Tensor> {
+        // d/dx x^-1/2 = -1/2 x^-3/2 = -1/2 y^3
+        self.unary_op("rsqrt", UnaryOp::Rsqrt, |_, y, g| {
+            g.mul(&y.powf(3.0)?)?.mul_scalar(-0.5)
+        })
+    }
+    /// `|x|` (gradient 0 at 0)
+    pub fn abs(&self) -> Result<Tensor> {
+        self.unary_op("abs", UnaryOp::Abs, |x, _, g| g.mul(&x.map_raw(UnaryOp::Sign)?))
+    }
+    /// `max(x, 0)`
+    pub fn relu(&self) -> Result<Tensor> {
+        self.unary_op("relu", UnaryOp::Relu, |x, _, g| g.mul(&x.map_raw(UnaryOp::Step)?))
+    }
+    /// hyperbolic tangent
+    pub fn tanh(&self) -> Result<Tensor> {
+        self.unary_op("tanh", UnaryOp::Tanh, |_, y, g| {
+            g.mul(&y.map_raw(UnaryOp::Sqr)?.map_raw(UnaryOp::Affine(-1.0, 1.0))?)
+        })
+    }
+    /// logistic sigmoid
+    pub fn sigmoid(&self) -> Result<Tensor> {
+        self.unary_op("sigmoid", UnaryOp::Sigmoid, |_, y, g| {
+            g.mul(&y.mul(&y.map_raw(UnaryOp::Affine(-1.0, 1.0))?)?)
+        })
+    }
+    /// GELU with the exact error-function form (PyTorch's default).
+    pub fn gelu(&self) -> Result<Tensor> {
+        self.unary_op("gelu", UnaryOp::GeluErf, |x, _, g| {
+            g.mul(&x.map_raw(UnaryOp::GeluErfGrad)?)
+        })
+    }
+    /// GELU with the tanh approximation.
+    pub fn gelu_tanh(&self) -> Result<Tensor> {
+        self.unary_op("gelu_tanh", UnaryOp::GeluTanh, |x, _, g| {
+            g.mul(&x.map_raw(UnaryOp::GeluTanhGrad)?)
+        })
+    }
+    /// `x²`
+    pub fn sqr(&self) -> Result<Tensor> {
+        self.unary_op("sqr", UnaryOp::Sqr, |x, _, g| g.mul(x)?.mul_scalar(2.0))
+    }
+    /// `1/x`
+    pub fn recip(&self) -> Result<Tensor> {
+        self.unary_op("recip", UnaryOp::Recip, |_, y, g| {
+            g.mul(&y.map_raw(UnaryOp::Sqr)?)?.neg()
+        })
+    }
+    /// `x^p` for a constant exponent.
+    pub fn powf(&self, p: f64) -> Result<Tensor> {
+        self.unary_op("powf", UnaryOp::Powf(p), move |x, _, g| {
+            g.mul(&x.map_raw(UnaryOp::Powf(p - 1.0))?)?.mul_scalar(p)
+        })
+    }
+    /// `x·a + b` for constants.
+    pub fn affine(&self, a: f64, b: f64) -> Result<Tensor> {
+        self.unary_op("affine", UnaryOp::Affine(a, b), move |_, _, g| g.mul_scalar(a))
+    }
+    /// `x + c`
+    pub fn add_scalar(&self, c: f64) -> Result<Tensor> {
+        self.affine(1.0, c)
+    }
+    /// `x · c`
+    pub fn mul_scalar(&self, c: f64) -> Result<Tensor> {
+        self.affine(c, 0.0)
+    }
+    /// `x − c`
+    pub fn sub_scalar(&self, c: f64) -> Result<Tensor> {
+        self.affine(1.0, -c)
+    }
+    /// `x / c`
+    pub fn div_scalar(&self, c: f64) -> Result<Tensor> {
+        self.affine(1.0 / c, 0.0)
+    }
+    /// Clamp into `[lo, hi]` (gradient passes where not clamped).
+    pub fn clamp(&self, lo: f64, hi: f64) -> Result<Tensor> {
+        check_float("clamp", self)?;
+        let out = self.map_raw(UnaryOp::MaxScalar(lo))?.map_raw(UnaryOp::MinScalar(hi))?;
+        let x = self.detach();
+        record(
+            "clamp",
+            out,
+            &[self],
+            Box::new(move |g| {
+                let inside = x.ge_scalar(lo)?.mul(&x.le_scalar(hi)?)?;
+                Ok(vec![Some(g.mul(&inside)?)])
+            }),
+        )
+    }
+
+    // ----- binary ---------------------------------------------------------------
+
+    /// Broadcast two operands to a common shape (views, no copy).
+    pub(crate) fn broadcast_pair(op: &'static str, a: &Tensor, b: &Tensor) -> Result<(Layout, Layout)> {
+        check_same_kind(op, a, b)?;
+        check_float(op, a)?;
+        let shape = broadcast_shape(op, a.shape(), b.shape())?;
+        let la = a.layout().broadcast_to(&shape).expect("broadcast_shape validated");
+        let lb = b.layout().broadcast_to(&shape).expect("broadcast_shape validated");
+        Ok((la, lb))
+    }
+
+    /// Apply a backend binary map with broadcasting, without recording.
+    pub(crate) fn zip_raw(&self, op: BinaryOp, name: &'static str, rhs: &Tensor) -> Result<Tensor> {
+        let (la, lb) = Tensor::broadcast_pair(name, self, rhs)?;
+        let (sa, sb) = (self.storage(), rhs.storage());
+        let out = self.device().backend().binary(op, &*sa, &la, &*sb, &lb)?;
+        Ok(Tensor::from_storage(
+            out,
+            Layout::contiguous(la.shape()),
+            self.device().clone(),
+        ))
+    }
+
+    fn binary_op(
+        &self,
+        name: &'static str,
+        op: BinaryOp,
+        rhs: &Tensor,
+        grad: impl FnOnce(&Tensor, &Tensor, &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> + Send + 'static,
+    ) -> Result<Tensor> {
+        let out = self.zip_raw(op, name, rhs)?;
+        let (a, b) = (self.detach(), rhs.detach());
+        let (need_a, need_b) = (self.tracks_grad(), rhs.tracks_grad());
+        record(
+            name,
+            out,
+            &[self, rhs],
+            Box::new(move |g| {
+                let (ga, gb) = grad(&a, &b, g)?;
+                let ga = match ga {
+                    Some(t) if need_a => Some(t.sum_to(a.shape())?),
+                    _ => None,
+                };
+                let gb = match gb {
+                    Some(t) if need_b => Some(t.sum_to(b.shape())?),
+                    _ => None,
+                };
+                Ok(vec![ga, gb])
+            }),
+        )
+    }
+
+    /// `a + b` with broadcasting.
+    pub fn add(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.binary_op("add", BinaryOp::Add, rhs, |_, _, g| {
+            Ok((Some(g.clone()), Some(g.clone())))
+        })
+    }
+    /// `a − b` with broadcasting.
+    pub fn sub(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.binary_op("sub", BinaryOp::Sub, rhs, |_, _, g| {
+            Ok((Some(g.clone()), Some(g.neg()?)))
+        })
+    }
+    /// `a · b` with broadcasting.
+    pub fn mul(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.binary_op("mul", BinaryOp::Mul, rhs, |a, b, g| {
+            Ok((Some(g.mul(b)?), Some(g.mul(a)?)))
+        })
+    }
+    /// `a / b` with broadcasting.
+    pub fn div(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.binary_op("div", BinaryOp::Div, rhs, |a, b, g| {
+            let ga = g.div(b)?;
+            let gb = ga.mul(a)?.div(b)?.neg()?;
+            Ok((Some(ga), Some(gb)))
+        })
+    }
+    /// Elementwise maximum (gradient to the larger; ties go to `a`).
+    pub fn maximum(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.binary_op("maximum", BinaryOp::Max, rhs, |a, b, g| {
+            let m = a.zip_raw(BinaryOp::Ge, "maximum", b)?;
+            Ok((Some(g.mul(&m)?), Some(g.mul(&m.map_raw(UnaryOp::Affine(-1.0, 1.0))?)?)))
+        })
+    }
+    /// Elementwise minimum (gradient to the smaller; ties go to `a`).
+    pub fn minimum(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.binary_op("minimum", BinaryOp::Min, rhs, |a, b, g| {
+            let m = a.zip_raw(BinaryOp::Le, "minimum", b)?;
+            Ok((Some(g.mul(&m)?), Some(g.mul(&m.map_raw(UnaryOp::Affine(-1.0, 1.0))?)?)))
+        })
+    }
+
+    // ----- comparisons (no gradient) -------------------------------------------
+
+    fn cmp(&self, op: BinaryOp, name: &'static str, rhs: &Tensor) -> Result<Tensor> {
+        self.zip_raw(op, name, rhs)
+    }
+    fn cmp_scalar(&self, op: BinaryOp, name: &'static str, c: f64) -> Result<Tensor> {
+        check_float(name, self)?;
+        let s = Tensor::scalar(c, self.dtype(), self.device())?;
+        self.zip_raw(op, name, &s)
+    }
+    /// `a == b` as 1/0 in the operands' dtype (no gradient).
+    pub fn eq(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.cmp(BinaryOp::Eq, "eq", rhs)
+    }
+    /// `a != b` as 1/0.
+    pub fn ne(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.cmp(BinaryOp::Ne, "ne", rhs)
+    }
+    /// `a < b` as 1/0.
+    pub fn lt(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.cmp(BinaryOp::Lt, "lt", rhs)
+    }
+    /// `a <= b` as 1/0.
+    pub fn le(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.cmp(BinaryOp::Le, "le", rhs)
+    }
+    /// `a > b` as 1/0.
+    pub fn gt(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.cmp(BinaryOp::Gt, "gt", rhs)
+    }
+    /// `a >= b` as 1/0.
+    pub fn ge(&self, rhs: &Tensor) -> Result<Tensor> {
+        self.cmp(BinaryOp::Ge, "ge", rhs)
+    }
+    /// `x == c` as 1/0.
+    pub fn eq_scalar(&self, c: f64) -> Result<Tensor> {
+        self.cmp_scalar(BinaryOp::Eq, "eq_scalar", c)
+    }
+    /// `x < c` as 1/0.
+    pub fn lt_scalar(&self, c: f64) -> Result<Tensor> {
+        self.cmp_scalar(BinaryOp::Lt, "lt_scalar", c)
+    }
+    /// `x <= c` as 1/0.
+    pub fn le_scalar(&self, c: f64) -> Result<Tensor> {
+        self.cmp_scalar(BinaryOp::Le, "le_scalar", c)
+    }
+    /// `x > c` as 1/0.
+    pub fn gt_scalar(&self, c: f64) -> Result<Tensor> {
+        self.cmp_scalar(BinaryOp::Gt, "gt_scalar", c)
+    }
+    /// `x >= c` as 1/0.
+    pub fn ge_scalar(&self, c: f64) -> Result<Tensor> {
+        self.cmp_scalar(BinaryOp::Ge, "ge_scalar", c)
+    }
+
+    // ----- selection ------------------------------------------------------------
+
+    /// `self != 0 ? a : b`, all three broadcast together. Gradients flow to `a`
+    /// where the condition holds and to `b` elsewhere; the condition gets none.
+    pub fn where_cond(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
+        const OP: &str = "where_cond";
+        check_same_kind(OP, self, a)?;
+        check_same_kind(OP, a, b)?;
+        check_float(OP, a)?;
+        let shape = broadcast_shape(OP, self.shape(), a.shape())?;
+        let shape = broadcast_shape(OP, &shape, b.shape())?;
+        let lc = self.layout().broadcast_to(&shape).expect("validated");
+        let la = a.layout().broadcast_to(&shape).expect("validated");
+        let lb = b.layout().broadcast_to(&shape).expect("validated");
+        let (sc, sa, sb) = (self.storage(), a.storage(), b.storage());
+        let out = self.device().backend().where_cond(&*sc, &lc, &*sa, &la, &*sb, &lb)?;
+        let out = Tensor::from_storage(out, Layout::contiguous(&shape), self.device().clone());
+        let cond = self.detach();
+        let (sa_shape, sb_shape) = (a.shape().to_vec(), b.shape().to_vec());
+        let (need_a, need_b) = (a.tracks_grad(), b.tracks_grad());
+        record(
+            OP,
+            out,
+            &[a, b],
+            Box::new(move |g| {
+                let zero = g.zeros_like()?;
+                let ga = if need_a {
+                    Some(cond.where_cond(g, &zero)?.sum_to(&sa_shape)?)
+                } else {
+                    None
+                };
+                let gb = if need_b {
+                    Some(cond.where_cond(&zero, g)?.sum_to(&sb_shape)?)
+                } else {
+                    None
+                };
+                Ok(vec![ga, gb])
+            }),
+        )
+    }
+
+    /// Replace elements where `mask != 0` by `value` (mask broadcasts to self).
+    pub fn masked_fill(&self, mask: &Tensor, value: f64) -> Result<Tensor> {
+        let fill = Tensor::scalar(value, self.dtype(), self.device())?;
+        mask.where_cond(&fill, self).map_err(|e| match e {
+            Error::ShapeMismatch { lhs, rhs, .. } => Error::ShapeMismatch {
+                op: "masked_fill",
+                lhs,
+                rhs,
+            },
+            other => other,
+        })
+    }
+}

@@ -1,0 +1,154 @@
+//! Indexing: `index_select` / `embedding` (backward: `index_add`) and
+//! `gather` (backward: `scatter_add`). Indices are `i64` tensors on the same device;
+//! out-of-range indices are an error from the backend, never a wild write.
+
+use super::{check_float, check_index};
+use crate::autograd::record;
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+use crate::shape::normalize_axis;
+use crate::tensor::Tensor;
+
+fn check_device(op: &'static str, a: &Tensor, ids: &Tensor) -> Result<()> {
+    if !a.device().same(ids.device()) {
+        return Err(Error::DeviceMismatch {
+            op,
+            lhs: a.device().name(),
+            rhs: ids.device().name(),
+        });
+    }
+    Ok(())
+}
+
+impl Tensor {
+    /// Rows (entries of `dim`) picked by `ids` (i64, any shape, flattened). The
+    /// output has `dim` replaced by the number of ids.
+    pub fn index_select(&self, dim: isize, ids: &Tensor) -> Result<Tensor> {
+        const OP: &str = "index_select";
+        check_float(OP, self)?;
+        check_index(OP, ids)?;
+        check_device(OP, self, ids)?;
+        let d = normalize_axis(OP, dim, self.shape())?;
+        let (s, si) = (self.storage(), ids.storage());
+        let out = self
+            .device()
+            .backend()
+            .index_select(&*s, self.layout(), &*si, ids.layout(), d)?;
+        let mut shape = self.shape().to_vec();
+        shape[d] = ids.numel();
+        let out = Tensor::from_storage(out, Layout::contiguous(&shape), self.device().clone());
+        let ids = ids.detach();
+        let in_shape = self.shape().to_vec();
+        record(
+            OP,
+            out,
+            &[self],
+            Box::new(move |g| {
+                let b = g.device().backend();
+                let mut dst = b.zeros(crate::shape::numel(&in_shape), g.dtype())?;
+                let (sg, si) = (g.storage(), ids.storage());
+                b.index_add(&mut *dst, &in_shape, d, &*si, ids.layout(), &*sg, g.layout())?;
+                Ok(vec![Some(Tensor::from_storage(
+                    dst,
+                    Layout::contiguous(&in_shape),
+                    g.device().clone(),
+                ))])
+            }),
+        )
+    }
+
+    /// Embedding lookup: `self` is the `[vocab, dim]` table, `ids` any shape of i64;
+    /// the result has shape `ids.shape() + [dim]`.
+    pub fn embedding(&self, ids: &Tensor) -> Result<Tensor> {
+        if self.rank() != 2 {
+            return Err(Error::invalid(
+                "embedding",
+                format!("table must be [vocab, dim], got shape {:?}", self.shape()),
+            ));
+        }
+        let flat = ids.reshape(&[ids.numel()])?;
+        let rows = self.index_select(0, &flat)?;
+        let mut shape = ids.shape().to_vec();
+        shape.push(self.shape()[1]);
+        rows.reshape(&shape)
+    }
+
+    /// `out[i..] = self[i.. with dim replaced by ids[i..]]`; `ids` (i64) has the
+    /// output's shape, equal to `self`'s except along `dim`.
+    pub fn gather(&self, dim: isize, ids: &Tensor) -> Result<Tensor> {
+        const OP: &str = "gather";
+        check_float(OP, self)?;
+        check_index(OP, ids)?;
+        check_device(OP, self, ids)?;
+        let d = normalize_axis(OP, dim, self.shape())?;
+        let ok = ids.rank() == self.rank()
+            && ids
+                .shape()
+                .iter()
+                .zip(self.shape())
+                .enumerate()
+                .all(|(i, (a, b))| i == d || a == b);
+        if !ok {
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                lhs: self.shape().to_vec(),
+                rhs: ids.shape().to_vec(),
+            });
+        }
+        let (s, si) = (self.storage(), ids.storage());
+        let out = self
+            .device()
+            .backend()
+            .gather(&*s, self.layout(), &*si, ids.layout(), d)?;
+        let out = Tensor::from_storage(out, Layout::contiguous(ids.shape()), self.device().clone());
+        let ids = ids.detach();
+        let in_shape = self.shape().to_vec();
+        record(
+            OP,
+            out,
+            &[self],
+            Box::new(move |g| {
+                let zeros = Tensor::zeros(&in_shape, g.dtype(), g.device())?;
+                Ok(vec![Some(zeros.scatter_add(d as isize, &ids, g)?)])
+            }),
+        )
+    }
+
+    /// `self` plus `src` scattered into `dim` at `ids` (the adjoint of `gather`).
+    /// Gradients: `self` gets `g`, `src` gets `g.gather(dim, ids)`.
+    pub fn scatter_add(&self, dim: isize, ids: &Tensor, src: &Tensor) -> Result<Tensor> {
+        const OP: &str = "scatter_add";
+        check_float(OP, self)?;
+        check_index(OP, ids)?;
+        check_device(OP, self, ids)?;
+        crate::tensor::check_same_kind(OP, self, src)?;
+        let d = normalize_axis(OP, dim, self.shape())?;
+        let ok = ids.shape() == src.shape()
+            && ids.rank() == self.rank()
+            && ids
+                .shape()
+                .iter()
+                .zip(self.shape())
+                .enumerate()
+                .all(|(i, (a, b))| i == d || a == b);
+        if !ok {
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                lhs: self.shape().to_vec(),
+                rhs: ids.shape().to_vec(),
+            });
+        }
+        let b = self.device().backend();
+        let mut dst = self.contiguous_storage()?;
+        let (si, ss) = (ids.storage(), src.storage());
+        b.scatter_add(&mut *dst, self.shape(), d, &*si, ids.layout(), &*ss, src.layout())?;
+        let out = Tensor::from_storage(dst, Layout::contiguous(self.shape()), self.device().clone());
+        let ids = ids.detach();
+        record(
+            OP,
+            out,
+            &[self, src],
+            Box::new(move |g| Ok(vec![Some(g.clone()), Some(g.gather(d as isize, &ids)?)])),
+        )
+    }
+}

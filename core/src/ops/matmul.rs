@@ -1,0 +1,59 @@
+//! Matrix products. Batched with NumPy broadcasting of the batch dims; transposed
+//! operands are passed to the backend as strides, so `a.matmul(&b.t()?)` makes no copy.
+
+use super::check_float;
+use crate::autograd::record;
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+use crate::shape::broadcast_shape;
+use crate::tensor::{check_same_kind, Tensor};
+
+impl Tensor {
+    /// Matrix product of `[.., m, k]` and `[.., k, n]` (both rank ≥ 2, batch dims broadcast).
+    pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
+        const OP: &str = "matmul";
+        check_same_kind(OP, self, rhs)?;
+        check_float(OP, self)?;
+        let (a, b) = (self.shape(), rhs.shape());
+        if a.len() < 2 || b.len() < 2 || a[a.len() - 1] != b[b.len() - 2] {
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                lhs: a.to_vec(),
+                rhs: b.to_vec(),
+            });
+        }
+        let (m, k, n) = (a[a.len() - 2], a[a.len() - 1], b[b.len() - 1]);
+        let batch = broadcast_shape(OP, &a[..a.len() - 2], &b[..b.len() - 2])?;
+        let mut sa = batch.to_vec();
+        sa.extend([m, k]);
+        let mut sb = batch.to_vec();
+        sb.extend([k, n]);
+        let la = self.layout().broadcast_to(&sa).expect("validated");
+        let lb = rhs.layout().broadcast_to(&sb).expect("validated");
+        let (st_a, st_b) = (self.storage(), rhs.storage());
+        let out = self.device().backend().matmul(&*st_a, &la, &*st_b, &lb)?;
+        let mut so = batch.to_vec();
+        so.extend([m, n]);
+        let out = Tensor::from_storage(out, Layout::contiguous(&so), self.device().clone());
+        let (x, y) = (self.detach(), rhs.detach());
+        let (need_a, need_b) = (self.tracks_grad(), rhs.tracks_grad());
+        record(
+            OP,
+            out,
+            &[self, rhs],
+            Box::new(move |g| {
+                let ga = if need_a {
+                    Some(g.matmul(&y.transpose(-1, -2)?)?.sum_to(x.shape())?)
+                } else {
+                    None
+                };
+                let gb = if need_b {
+                    Some(x.transpose(-1, -2)?.matmul(g)?.sum_to(y.shape())?)
+                } else {
+                    None
+                };
+                Ok(vec![ga, gb])
+            }),
+        )
+    }
+}

@@ -1,0 +1,193 @@
+//! Neural-network ops: fused softmax / log-softmax (one backend kernel per
+//! direction), cross-entropy with `ignore_index` and label smoothing, dropout, and
+//! dtype / device moves.
+
+use super::{check_float, check_index};
+use crate::autograd::record;
+use crate::device::Device;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+use crate::shape::normalize_axis;
+use crate::tensor::Tensor;
+
+impl Tensor {
+    /// Move `dim` to the end and make the data dense: the layout the fused softmax
+    /// kernels take. Returns the moved tensor and the permutation used.
+    fn to_last(&self, dim: usize) -> Result<(Tensor, Option<Vec<usize>>)> {
+        let r = self.rank();
+        if dim == r - 1 {
+            return Ok((self.clone(), None));
+        }
+        let mut perm: Vec<usize> = (0..r).filter(|&i| i != dim).collect();
+        perm.push(dim);
+        Ok((self.permute(&perm)?, Some(perm)))
+    }
+
+    fn from_last(t: Tensor, perm: Option<Vec<usize>>) -> Result<Tensor> {
+        match perm {
+            None => Ok(t),
+            Some(p) => {
+                let mut inv = vec![0; p.len()];
+                for (i, &x) in p.iter().enumerate() {
+                    inv[x] = i;
+                }
+                t.permute(&inv)
+            }
+        }
+    }
+
+    fn softmax_impl(&self, dim: isize, log: bool) -> Result<Tensor> {
+        let name = if log { "log_softmax" } else { "softmax" };
+        check_float(name, self)?;
+        let d = normalize_axis(name, dim, self.shape())?;
+        let (x, perm) = self.to_last(d)?;
+        let b = x.device().backend();
+        let s = x.storage();
+        let out = if log {
+            b.log_softmax_last(&*s, x.layout())?
+        } else {
+            b.softmax_last(&*s, x.layout())?
+        };
+        let out = Tensor::from_storage(out, Layout::contiguous(x.shape()), x.device().clone());
+        let y = out.detach();
+        let out = record(
+            name,
+            out,
+            &[&x],
+            Box::new(move |g| {
+                let g = g.contiguous()?;
+                let b = g.device().backend();
+                let (sy, sg) = (y.storage(), g.storage());
+                let dx = if log {
+                    b.log_softmax_last_backward(&*sy, &*sg, y.shape())?
+                } else {
+                    b.softmax_last_backward(&*sy, &*sg, y.shape())?
+                };
+                Ok(vec![Some(Tensor::from_storage(
+                    dx,
+                    Layout::contiguous(y.shape()),
+                    g.device().clone(),
+                ))])
+            }),
+        )?;
+        Tensor::from_last(out, perm)
+    }
+
+    /// Softmax along `dim`, numerically stable, one fused kernel each way.
+    pub fn softmax(&self, dim: isize) -> Result<Tensor> {
+        self.softmax_impl(dim, false)
+    }
+
+    /// Log-softmax along `dim`, numerically stable, one fused kernel each way.
+    pub fn log_softmax(&self, dim: isize) -> Result<Tensor> {
+        self.softmax_impl(dim, true)
+    }
+
+    /// Mean cross-entropy of `self` (logits `[N, C]`) against class `targets`
+    /// (`[N]`, i64). Targets equal to `ignore_index` contribute nothing and are not
+    /// counted; `label_smoothing` mixes the one-hot target with the uniform
+    /// distribution as in PyTorch. Returns a scalar.
+    pub fn cross_entropy(&self, targets: &Tensor, ignore_index: Option<i64>, label_smoothing: f64) -> Result<Tensor> {
+        const OP: &str = "cross_entropy";
+        check_float(OP, self)?;
+        check_index(OP, targets)?;
+        if self.rank() != 2 || targets.rank() != 1 || targets.shape()[0] != self.shape()[0] {
+            return Err(Error::ShapeMismatch {
+                op: OP,
+                lhs: self.shape().to_vec(),
+                rhs: targets.shape().to_vec(),
+            });
+        }
+        if !(0.0..=1.0).contains(&label_smoothing) {
+            return Err(Error::invalid(
+                OP,
+                format!("label_smoothing {label_smoothing} is not in [0, 1]"),
+            ));
+        }
+        let (n, c) = (self.shape()[0], self.shape()[1]);
+        let t = targets.to_vec::<i64>()?;
+        let mut valid = vec![0.0; n];
+        let mut safe = vec![0i64; n];
+        for (i, &ti) in t.iter().enumerate() {
+            if Some(ti) == ignore_index {
+                continue;
+            }
+            if ti < 0 || ti as usize >= c {
+                return Err(Error::IndexOutOfRange {
+                    op: OP,
+                    index: ti,
+                    size: c,
+                    shape: self.shape().to_vec(),
+                });
+            }
+            valid[i] = 1.0;
+            safe[i] = ti;
+        }
+        let count: f64 = valid.iter().sum();
+        let dev = self.device();
+        let valid = Tensor::from_f64s(&valid, &[n, 1], self.dtype(), dev)?;
+        let ids = Tensor::from_vec(safe, &[n, 1], dev)?;
+        let logp = self.log_softmax(-1)?;
+        let nll = logp.gather(1, &ids)?.neg()?;
+        let per_row = if label_smoothing > 0.0 {
+            let smooth = logp.mean(&[-1], true)?.neg()?;
+            nll.mul_scalar(1.0 - label_smoothing)?
+                .add(&smooth.mul_scalar(label_smoothing)?)?
+        } else {
+            nll
+        };
+        // mean over valid rows; with no valid row the loss is 0 (PyTorch gives NaN)
+        per_row.mul(&valid)?.sum_all()?.mul_scalar(1.0 / count.max(1.0))
+    }
+
+    /// Inverted dropout: zero each element with probability `p` and scale the rest
+    /// by `1/(1−p)`. Identity when `train` is false or `p == 0`.
+    pub fn dropout(&self, p: f64, train: bool) -> Result<Tensor> {
+        check_float("dropout", self)?;
+        if !(0.0..1.0).contains(&p) {
+            return Err(Error::invalid("dropout", format!("probability {p} is not in [0, 1)")));
+        }
+        if !train || p == 0.0 {
+            return Ok(self.clone());
+        }
+        let mask = Tensor::bernoulli(self.shape(), 1.0 - p, self.dtype(), self.device())?;
+        self.mul(&mask.mul_scalar(1.0 / (1.0 - p))?)
+    }
+
+    /// Convert to another float dtype (gradient converts back).
+    pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
+        if dtype == self.dtype() {
+            return Ok(self.clone());
+        }
+        let s = self.storage();
+        let out = self.device().backend().cast(&*s, self.layout(), dtype)?;
+        let out = Tensor::from_storage(out, Layout::contiguous(self.shape()), self.device().clone());
+        if !(dtype.is_float() && self.dtype().is_float()) {
+            return Ok(out);
+        }
+        let from = self.dtype();
+        record(
+            "to_dtype",
+            out,
+            &[self],
+            Box::new(move |g| Ok(vec![Some(g.to_dtype(from)?)])),
+        )
+    }
+
+    /// Copy to another device through the host (gradient moves back).
+    pub fn to_device(&self, device: &Device) -> Result<Tensor> {
+        if device.same(self.device()) {
+            return Ok(self.clone());
+        }
+        let host = self.to_host()?;
+        let out = Tensor::from_host(host, self.shape(), device)?;
+        let from = self.device().clone();
+        record(
+            "to_device",
+            out,
+            &[self],
+            Box::new(move |g| Ok(vec![Some(g.to_device(&from)?)])),
+        )
+    }
+}

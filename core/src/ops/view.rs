@@ -1,0 +1,267 @@
+//! Shape ops. Reshape (of contiguous data), permute/transpose, narrow, squeeze,
+//! unsqueeze and expand are views: they build a new [`Layout`] over the same
+//! storage. `contiguous`, `cat` and `stack` copy.
+
+use crate::autograd::record;
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+use crate::shape::{normalize_axis, numel};
+use crate::tensor::{check_same_kind, Tensor};
+
+impl Tensor {
+    /// Same elements, new shape. A view when the data is contiguous, else a copy.
+    /// One dimension may be given as `usize::MAX`... use [`Tensor::reshape_infer`] for `-1`.
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
+        if numel(shape) != self.numel() {
+            return Err(Error::ShapeMismatch {
+                op: "reshape",
+                lhs: self.shape().to_vec(),
+                rhs: shape.to_vec(),
+            });
+        }
+        if shape == self.shape() {
+            return Ok(self.clone());
+        }
+        let out = match self.layout().reshape(shape) {
+            Some(l) => self.view_of(l),
+            None => {
+                let dense = self.contiguous_storage()?;
+                Tensor::from_storage(dense, Layout::contiguous(shape), self.device().clone())
+            }
+        };
+        let in_shape = self.shape().to_vec();
+        record(
+            "reshape",
+            out,
+            &[self],
+            Box::new(move |g| Ok(vec![Some(g.reshape(&in_shape)?)])),
+        )
+    }
+
+    /// Reshape where one entry may be `-1` (inferred).
+    pub fn reshape_infer(&self, shape: &[isize]) -> Result<Tensor> {
+        let known: usize = shape.iter().filter(|&&d| d >= 0).map(|&d| d as usize).product();
+        let holes = shape.iter().filter(|&&d| d < 0).count();
+        if holes > 1 || (holes == 1 && (known == 0 || self.numel() % known != 0)) {
+            return Err(Error::invalid(
+                "reshape",
+                format!("cannot reshape {:?} into {shape:?}", self.shape()),
+            ));
+        }
+        let dims: Vec<usize> = shape
+            .iter()
+            .map(|&d| if d < 0 { self.numel() / known } else { d as usize })
+            .collect();
+        self.reshape(&dims)
+    }
+
+    /// Flatten dims `start..=end` into one.
+    pub fn flatten(&self, start: isize, end: isize) -> Result<Tensor> {
+        if self.rank() == 0 {
+            return self.reshape(&[1]);
+        }
+        let s = normalize_axis("flatten", start, self.shape())?;
+        let e = normalize_axis("flatten", end, self.shape())?;
+        if s > e {
+            return Err(Error::invalid("flatten", format!("start {start} is after end {end}")));
+        }
+        let mut dims = self.shape()[..s].to_vec();
+        dims.push(self.shape()[s..=e].iter().product());
+        dims.extend_from_slice(&self.shape()[e + 1..]);
+        self.reshape(&dims)
+    }
+
+    /// Reorder dimensions (a view).
+    pub fn permute(&self, perm: &[usize]) -> Result<Tensor> {
+        let out = self.view_of(self.layout().permute(perm)?);
+        let mut inv = vec![0; perm.len()];
+        for (i, &p) in perm.iter().enumerate() {
+            inv[p] = i;
+        }
+        record(
+            "permute",
+            out,
+            &[self],
+            Box::new(move |g| Ok(vec![Some(g.permute(&inv)?)])),
+        )
+    }
+
+    /// Swap two dimensions (a view).
+    pub fn transpose(&self, d0: isize, d1: isize) -> Result<Tensor> {
+        let a = normalize_axis("transpose", d0, self.shape())?;
+        let b = normalize_axis("transpose", d1, self.shape())?;
+        let mut perm: Vec<usize> = (0..self.rank()).collect();
+        perm.swap(a, b);
+        self.permute(&perm)
+    }
+
+    /// Transpose of the last two dimensions.
+    pub fn t(&self) -> Result<Tensor> {
+        self.transpose(-2, -1)
+    }
+
+    /// `len` entries of `dim` starting at `start` (a view).
+    pub fn narrow(&self, dim: isize, start: usize, len: usize) -> Result<Tensor> {
+        let d = normalize_axis("narrow", dim, self.shape())?;
+        let size = self.shape()[d];
+        if start.checked_add(len).is_none_or(|end| end > size) {
+            return Err(Error::IndexOutOfRange {
+                op: "narrow",
+                index: (start + len) as i64,
+                size,
+                shape: self.shape().to_vec(),
+            });
+        }
+        let out = self.view_of(self.layout().narrow(d, start, len));
+        let in_shape = self.shape().to_vec();
+        record(
+            "narrow",
+            out,
+            &[self],
+            Box::new(move |g| Ok(vec![Some(assemble(g, &in_shape, d, &[(g, start)])?)])),
+        )
+    }
+
+    /// Insert a size-1 dimension at `dim` (`0..=rank`, negative allowed).
+    pub fn unsqueeze(&self, dim: isize) -> Result<Tensor> {
+        let r = self.rank() as isize;
+        let d = if dim < 0 { dim + r + 1 } else { dim };
+        if d < 0 || d > r {
+            return Err(Error::InvalidAxis {
+                op: "unsqueeze",
+                axis: dim,
+                shape: self.shape().to_vec(),
+            });
+        }
+        let d = d as usize;
+        let out = self.view_of(self.layout().unsqueeze(d));
+        record(
+            "unsqueeze",
+            out,
+            &[self],
+            Box::new(move |g| Ok(vec![Some(g.squeeze(d as isize)?)])),
+        )
+    }
+
+    /// Remove the size-1 dimension `dim`.
+    pub fn squeeze(&self, dim: isize) -> Result<Tensor> {
+        let d = normalize_axis("squeeze", dim, self.shape())?;
+        if self.shape()[d] != 1 {
+            return Err(Error::invalid(
+                "squeeze",
+                format!(
+                    "dimension {dim} of shape {:?} has size {}, not 1",
+                    self.shape(),
+                    self.shape()[d]
+                ),
+            ));
+        }
+        let out = self.view_of(self.layout().squeeze(d));
+        record(
+            "squeeze",
+            out,
+            &[self],
+            Box::new(move |g| Ok(vec![Some(g.unsqueeze(d as isize)?)])),
+        )
+    }
+
+    /// Broadcast to `shape` (a view with stride 0 on expanded dimensions).
+    pub fn broadcast_as(&self, shape: &[usize]) -> Result<Tensor> {
+        if shape == self.shape() {
+            return Ok(self.clone());
+        }
+        let l = self.layout().broadcast_to(shape).ok_or_else(|| Error::ShapeMismatch {
+            op: "broadcast_as",
+            lhs: self.shape().to_vec(),
+            rhs: shape.to_vec(),
+        })?;
+        let out = self.view_of(l);
+        let in_shape = self.shape().to_vec();
+        record(
+            "broadcast_as",
+            out,
+            &[self],
+            Box::new(move |g| Ok(vec![Some(g.sum_to(&in_shape)?)])),
+        )
+    }
+
+    /// Dense row-major copy, or `self` when already dense.
+    pub fn contiguous(&self) -> Result<Tensor> {
+        if self.is_contiguous() {
+            return Ok(self.clone());
+        }
+        let out = Tensor::from_storage(
+            self.contiguous_storage()?,
+            Layout::contiguous(self.shape()),
+            self.device().clone(),
+        );
+        record("contiguous", out, &[self], Box::new(|g| Ok(vec![Some(g.clone())])))
+    }
+
+    /// Concatenate along `dim`; all other dims must agree.
+    pub fn cat(tensors: &[&Tensor], dim: isize) -> Result<Tensor> {
+        let first = tensors
+            .first()
+            .ok_or_else(|| Error::invalid("cat", "no tensors given"))?;
+        let d = normalize_axis("cat", dim, first.shape())?;
+        let mut shape = first.shape().to_vec();
+        shape[d] = 0;
+        for t in tensors {
+            check_same_kind("cat", first, t)?;
+            let ok = t.rank() == first.rank()
+                && t.shape()
+                    .iter()
+                    .zip(first.shape())
+                    .enumerate()
+                    .all(|(i, (a, b))| i == d || a == b);
+            if !ok {
+                return Err(Error::ShapeMismatch {
+                    op: "cat",
+                    lhs: first.shape().to_vec(),
+                    rhs: t.shape().to_vec(),
+                });
+            }
+            shape[d] += t.shape()[d];
+        }
+        let mut starts = Vec::with_capacity(tensors.len());
+        let mut at = 0;
+        for t in tensors {
+            starts.push((at, t.shape()[d]));
+            at += t.shape()[d];
+        }
+        let parts: Vec<(&Tensor, usize)> = tensors.iter().zip(&starts).map(|(t, &(s, _))| (*t, s)).collect();
+        let out = assemble(first, &shape, d, &parts)?;
+        record(
+            "cat",
+            out,
+            tensors,
+            Box::new(move |g| {
+                starts
+                    .iter()
+                    .map(|&(s, l)| Ok(Some(g.narrow(d as isize, s, l)?.contiguous()?)))
+                    .collect()
+            }),
+        )
+    }
+
+    /// Stack equally shaped tensors along a new dimension `dim`.
+    pub fn stack(tensors: &[&Tensor], dim: isize) -> Result<Tensor> {
+        let parts: Vec<Tensor> = tensors.iter().map(|t| t.unsqueeze(dim)).collect::<Result<_>>()?;
+        let refs: Vec<&Tensor> = parts.iter().collect();
+        Tensor::cat(&refs, dim)
+    }
+}
+
+/// A fresh dense tensor of `shape` that is zero except for `parts`, each written at
+/// its start offset along `dim` (raw, unrecorded). Used by `cat` and `narrow`'s backward.
+pub(crate) fn assemble(like: &Tensor, shape: &[usize], dim: usize, parts: &[(&Tensor, usize)]) -> Result<Tensor> {
+    let b = like.device().backend();
+    let mut storage = b.zeros(numel(shape), like.dtype())?;
+    let whole = Layout::contiguous(shape);
+    for (src, start) in parts {
+        let target = whole.narrow(dim, *start, src.shape()[dim]);
+        let ss = src.storage();
+        b.copy_strided(&*ss, src.layout(), &mut *storage, &target)?;
+    }
+    Ok(Tensor::from_storage(storage, whole, like.device().clone()))
+}

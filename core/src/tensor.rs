@@ -1,0 +1,454 @@
+//! The `Tensor` type: a strided view of device storage plus its autograd links.
+//!
+//! A tensor is an `Arc`, so clones are cheap and share data. Views (reshape,
+//! transpose, narrow, ...) share the storage and differ only in [`Layout`].
+//! Parameters are leaves created with [`Tensor::requires_grad`]; optimizers update
+//! them in place with [`Tensor::assign`].
+
+use crate::autograd::{self, Node};
+use crate::backend::{BackendStorage, BoxStorage};
+use crate::device::Device;
+use crate::dtype::{DType, HostData};
+use crate::error::{Error, Result};
+use crate::layout::Layout;
+use crate::rng;
+use crate::shape::numel;
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
+
+pub(crate) struct Inner {
+    pub(crate) id: usize,
+    pub(crate) storage: RwLock<Arc<dyn BackendStorage>>,
+    pub(crate) layout: Layout,
+    pub(crate) dtype: DType,
+    pub(crate) device: Device,
+    pub(crate) node: Option<Arc<Node>>,
+    /// `Some` for leaves that require a gradient: where `backward` accumulates it.
+    pub(crate) grad: Option<Mutex<Option<Tensor>>>,
+}
+
+/// An n-dimensional array on a device, with optional gradient tracking.
+#[derive(Clone)]
+pub struct Tensor(pub(crate) Arc<Inner>);
+
+/// Element types that can be moved in and out of tensors as `Vec<T>`.
+pub trait Element: Copy + Send + Sync + 'static {
+    /// The matching dtype.
+    const DTYPE: DType;
+    /// Wrap a vector as host data.
+    fn into_host(v: Vec<Self>) -> HostData;
+    /// Unwrap host data of the matching dtype.
+    fn from_host(h: HostData) -> Option<Vec<Self>>;
+}
+
+macro_rules! element {
+    ($t:ty, $d:ident) => {
+        impl Element for $t {
+            const DTYPE: DType = DType::$d;
+            fn into_host(v: Vec<Self>) -> HostData {
+                HostData::$d(v)
+            }
+            fn from_host(h: HostData) -> Option<Vec<Self>> {
+                match h {
+                    HostData::$d(v) => Some(v),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+element!(f32, F32);
+element!(f64, F64);
+element!(i64, I64);
+
+impl Tensor {
+    // ----- construction -------------------------------------------------------
+
+    /// Wrap fresh storage as a tensor without autograd history.
+    pub(crate) fn from_storage(storage: BoxStorage, layout: Layout, device: Device) -> Tensor {
+        let dtype = storage.dtype();
+        Tensor(Arc::new(Inner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            storage: RwLock::new(Arc::from(storage)),
+            layout,
+            dtype,
+            device,
+            node: None,
+            grad: None,
+        }))
+    }
+
+    /// A new tensor sharing this one's storage through another layout (a view).
+    pub(crate) fn view_of(&self, layout: Layout) -> Tensor {
+        Tensor(Arc::new(Inner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            storage: RwLock::new(self.storage()),
+            layout,
+            dtype: self.dtype(),
+            device: self.device().clone(),
+            node: None,
+            grad: None,
+        }))
+    }
+
+    /// Attach an autograd node (used by `autograd::record`).
+    pub(crate) fn with_node(self, node: Arc<Node>) -> Tensor {
+        let inner = Arc::try_unwrap(self.0).unwrap_or_else(|arc| Inner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            storage: RwLock::new(arc.storage.read().expect("storage lock").clone()),
+            layout: arc.layout.clone(),
+            dtype: arc.dtype,
+            device: arc.device.clone(),
+            node: None,
+            grad: None,
+        });
+        Tensor(Arc::new(Inner {
+            node: Some(node),
+            grad: None,
+            ..inner
+        }))
+    }
+
+    /// A tensor from host data with the given shape.
+    pub fn from_host(data: HostData, shape: &[usize], device: &Device) -> Result<Tensor> {
+        if data.len() != numel(shape) {
+            return Err(Error::invalid(
+                "from_host",
+                format!("{} elements do not fill shape {shape:?}", data.len()),
+            ));
+        }
+        let s = device.backend().from_host(&data)?;
+        Ok(Tensor::from_storage(s, Layout::contiguous(shape), device.clone()))
+    }
+
+    /// A tensor from a vector of `f32`, `f64` or `i64`.
+    pub fn from_vec<T: Element>(v: Vec<T>, shape: &[usize], device: &Device) -> Result<Tensor> {
+        Tensor::from_host(T::into_host(v), shape, device)
+    }
+
+    /// A tensor of `dtype` from f64 values.
+    pub fn from_f64s(v: &[f64], shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+        Tensor::from_host(HostData::from_f64(v.to_vec(), dtype), shape, device)
+    }
+
+    /// A rank-0 tensor holding `v`.
+    pub fn scalar(v: f64, dtype: DType, device: &Device) -> Result<Tensor> {
+        Tensor::from_f64s(&[v], &[], dtype, device)
+    }
+
+    /// Zeros.
+    pub fn zeros(shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+        let s = device.backend().zeros(numel(shape), dtype)?;
+        Ok(Tensor::from_storage(s, Layout::contiguous(shape), device.clone()))
+    }
+
+    /// Every element equal to `v`.
+    pub fn full(shape: &[usize], v: f64, dtype: DType, device: &Device) -> Result<Tensor> {
+        Tensor::from_host(HostData::from_f64(vec![v; numel(shape)], dtype), shape, device)
+    }
+
+    /// Ones.
+    pub fn ones(shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+        Tensor::full(shape, 1.0, dtype, device)
+    }
+
+    /// `0, 1, .., n-1`.
+    pub fn arange(n: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+        Tensor::from_host(
+            HostData::from_f64((0..n).map(|i| i as f64).collect(), dtype),
+            &[n],
+            device,
+        )
+    }
+
+    /// Standard normal samples from the global seeded generator ([`rng::manual_seed`]).
+    pub fn randn(shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+        let v = rng::with_rng(|r| (0..numel(shape)).map(|_| r.normal()).collect());
+        Tensor::from_host(HostData::from_f64(v, dtype), shape, device)
+    }
+
+    /// Uniform samples in `[lo, hi)` from the global seeded generator.
+    pub fn rand_uniform(shape: &[usize], lo: f64, hi: f64, dtype: DType, device: &Device) -> Result<Tensor> {
+        let v = rng::with_rng(|r| (0..numel(shape)).map(|_| lo + (hi - lo) * r.uniform()).collect());
+        Tensor::from_host(HostData::from_f64(v, dtype), shape, device)
+    }
+
+    /// Bernoulli samples: 1 with probability `p`, else 0.
+    pub fn bernoulli(shape: &[usize], p: f64, dtype: DType, device: &Device) -> Result<Tensor> {
+        if !(0.0..=1.0).contains(&p) {
+            return Err(Error::invalid("bernoulli", format!("probability {p} is not in [0, 1]")));
+        }
+        let v = rng::with_rng(|r| {
+            (0..numel(shape))
+                .map(|_| if r.uniform() < p { 1.0 } else { 0.0 })
+                .collect()
+        });
+        Tensor::from_host(HostData::from_f64(v, dtype), shape, device)
+    }
+
+    /// Zeros with this tensor's shape, dtype and device.
+    pub fn zeros_like(&self) -> Result<Tensor> {
+        Tensor::zeros(self.shape(), self.dtype(), self.device())
+    }
+
+    /// Ones with this tensor's shape, dtype and device.
+    pub fn ones_like(&self) -> Result<Tensor> {
+        Tensor::ones(self.shape(), self.dtype(), self.device())
+    }
+
+    // ----- accessors ----------------------------------------------------------
+
+    /// Logical shape.
+    pub fn shape(&self) -> &[usize] {
+        self.0.layout.shape()
+    }
+
+    /// Number of dimensions.
+    pub fn rank(&self) -> usize {
+        self.0.layout.rank()
+    }
+
+    /// Size of dimension `dim` (negative counts from the end).
+    pub fn dim(&self, dim: isize) -> Result<usize> {
+        let d = crate::shape::normalize_axis("dim", dim, self.shape())?;
+        Ok(self.shape()[d])
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        self.0.layout.numel()
+    }
+
+    /// Element type.
+    pub fn dtype(&self) -> DType {
+        self.0.dtype
+    }
+
+    /// The device holding the data.
+    pub fn device(&self) -> &Device {
+        &self.0.device
+    }
+
+    /// The strided layout over the storage.
+    pub fn layout(&self) -> &Layout {
+        &self.0.layout
+    }
+
+    /// The storage (shared with views of this tensor).
+    pub fn storage(&self) -> Arc<dyn BackendStorage> {
+        self.0.storage.read().expect("storage lock poisoned").clone()
+    }
+
+    /// A process-unique id (differs between views of the same storage).
+    pub fn id(&self) -> usize {
+        self.0.id
+    }
+
+    /// True when the layout is dense row-major.
+    pub fn is_contiguous(&self) -> bool {
+        self.0.layout.is_contiguous()
+    }
+
+    /// Copy to the host as `Vec<T>`; the dtype must match `T`.
+    pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
+        if self.dtype() != T::DTYPE {
+            return Err(Error::DTypeMismatch {
+                op: "to_vec",
+                lhs: self.dtype(),
+                rhs: T::DTYPE,
+            });
+        }
+        let h = self.to_host()?;
+        Ok(T::from_host(h).expect("dtype checked above"))
+    }
+
+    /// Copy to the host, converting every element to f64.
+    pub fn to_vec_f64(&self) -> Result<Vec<f64>> {
+        Ok(self.to_host()?.to_f64())
+    }
+
+    /// Copy to the host in logical row-major order.
+    pub fn to_host(&self) -> Result<HostData> {
+        let s = self.storage();
+        self.device().backend().to_host(&*s, self.layout())
+    }
+
+    /// The single value of a one-element tensor, as f64.
+    pub fn to_scalar(&self) -> Result<f64> {
+        if self.numel() != 1 {
+            return Err(Error::invalid(
+                "to_scalar",
+                format!(
+                    "tensor of shape {:?} has {} elements, not 1",
+                    self.shape(),
+                    self.numel()
+                ),
+            ));
+        }
+        Ok(self.to_vec_f64()?[0])
+    }
+
+    // ----- autograd handles ---------------------------------------------------
+
+    /// A leaf that requires a gradient, sharing this tensor's data. Gradients of
+    /// later `backward` calls accumulate in [`Tensor::grad`] until
+    /// [`Tensor::zero_grad`].
+    pub fn requires_grad(self) -> Tensor {
+        Tensor(Arc::new(Inner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            storage: RwLock::new(self.storage()),
+            layout: self.layout().clone(),
+            dtype: self.dtype(),
+            device: self.device().clone(),
+            node: None,
+            grad: Some(Mutex::new(None)),
+        }))
+    }
+
+    /// True when gradients flow into this tensor (a grad leaf or an op result
+    /// recorded while gradients were enabled).
+    pub fn tracks_grad(&self) -> bool {
+        self.0.grad.is_some() || self.0.node.is_some()
+    }
+
+    /// True for leaves created with [`Tensor::requires_grad`].
+    pub fn is_grad_leaf(&self) -> bool {
+        self.0.grad.is_some()
+    }
+
+    /// The accumulated gradient of a leaf, if any backward reached it.
+    pub fn grad(&self) -> Option<Tensor> {
+        self.0.grad.as_ref().and_then(|g| g.lock().expect("grad lock").clone())
+    }
+
+    /// Clear the accumulated gradient.
+    pub fn zero_grad(&self) {
+        if let Some(g) = &self.0.grad {
+            *g.lock().expect("grad lock") = None;
+        }
+    }
+
+    /// Replace the accumulated gradient (e.g. after clipping).
+    pub fn set_grad(&self, grad: Option<Tensor>) -> Result<()> {
+        let slot = self.0.grad.as_ref().ok_or_else(|| {
+            Error::invalid(
+                "set_grad",
+                format!("tensor of shape {:?} is not a grad leaf", self.shape()),
+            )
+        })?;
+        if let Some(g) = &grad {
+            check_same_meta("set_grad", self, g)?;
+        }
+        *slot.lock().expect("grad lock") = grad.map(|g| g.detach());
+        Ok(())
+    }
+
+    /// The same data without autograd history (a new, untracked handle).
+    pub fn detach(&self) -> Tensor {
+        self.view_of(self.layout().clone())
+    }
+
+    /// Overwrite this tensor's data with `src`'s (same shape and dtype). Used by
+    /// optimizers on parameters: the parameter keeps its identity and grad slot.
+    /// Views created earlier keep the old data.
+    pub fn assign(&self, src: &Tensor) -> Result<()> {
+        check_same_meta("assign", self, src)?;
+        let dense = if src.is_contiguous() && src.layout().offset() == 0 && src.storage().len() == src.numel() {
+            src.storage()
+        } else {
+            Arc::from(autograd::no_grad(|| src.contiguous_storage())?)
+        };
+        if !self.is_contiguous() || self.layout().offset() != 0 {
+            return Err(Error::invalid(
+                "assign",
+                format!(
+                    "target of shape {:?} is a strided view; assign to a dense tensor",
+                    self.shape()
+                ),
+            ));
+        }
+        *self.0.storage.write().expect("storage lock") = dense;
+        Ok(())
+    }
+
+    /// Compute the backward pass from this scalar, accumulating into grad leaves.
+    pub fn backward(&self) -> Result<()> {
+        if self.numel() != 1 {
+            return Err(Error::BackwardNonScalar {
+                shape: self.shape().to_vec(),
+            });
+        }
+        let seed = Tensor::ones(self.shape(), self.dtype(), self.device())?;
+        autograd::backward(self, seed)
+    }
+
+    /// Backward pass with an explicit upstream gradient of this tensor's shape.
+    pub fn backward_with(&self, grad: &Tensor) -> Result<()> {
+        check_same_meta("backward_with", self, grad)?;
+        autograd::backward(self, grad.detach())
+    }
+
+    /// Dense storage with this tensor's elements in row-major order.
+    pub(crate) fn contiguous_storage(&self) -> Result<BoxStorage> {
+        let b = self.device().backend();
+        let mut dst = b.zeros(self.numel(), self.dtype())?;
+        let src = self.storage();
+        b.copy_strided(&*src, self.layout(), &mut *dst, &Layout::contiguous(self.shape()))?;
+        Ok(dst)
+    }
+}
+
+/// Check that two tensors agree in shape, dtype and device.
+pub(crate) fn check_same_meta(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+    if a.shape() != b.shape() {
+        return Err(Error::ShapeMismatch {
+            op,
+            lhs: a.shape().to_vec(),
+            rhs: b.shape().to_vec(),
+        });
+    }
+    check_same_kind(op, a, b)
+}
+
+/// Check that two tensors agree in dtype and device.
+pub(crate) fn check_same_kind(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+    if a.dtype() != b.dtype() {
+        return Err(Error::DTypeMismatch {
+            op,
+            lhs: a.dtype(),
+            rhs: b.dtype(),
+        });
+    }
+    if !a.device().same(b.device()) {
+        return Err(Error::DeviceMismatch {
+            op,
+            lhs: a.device().name(),
+            rhs: b.device().name(),
+        });
+    }
+    Ok(())
+}
+
+impl fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Tensor(shape={:?}, dtype={}, device={}",
+            self.shape(),
+            self.dtype(),
+            self.device()
+        )?;
+        if let Some(n) = &self.0.node {
+            write!(f, ", op={}", n.op)?;
+        }
+        if self.numel() <= 16 {
+            if let Ok(v) = self.to_vec_f64() {
+                write!(f, ", data={v:?}")?;
+            }
+        }
+        write!(f, ")")
+    }
+}
