@@ -100,7 +100,9 @@ fn check_finite(t: &Tensor, op: &str, phase: &'static str) -> Result<()> {
 /// input tracks gradients, `out` is returned untouched and `backward` is dropped.
 /// This is the one entry point for every differentiable op, built-in or custom.
 pub fn record(op: &str, out: Tensor, inputs: &[&Tensor], backward: BackwardFn) -> Result<Tensor> {
-    if anomaly_detection() {
+    // Not while recording is off: inside backward the gradient ops would otherwise be
+    // blamed ("forward of div") before the node's own backward check names the culprit.
+    if anomaly_detection() && is_grad_enabled() {
         check_finite(&out, op, "forward")?;
     }
     if !is_grad_enabled() || !inputs.iter().any(|t| t.tracks_grad()) {

@@ -141,6 +141,8 @@ pub trait Backend: Send + Sync + Debug {
     fn zeros(&self, len: usize, dtype: DType) -> Result<BoxStorage>;
 
     /// Copy host data to the device.
+    // `from_host` reads as "upload from the host"; it needs the device, hence `&self`.
+    #[allow(clippy::wrong_self_convention)]
     fn from_host(&self, data: &HostData) -> Result<BoxStorage>;
 
     /// Copy the elements of `layout`, in logical row-major order, to the host.

@@ -129,6 +129,20 @@ impl Tensor {
         Tensor::from_host(T::into_host(v), shape, device)
     }
 
+    /// Wrap storage returned by a backend kernel (for instance a fused kernel that a
+    /// custom op calls through [`Device::backend`]) as a dense, row-major tensor of
+    /// `shape` on `device`, without autograd history. The storage must hold exactly
+    /// `shape`'s number of elements and belong to `device`.
+    pub fn from_backend_storage(storage: BoxStorage, shape: &[usize], device: &Device) -> Result<Tensor> {
+        if storage.len() != numel(shape) {
+            return Err(Error::invalid(
+                "from_backend_storage",
+                format!("storage of {} elements does not fill shape {shape:?}", storage.len()),
+            ));
+        }
+        Ok(Tensor::from_storage(storage, Layout::contiguous(shape), device.clone()))
+    }
+
     /// A tensor of `dtype` from f64 values.
     pub fn from_f64s(v: &[f64], shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
         Tensor::from_host(HostData::from_f64(v.to_vec(), dtype), shape, device)

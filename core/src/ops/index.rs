@@ -20,6 +20,23 @@ fn check_device(op: &'static str, a: &Tensor, ids: &Tensor) -> Result<()> {
     Ok(())
 }
 
+/// Errors of the `index_select` inside `embedding` are reported as `embedding`'s.
+fn as_embedding(e: Error) -> Error {
+    const OP: &str = "embedding";
+    match e {
+        Error::IndexOutOfRange { index, size, shape, .. } => Error::IndexOutOfRange {
+            op: OP,
+            index,
+            size,
+            shape,
+        },
+        Error::InvalidArgument { msg, .. } => Error::InvalidArgument { op: OP, msg },
+        Error::UnsupportedDType { dtype, shape, .. } => Error::UnsupportedDType { op: OP, dtype, shape },
+        Error::DeviceMismatch { lhs, rhs, .. } => Error::DeviceMismatch { op: OP, lhs, rhs },
+        other => other,
+    }
+}
+
 impl Tensor {
     /// Rows (entries of `dim`) picked by `ids` (i64, any shape, flattened). The
     /// output has `dim` replaced by the number of ids.
@@ -67,7 +84,7 @@ impl Tensor {
             ));
         }
         let flat = ids.reshape(&[ids.numel()])?;
-        let rows = self.index_select(0, &flat)?;
+        let rows = self.index_select(0, &flat).map_err(as_embedding)?;
         let mut shape = ids.shape().to_vec();
         shape.push(self.shape()[1]);
         rows.reshape(&shape)

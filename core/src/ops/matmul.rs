@@ -23,6 +23,17 @@ impl Tensor {
             });
         }
         let (m, k, n) = (a[a.len() - 2], a[a.len() - 1], b[b.len() - 1]);
+        // `[.., m, k] · [k, n]` with a dense lhs is one `[(..·m), k] · [k, n]` GEMM:
+        // one large product instead of a batch of small ones, and the weight
+        // gradient becomes a single GEMM too instead of a batch plus a reduction.
+        if b.len() == 2 && a.len() > 2 && self.is_contiguous() {
+            let rows = self.numel() / k.max(1);
+            if k > 0 {
+                let mut out_shape = a[..a.len() - 1].to_vec();
+                out_shape.push(n);
+                return self.reshape(&[rows, k])?.matmul(rhs)?.reshape(&out_shape);
+            }
+        }
         let batch = broadcast_shape(OP, &a[..a.len() - 2], &b[..b.len() - 2])?;
         let mut sa = batch.to_vec();
         sa.extend([m, k]);

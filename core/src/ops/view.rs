@@ -42,7 +42,7 @@ impl Tensor {
     pub fn reshape_infer(&self, shape: &[isize]) -> Result<Tensor> {
         let known: usize = shape.iter().filter(|&&d| d >= 0).map(|&d| d as usize).product();
         let holes = shape.iter().filter(|&&d| d < 0).count();
-        if holes > 1 || (holes == 1 && (known == 0 || self.numel() % known != 0)) {
+        if holes > 1 || (holes == 1 && (known == 0 || !self.numel().is_multiple_of(known))) {
             return Err(Error::invalid(
                 "reshape",
                 format!("cannot reshape {:?} into {shape:?}", self.shape()),
@@ -107,7 +107,7 @@ impl Tensor {
         if start.checked_add(len).is_none_or(|end| end > size) {
             return Err(Error::IndexOutOfRange {
                 op: "narrow",
-                index: (start + len) as i64,
+                index: start.saturating_add(len) as i64,
                 size,
                 shape: self.shape().to_vec(),
             });
