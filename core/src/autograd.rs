@@ -23,6 +23,26 @@ pub(crate) struct Node {
     state: Mutex<Option<(Vec<Tensor>, BackwardFn)>>,
 }
 
+impl Drop for Node {
+    /// Release a graph that backward never consumed iteratively. Left to the
+    /// compiler, each node's drop would drop its inputs' nodes recursively, and a
+    /// long chain (a loss summed over many steps without `backward` or `no_grad`)
+    /// overflows the thread's stack and aborts the process.
+    fn drop(&mut self) {
+        let state = self.state.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        let mut pending: Vec<Tensor> = state.map(|(inputs, _)| inputs).unwrap_or_default();
+        while let Some(t) = pending.pop() {
+            // Only the last handle to a tensor releases its node; others just decrement.
+            let Ok(inner) = Arc::try_unwrap(t.0) else { continue };
+            let Some(node) = inner.node else { continue };
+            if let Ok(mut node) = Arc::try_unwrap(node) {
+                let state = node.state.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+                pending.extend(state.map(|(inputs, _)| inputs).unwrap_or_default());
+            } // `node` drops here with no state left: no recursion
+        }
+    }
+}
+
 thread_local! {
     static NO_GRAD_DEPTH: Cell<usize> = const { Cell::new(0) };
 }

@@ -1,1 +1,211 @@
-//! placeholder
+//! # unigrad-tests — the shared test suite
+//!
+//! One suite, written once against the [`Device`](unigrad_core::Device) handle, run
+//! against every backend. A backend gets every test by adding one line in
+//! `tests/tests/<backend>.rs`:
+//!
+//! ```ignore
+//! unigrad_tests::backend_suite!(cpu, unigrad_cpu::cpu());
+//! ```
+//!
+//! and a backend whose device may be missing passes a guard returning
+//! `Option<Device>`; with `None` each test passes after writing
+//! `SKIPPED <test>: <reason>` to stderr:
+//!
+//! ```ignore
+//! unigrad_tests::backend_suite!(cuda, guard = unigrad_cuda::try_device(), reason = "no CUDA device");
+//! ```
+//!
+//! ## What is in it
+//!
+//! | module | checks |
+//! | --- | --- |
+//! | [`gradcheck_ops`] | every differentiable op by central differences in f64 |
+//! | [`forward`] | forward values against the naive [`reference`] code, f64 and f32 |
+//! | [`autograd`] | accumulation, no_grad, detach, backward errors, anomaly mode, custom ops, dropout, RNG |
+//! | [`views`] | storage sharing of views, rank-0 and zero-size tensors |
+//! | [`errors`] | bad inputs return errors naming the op and shapes |
+//! | [`training`] | a 1,000-step MLP run learns and keeps memory flat |
+//!
+//! ## Extension point: more suites, same mechanism
+//!
+//! Suite functions are plain `pub fn name(dev: &Device) -> Result<()>` in some
+//! module. To add tests that every backend runs (for example nn-level suites: norm
+//! fixture parity, module gradchecks), either
+//!
+//! 1. add the module here and one group line to [`backend_suite!`]'s list, e.g.
+//!    `nn_norms(Shared) = $crate::nn_norms { layer_norm_parity, un_gradcheck }` —
+//!    every `tests/tests/<backend>.rs` then picks them up with no change; or
+//! 2. keep them elsewhere (another crate) and instantiate them with the general
+//!    [`instantiate!`] macro, which takes the same group syntax plus the device
+//!    expression:
+//!
+//! ```ignore
+//! mod cpu_nn {
+//!     unigrad_tests::instantiate! {
+//!         device = Some(unigrad_cpu::cpu()), reason = "";
+//!         norms(Shared) = my_crate::norm_suite { layer_norm_parity, un_gradcheck }
+//!     }
+//! }
+//! ```
+//!
+//! Each group becomes a module of `#[test]`s named after the functions (test path
+//! `<backend>::<group>::<function>`), run through [`harness::run`], which reseeds
+//! the RNG per test, handles skipping, and serialises `Exclusive` groups.
+//! A unit test in this crate checks that every suite function of this crate is
+//! listed in [`backend_suite!`].
+//!
+//! Gradcheck cases are counted per test; run with `-- --nocapture` to see
+//! `<test>: N gradcheck cases` lines.
+
+#![warn(missing_docs)]
+
+pub mod autograd;
+pub mod errors;
+pub mod forward;
+pub mod gradcheck_ops;
+pub mod harness;
+pub mod reference;
+pub mod training;
+pub mod util;
+pub mod views;
+
+/// Generate one `#[test]` per listed suite function.
+///
+/// Syntax: `device = <expr: Option<Device>>, reason = <&str>;` then groups
+/// `group(Mode) = path::to::module { fn_a, fn_b, ... }` where `Mode` is `Shared` or
+/// `Exclusive` (see [`harness::Mode`]). The device expression is evaluated in each
+/// test; the generated modules `use super::*`, so it may name items of the
+/// invoking module.
+#[macro_export]
+macro_rules! instantiate {
+    (
+        device = $dev:expr, reason = $reason:expr;
+        $( $group:ident ( $mode:ident ) = $module:path { $( $test:ident ),* $(,)? } )*
+    ) => {
+        $(
+            #[allow(unused_imports)]
+            mod $group {
+                use super::*;
+                use $module as suite_module;
+                $(
+                    #[test]
+                    fn $test() {
+                        $crate::harness::run(
+                            concat!(module_path!(), "::", stringify!($test)),
+                            concat!(stringify!($group), "::", stringify!($test)),
+                            $crate::harness::Mode::$mode,
+                            suite_module::$test,
+                            $dev,
+                            $reason,
+                        );
+                    }
+                )*
+            }
+        )*
+    };
+}
+
+/// Instantiate the whole shared suite for one backend, as module `$name` of `#[test]`s.
+///
+/// - `backend_suite!(cpu, unigrad_cpu::cpu())` — the device is always present.
+/// - `backend_suite!(cuda, guard = <expr: Option<Device>>, reason = "<why skipped>")`
+///   — tests pass with a `SKIPPED <test>: <reason>` line on stderr when the guard
+///   gives `None`.
+///
+/// This is the one list of the suite's functions; add new ones here.
+#[macro_export]
+macro_rules! backend_suite {
+    ($name:ident, guard = $guard:expr, reason = $reason:expr $(,)?) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::instantiate! {
+                device = $guard, reason = $reason;
+                forward(Shared) = $crate::forward {
+                    unary_ops, binary_broadcast, select_ops, reductions, matmul, shape_ops,
+                    indexing, softmax, cross_entropy, to_dtype, large_tensors,
+                }
+                gradcheck_ops(Shared) = $crate::gradcheck_ops {
+                    unary, binary, random_shapes, reductions, matmul, shape_ops, indexing,
+                    softmax, cross_entropy, dropout, to_dtype, compositions,
+                }
+                autograd(Shared) = $crate::autograd {
+                    accumulation, shared_subgraphs, long_chains, no_grad_and_detach, backward_errors,
+                    custom_ops, gradcheck_catches_wrong_gradient, dropout, rng_determinism,
+                    device_moves,
+                }
+                autograd_exclusive(Exclusive) = $crate::autograd { anomaly_mode }
+                views(Shared) = $crate::views { storage_sharing, scalars, zero_size, creation }
+                errors(Shared) = $crate::errors {
+                    shape_errors, dtype_errors, axis_errors, index_errors, argument_errors,
+                }
+                training(Exclusive) = $crate::training { mlp_memory_flat }
+            }
+        }
+    };
+    ($name:ident, $device:expr $(,)?) => {
+        $crate::backend_suite!($name, guard = Some($device), reason = "");
+    };
+}
+
+/// The guard path of [`instantiate!`]: with no device the suite function must not
+/// run (it would panic) and the test passes after printing its `SKIPPED` line.
+#[cfg(test)]
+mod skipping {
+    /// A stand-in suite module whose only function fails if it is ever called.
+    pub mod never {
+        use unigrad_core::{Device, Result};
+        /// Panics: a skipped test must not reach it.
+        pub fn must_not_run(dev: &Device) -> Result<()> {
+            panic!("a skipped test ran on {dev}");
+        }
+    }
+    fn no_device() -> Option<unigrad_core::Device> {
+        None
+    }
+    crate::instantiate! {
+        device = no_device(), reason = "no such device (unit test of the skip path)";
+        absent(Shared) = crate::skipping::never { must_not_run }
+    }
+}
+
+#[cfg(test)]
+mod registry {
+    /// Every `pub fn x(dev: &Device) -> Result<()>` of the suite modules is listed
+    /// in `backend_suite!` (so no test is silently left out of a backend's run).
+    #[test]
+    fn every_suite_function_is_listed() {
+        let lib = include_str!("lib.rs");
+        let list = &lib[lib.find("macro_rules! backend_suite").expect("macro")..];
+        let sources = [
+            ("forward", include_str!("forward.rs")),
+            ("gradcheck_ops", include_str!("gradcheck_ops.rs")),
+            ("autograd", include_str!("autograd.rs")),
+            ("views", include_str!("views.rs")),
+            ("errors", include_str!("errors.rs")),
+            ("training", include_str!("training.rs")),
+        ];
+        let mut n = 0;
+        for (module, src) in sources {
+            for line in src.lines() {
+                let Some(rest) = line.strip_prefix("pub fn ") else {
+                    continue;
+                };
+                if !rest.contains("(dev: &Device) -> Result<()>") {
+                    continue;
+                }
+                let name = &rest[..rest.find('(').expect("fn")];
+                let found = list.match_indices(&format!("$crate::{module} {{")).any(|(at, _)| {
+                    let group = list[at..].split('}').next().unwrap_or("");
+                    group
+                        .split(|c: char| !c.is_alphanumeric() && c != '_')
+                        .any(|w| w == name)
+                });
+                assert!(found, "{module}::{name} is not listed in backend_suite!");
+                n += 1;
+            }
+        }
+        assert!(n > 40, "found only {n} suite functions");
+    }
+}
