@@ -1,18 +1,24 @@
 //! # unigrad-cpu
 //!
 //! The CPU backend: GEMM through `matrixmultiply` (strided, so transposes are
-//! free), `rayon` for large elementwise, reduction and row work (with a size
-//! threshold so small tensors stay on the calling thread), and inner loops shaped
-//! so LLVM vectorises them.
+//! free; rayon splits large and batched products over the cores), `rayon` for large
+//! elementwise, reduction and row work (with a size threshold so small tensors stay
+//! on the calling thread), inner loops compiled per SIMD level and picked at run
+//! time (AVX-512 / AVX2 / baseline, see [`simd`]), and a buffer [`pool`] so a
+//! training step reuses the previous step's memory instead of page-faulting fresh
+//! allocations.
 //!
-//! Layout: `storage.rs` (the `Vec` per dtype), `strided.rs` (iteration plans over
-//! strided layouts), `elem.rs` (the float trait, erf), and `kernels/`, one file per
-//! op family matching `core/src/ops/`.
+//! Layout: `storage.rs` (the `Vec` per dtype), `pool.rs` (buffer recycling),
+//! `simd.rs` (run-time dispatch, libm-free `exp`/`log`/`tanh`), `strided.rs`
+//! (iteration plans over strided layouts), `elem.rs` (the float trait, erf), and
+//! `kernels/`, one file per op family matching `core/src/ops/`.
 
 #![warn(missing_docs)]
 
 pub mod elem;
 pub mod kernels;
+pub mod pool;
+pub mod simd;
 pub mod storage;
 pub mod strided;
 
@@ -86,11 +92,7 @@ impl Backend for CpuBackend {
     }
 
     fn zeros(&self, len: usize, dtype: DType) -> Result<BoxStorage> {
-        boxed(match dtype {
-            DType::F32 => CpuStorage::F32(vec![0.0; len]),
-            DType::F64 => CpuStorage::F64(vec![0.0; len]),
-            DType::I64 => CpuStorage::I64(vec![0; len]),
-        })
+        boxed(CpuStorage::zeros(len, dtype))
     }
 
     fn from_host(&self, data: &HostData) -> Result<BoxStorage> {
@@ -302,15 +304,18 @@ impl Backend for CpuBackend {
     }
 
     fn moments_last(&self, src: &dyn BackendStorage, l: &Layout) -> Result<(BoxStorage, BoxStorage)> {
-        let n = *l.shape().last().unwrap_or(&1);
+        let (n, rows) = match l.shape().split_last() {
+            Some((&n, rest)) => (n, rest.iter().product()),
+            None => (1, 1),
+        };
         use kernels::softmax::moments;
         let (m, v) = match get(src)? {
             CpuStorage::F32(x) => {
-                let (m, v) = moments(&kernels::copy::dense_cow(x, l), n);
+                let (m, v) = moments(&kernels::copy::dense_cow(x, l), rows, n);
                 (CpuStorage::F32(m), CpuStorage::F32(v))
             }
             CpuStorage::F64(x) => {
-                let (m, v) = moments(&kernels::copy::dense_cow(x, l), n);
+                let (m, v) = moments(&kernels::copy::dense_cow(x, l), rows, n);
                 (CpuStorage::F64(m), CpuStorage::F64(v))
             }
             s => return Err(unsupported("moments_last", s, l)),

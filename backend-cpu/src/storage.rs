@@ -1,9 +1,14 @@
-//! CPU storage: a plain `Vec` per dtype.
+//! CPU storage: a plain `Vec` per dtype, recycled through [`crate::pool`] when
+//! dropped so a training step reuses the previous step's buffers.
 
+use crate::pool;
 use std::any::Any;
 use unigrad_core::{BackendStorage, DType, HostData};
 
 /// Host memory holding one tensor's elements.
+///
+/// Dropping it files the buffer in the [pool](crate::pool) (when large enough), from
+/// which kernels take their outputs.
 #[derive(Debug, Clone)]
 pub enum CpuStorage {
     /// f32 elements.
@@ -45,5 +50,52 @@ impl CpuStorage {
             HostData::F64(v) => CpuStorage::F64(v),
             HostData::I64(v) => CpuStorage::I64(v),
         }
+    }
+
+    /// Zero-filled storage of `len` elements of `dtype` (from the pool when possible).
+    pub fn zeros(len: usize, dtype: DType) -> CpuStorage {
+        match dtype {
+            DType::F32 => CpuStorage::F32(pool::take_zeroed(len)),
+            DType::F64 => CpuStorage::F64(pool::take_zeroed(len)),
+            DType::I64 => CpuStorage::I64(pool::take_zeroed(len)),
+        }
+    }
+
+    /// Move the elements out as host data (no copy; the buffer leaves the pool's reach).
+    pub fn into_host(mut self) -> HostData {
+        match &mut self {
+            CpuStorage::F32(v) => HostData::F32(std::mem::take(v)),
+            CpuStorage::F64(v) => HostData::F64(std::mem::take(v)),
+            CpuStorage::I64(v) => HostData::I64(std::mem::take(v)),
+        }
+    }
+}
+
+impl Drop for CpuStorage {
+    fn drop(&mut self) {
+        match self {
+            CpuStorage::F32(v) => pool::give(std::mem::take(v)),
+            CpuStorage::F64(v) => pool::give(std::mem::take(v)),
+            CpuStorage::I64(v) => pool::give(std::mem::take(v)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zeros_are_zero_even_from_a_dirty_recycled_buffer() {
+        let n = pool::MIN_POOLED_BYTES; // f32: 4× the minimum poolable size
+        for _ in 0..3 {
+            let mut s = CpuStorage::zeros(n, DType::F32);
+            let CpuStorage::F32(v) = &mut s else { unreachable!() };
+            assert!(v.iter().all(|&x| x == 0.0));
+            v.iter_mut().for_each(|x| *x = f32::NAN);
+            drop(s);
+        }
+        let h = CpuStorage::F64(vec![1.5; 3]).into_host();
+        assert_eq!(h, HostData::F64(vec![1.5; 3]));
     }
 }

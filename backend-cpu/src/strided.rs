@@ -6,6 +6,7 @@
 //! broadcast becomes `B·N` rows of `C`. Kernels then run a tight inner loop per
 //! row, which the compiler auto-vectorises when the inner strides are 1.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use unigrad_core::Layout;
 
 /// Merge adjacent dims that are contiguous in all operands. Returns the new shape
@@ -90,6 +91,22 @@ impl<const N: usize> Plan<N> {
     }
 }
 
-/// Below this many elements, kernels stay on the calling thread: a rayon
-/// fork/join costs a few microseconds, more than small tensors take.
+/// Default of [`par_threshold`]: below this many elements, kernels stay on the
+/// calling thread (a rayon fork/join costs microseconds, more than small tensors
+/// take). Tuned with `examples/par_threshold.rs`.
 pub const PAR_THRESHOLD: usize = 1 << 15;
+
+static PAR_MIN: AtomicUsize = AtomicUsize::new(PAR_THRESHOLD);
+
+/// Elements from which elementwise, reduction and row kernels use rayon.
+#[inline]
+pub fn par_threshold() -> usize {
+    PAR_MIN.load(Ordering::Relaxed)
+}
+
+/// Change [`par_threshold`] for the whole process (`usize::MAX`: never go
+/// parallel). Results do not depend on it: reductions split their work into
+/// fixed-size blocks whether or not the blocks run in parallel.
+pub fn set_par_threshold(elements: usize) {
+    PAR_MIN.store(elements, Ordering::Relaxed);
+}

@@ -14,6 +14,8 @@
 //! * [`csv`]: an atomic CSV writer for training logs.
 //! * [`cli`]: progress bars and JSON-lines output.
 //! * [`rng`]: a small seeded random number generator, so runs are reproducible.
+//! * [`train`]: the training loops of `translate`, `vit` and `paper_table` (these use the
+//!   tensor crates).
 
 #![warn(missing_docs)]
 
@@ -25,6 +27,7 @@ pub mod data;
 pub mod error;
 pub mod plot;
 pub mod rng;
+pub mod train;
 
 pub use error::{Error, Result};
 

@@ -83,6 +83,28 @@ pub trait Module {
     fn zero_grad(&self) {
         self.visit_params("", &mut |_, t| t.zero_grad());
     }
+
+    /// All parameters, in visiting order (the order optimizers keep their state in).
+    fn parameters(&self) -> Vec<Tensor> {
+        let mut v = Vec::new();
+        self.visit_params("", &mut |_, t| v.push(t.clone()));
+        v
+    }
+
+    /// Training mode: dropout active, batch statistics used and running statistics updated.
+    fn train(&mut self) {
+        self.set_train(true);
+    }
+
+    /// Evaluation mode: dropout off, running statistics used and left unchanged.
+    fn eval(&mut self) {
+        self.set_train(false);
+    }
+}
+
+/// Make `t` a trainable parameter: a fresh gradient leaf sharing `t`'s data.
+pub fn param(t: Tensor) -> Tensor {
+    t.detach().requires_grad()
 }
 
 /// Convenience for `Result`-returning module constructors.

@@ -1,30 +1,50 @@
 //! Strided copies (`contiguous`, `cat`, slicing writes) and dtype casts.
+//!
+//! A copy into a dense destination (`contiguous()`, the head permutes of
+//! attention) runs its rows on rayon when large: the rows of a dense destination
+//! are consecutive disjoint chunks, so they split without unsafe code.
 
-use crate::strided::Plan;
+use crate::strided::{par_threshold, Plan};
+use rayon::prelude::*;
 use unigrad_core::Layout;
 
+#[inline(always)]
+fn copy_row<T: Copy>(src: &[T], os: usize, ss: usize, dst: &mut [T], od: usize, sd: usize, n: usize) {
+    if ss == 1 && sd == 1 {
+        dst[od..od + n].copy_from_slice(&src[os..os + n]);
+    } else {
+        for j in 0..n {
+            dst[od + j * sd] = src[os + j * ss];
+        }
+    }
+}
+
 /// Copy `src` viewed through `ls` into `dst` viewed through `ld` (same shape).
-pub fn copy_strided<T: Copy>(src: &[T], ls: &Layout, dst: &mut [T], ld: &Layout) {
-    if ls.numel() == 0 {
+pub fn copy_strided<T: Copy + Send + Sync>(src: &[T], ls: &Layout, dst: &mut [T], ld: &Layout) {
+    let numel = ls.numel();
+    if numel == 0 {
         return;
     }
     let plan = Plan::new([ls, ld]);
     let [ss, sd] = plan.inner_stride;
     let n = plan.inner;
+    if ld.is_contiguous() && numel >= par_threshold() && plan.rows() > 1 {
+        // dense destination: row r is dst[off + r·n .. off + (r+1)·n]
+        let off = ld.offset();
+        dst[off..off + numel]
+            .par_chunks_mut(n)
+            .enumerate()
+            .for_each(|(r, d)| copy_row(src, plan.row_offsets(r)[0], ss, d, 0, 1, n));
+        return;
+    }
     for r in 0..plan.rows() {
         let [os, od] = plan.row_offsets(r);
-        if ss == 1 && sd == 1 {
-            dst[od..od + n].copy_from_slice(&src[os..os + n]);
-        } else {
-            for j in 0..n {
-                dst[od + j * sd] = src[os + j * ss];
-            }
-        }
+        copy_row(src, os, ss, dst, od, sd, n);
     }
 }
 
 /// Elements of `src` through `l` as a dense vector.
-pub fn to_dense<T: Copy + Default>(src: &[T], l: &Layout) -> Vec<T> {
+pub fn to_dense<T: Copy + Default + Send + Sync>(src: &[T], l: &Layout) -> Vec<T> {
     if l.is_contiguous() {
         return src[l.offset()..l.offset() + l.numel()].to_vec();
     }
@@ -34,10 +54,34 @@ pub fn to_dense<T: Copy + Default>(src: &[T], l: &Layout) -> Vec<T> {
 }
 
 /// Borrow the elements when already dense, else copy them.
-pub fn dense_cow<'a, T: Copy + Default>(src: &'a [T], l: &Layout) -> std::borrow::Cow<'a, [T]> {
+pub fn dense_cow<'a, T: Copy + Default + Send + Sync>(src: &'a [T], l: &Layout) -> std::borrow::Cow<'a, [T]> {
     if l.is_contiguous() {
         std::borrow::Cow::Borrowed(&src[l.offset()..l.offset() + l.numel()])
     } else {
         std::borrow::Cow::Owned(to_dense(src, l))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn permute_copies_match_index_walk_small_and_large() {
+        for (b, t, h, d) in [(2, 3, 2, 4), (4, 64, 4, 32)] {
+            let src: Vec<f32> = (0..b * t * h * d).map(|i| i as f32).collect();
+            // [b, t, h, d] viewed as [b, h, t, d]
+            let l = Layout::contiguous(&[b, t, h, d]).permute(&[0, 2, 1, 3]).unwrap();
+            let dense = to_dense(&src, &l);
+            let want: Vec<f32> = l.indices().map(|i| src[i]).collect();
+            assert_eq!(dense, want);
+            // into a strided destination (every other column of a wider buffer)
+            let mut wide = vec![-1.0f32; b * h * t * d * 2];
+            let ld = Layout::new(&[b, h, t, d], &[h * t * d * 2, t * d * 2, d * 2, 1], d);
+            copy_strided(&src, &l, &mut wide, &ld);
+            let got: Vec<f32> = ld.indices().map(|i| wide[i]).collect();
+            assert_eq!(got, want);
+            assert_eq!(wide[0], -1.0);
+        }
     }
 }

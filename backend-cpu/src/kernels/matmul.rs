@@ -1,17 +1,41 @@
 //! Batched GEMM through `matrixmultiply`, which takes arbitrary row and column
-//! strides: transposed operands are consumed in place, never copied. Batches run on
-//! rayon when there are several and each is large enough to pay for a task.
+//! strides: transposed operands (`x.t()`, `k.transpose(-1, -2)`) are consumed in
+//! place, never copied, and broadcast batch dims (stride 0) cost nothing.
+//!
+//! # Threading policy (measured, see `examples/gemm_policy.rs`)
+//!
+//! Both cores are used, by rayon, in two ways:
+//! - a **batch** of products (attention: `[64,128,32]·[64,32,128]`) runs one
+//!   single-threaded GEMM per matrix on rayon's pool. matrixmultiply's own
+//!   threading never helps here: its heuristic keeps a GEMM on one thread while
+//!   `m·k + k·n < 2¹⁴`, which every attention product of the Transformer is.
+//! - a **single large product** (the Linear layers, `[2048,128]·[128,512]`, and
+//!   their backward `dY·Wᵀ`, `Xᵀ·dY`) is cut into one block of rows (or of
+//!   columns, when `n > m`) per rayon thread, one GEMM call per block.
+//!
+//! The alternative for single products, matrixmultiply's `threading` feature
+//! (available here as the `mm-threading` cargo feature, which then skips the row
+//! split), was measured side by side with the row split on the Transformer's
+//! shapes; the numbers are in the crate's benchmark report. Splitting over rayon
+//! was kept because it was no slower on the large Linear shapes, it shares one
+//! thread pool with the elementwise kernels (the `threading` feature adds a second
+//! pool, with two pools' workers competing for two cores), and it also splits the
+//! batched products whose batch is smaller than the thread count.
 
-use crate::strided::PAR_THRESHOLD;
+use crate::pool::{self, Pooled};
 use rayon::prelude::*;
 use unigrad_core::Layout;
 
+/// Multiply-adds below which a product stays on the calling thread.
+const PAR_MACS: usize = 1 << 20;
+
 /// A type `matrixmultiply` has a GEMM for.
-pub trait Gemm: Copy + Send + Sync + Default + 'static {
-    /// `c = a·b` for one matrix, strides in elements.
+pub trait Gemm: Pooled + Sync {
+    /// `c = a·b` for one matrix, strides in elements (`c` is overwritten, never read).
     ///
     /// # Safety
-    /// The pointers must address every element implied by the sizes and strides.
+    /// The pointers must address every element implied by the sizes and strides,
+    /// and `c`'s elements must not overlap `a`'s or `b`'s.
     #[allow(clippy::too_many_arguments)]
     unsafe fn gemm(
         m: usize,
@@ -44,7 +68,8 @@ impl Gemm for f32 {
         rsc: isize,
         csc: isize,
     ) {
-        // SAFETY: forwarded from the caller's contract.
+        // SAFETY: forwarded from the caller's contract; beta = 0, so matrixmultiply
+        // never reads `c`.
         unsafe { matrixmultiply::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, csc) }
     }
 }
@@ -64,9 +89,38 @@ impl Gemm for f64 {
         rsc: isize,
         csc: isize,
     ) {
-        // SAFETY: forwarded from the caller's contract.
+        // SAFETY: forwarded from the caller's contract; beta = 0, so matrixmultiply
+        // never reads `c`.
         unsafe { matrixmultiply::dgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, 0.0, c, rsc, csc) }
     }
+}
+
+/// The output pointer shared by tasks that write disjoint blocks.
+#[derive(Clone, Copy)]
+struct OutPtr<T>(*mut T);
+// SAFETY: tasks only write disjoint blocks through it (see `matmul`), and the
+// buffer outlives the parallel loop that uses it.
+unsafe impl<T: Send> Send for OutPtr<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Sync for OutPtr<T> {}
+
+impl<T> OutPtr<T> {
+    /// The pointer (a method, so closures capture the `Send` wrapper, not the field).
+    fn get(self) -> *mut T {
+        self.0
+    }
+}
+
+/// How many blocks to cut each of `batch` products of `macs` multiply-adds into.
+fn parts_per_product(batch: usize, macs: usize, threads: usize) -> usize {
+    if cfg!(feature = "mm-threading") && batch == 1 {
+        return 1; // matrixmultiply threads a single product itself
+    }
+    if threads <= 1 || batch >= threads {
+        return 1;
+    }
+    let want = threads.div_ceil(batch);
+    want.min(macs / PAR_MACS).max(1)
 }
 
 /// Batched product of `[.., m, k]` and `[.., k, n]` views with identical batch dims.
@@ -75,54 +129,141 @@ pub fn matmul<T: Gemm>(a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> {
     let (m, k, n) = (la.shape()[r - 2], la.shape()[r - 1], lb.shape()[r - 1]);
     let batch_shape = &la.shape()[..r - 2];
     let batch: usize = batch_shape.iter().product();
-    let mut out = vec![T::default(); batch * m * n];
-    if m * n == 0 {
-        return out;
+    if batch * m * n == 0 || k == 0 {
+        return pool::take_zeroed(batch * m * n);
     }
+    // every element is written by exactly one GEMM with beta = 0
+    let mut out = pool::take::<T>(batch * m * n);
     let (rsa, csa) = (la.strides()[r - 2] as isize, la.strides()[r - 1] as isize);
     let (rsb, csb) = (lb.strides()[r - 2] as isize, lb.strides()[r - 1] as isize);
-    let a_batch = Layout::new(batch_shape, &la.strides()[..r - 2], la.offset());
-    let b_batch = Layout::new(batch_shape, &lb.strides()[..r - 2], lb.offset());
-    let a_offs: Vec<usize> = a_batch.indices().collect();
-    let b_offs: Vec<usize> = b_batch.indices().collect();
-    let a_offs = if batch_shape.is_empty() {
-        vec![la.offset()]
-    } else {
-        a_offs
-    };
-    let b_offs = if batch_shape.is_empty() {
-        vec![lb.offset()]
-    } else {
-        b_offs
-    };
-    let one = |i: usize, c: &mut [T]| {
-        if k == 0 {
-            return; // already zero
-        }
-        // SAFETY: a_offs/b_offs come from the validated layouts, so every element
-        // addressed by (m, k, strides) and (k, n, strides) lies inside `a` and `b`;
-        // `c` is a dense m×n block of `out`.
+    let a_offs: Vec<usize> = Layout::new(batch_shape, &la.strides()[..r - 2], la.offset())
+        .indices()
+        .collect();
+    let b_offs: Vec<usize> = Layout::new(batch_shape, &lb.strides()[..r - 2], lb.offset())
+        .indices()
+        .collect();
+    let macs = m * n * k;
+    let threads = rayon::current_num_threads();
+    let parts = parts_per_product(batch, macs, threads);
+    let by_rows = m >= n;
+    let len = if by_rows { m } else { n };
+    // block boundaries on multiples of 16 rows/columns (the micro-kernels' tiles)
+    let step = len.div_ceil(parts).next_multiple_of(16).min(len);
+    let parts = len.div_ceil(step);
+    let out_ptr = OutPtr(out.as_mut_ptr());
+    // Task `t` computes block `t % parts` of product `t / parts`.
+    let task = |t: usize| {
+        let (i, p) = (t / parts, t % parts);
+        let (lo, hi) = (p * step, ((p + 1) * step).min(len));
+        // SAFETY: `a_offs[i]`/`b_offs[i]` are the start of product i in the validated
+        // layouts, so every element addressed by (m, k, rsa, csa) and (k, n, rsb,
+        // csb) lies inside `a` and `b`; the block [lo, hi) of rows (or columns)
+        // keeps those bounds. The output block is inside `out` (length batch·m·n,
+        // dense m×n per product) and disjoint from every other task's block, and
+        // `out` does not alias `a` or `b` (a fresh buffer).
         unsafe {
-            T::gemm(
-                m,
-                k,
-                n,
-                a.as_ptr().add(a_offs[i]),
-                rsa,
-                csa,
-                b.as_ptr().add(b_offs[i]),
-                rsb,
-                csb,
-                c.as_mut_ptr(),
-                n as isize,
-                1,
-            )
+            let c = out_ptr.get().add(i * m * n);
+            let (pa, pb) = (a.as_ptr().add(a_offs[i]), b.as_ptr().add(b_offs[i]));
+            if by_rows {
+                let pa = pa.offset(lo as isize * rsa);
+                T::gemm(hi - lo, k, n, pa, rsa, csa, pb, rsb, csb, c.add(lo * n), n as isize, 1)
+            } else {
+                let pb = pb.offset(lo as isize * csb);
+                T::gemm(m, k, hi - lo, pa, rsa, csa, pb, rsb, csb, c.add(lo), n as isize, 1)
+            }
         }
     };
-    if batch > 1 && batch * m * n * k >= PAR_THRESHOLD * 8 {
-        out.par_chunks_mut(m * n).enumerate().for_each(|(i, c)| one(i, c));
+    let tasks = batch * parts;
+    if tasks > 1 && batch * macs >= PAR_MACS {
+        (0..tasks).into_par_iter().for_each(task);
     } else {
-        out.chunks_mut(m * n).enumerate().for_each(|(i, c)| one(i, c));
+        (0..tasks).for_each(task);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Naive reference over explicit strided layouts.
+    fn reference(a: &[f64], la: &Layout, b: &[f64], lb: &Layout) -> Vec<f64> {
+        let r = la.rank();
+        let (m, k, n) = (la.shape()[r - 2], la.shape()[r - 1], lb.shape()[r - 1]);
+        let batch: usize = la.shape()[..r - 2].iter().product();
+        let ai: Vec<usize> = la.indices().collect();
+        let bi: Vec<usize> = lb.indices().collect();
+        let mut out = vec![0.0; batch * m * n];
+        for t in 0..batch {
+            for i in 0..m {
+                for j in 0..n {
+                    let mut s = 0.0;
+                    for p in 0..k {
+                        s += a[ai[t * m * k + i * k + p]] * b[bi[t * k * n + p * n + j]];
+                    }
+                    out[t * m * n + i * n + j] = s;
+                }
+            }
+        }
+        out
+    }
+
+    fn data(n: usize, seed: usize) -> Vec<f64> {
+        (0..n).map(|i| (((i + seed) * 7919) % 61) as f64 - 30.0).collect()
+    }
+
+    fn check(la: Layout, lb: Layout) {
+        let a = data(la.storage_extent(), 1);
+        let b = data(lb.storage_extent(), 2);
+        let want = reference(&a, &la, &b, &lb);
+        assert_eq!(matmul(&a, &la, &b, &lb), want, "{la:?} {lb:?}");
+        let a32: Vec<f32> = a.iter().map(|&v| v as f32).collect();
+        let b32: Vec<f32> = b.iter().map(|&v| v as f32).collect();
+        let got: Vec<f64> = matmul(&a32, &la, &b32, &lb).iter().map(|&v| v as f64).collect();
+        assert_eq!(got, want, "f32 {la:?} {lb:?}");
+    }
+
+    #[test]
+    fn small_dense_transposed_and_broadcast() {
+        check(Layout::contiguous(&[3, 4]), Layout::contiguous(&[4, 5]));
+        // aᵀ: [4,3] stored, viewed [3,4]
+        check(Layout::new(&[3, 4], &[1, 3], 0), Layout::contiguous(&[4, 5]));
+        // bᵀ with an offset
+        check(Layout::contiguous(&[3, 4]), Layout::new(&[4, 5], &[1, 4], 2));
+        // batch with a broadcast rhs (stride 0)
+        check(Layout::contiguous(&[2, 3, 4]), Layout::new(&[2, 4, 5], &[0, 5, 1], 0));
+        // k = 0 gives zeros, empty m gives nothing
+        let z = matmul::<f64>(&[], &Layout::contiguous(&[2, 0]), &[], &Layout::contiguous(&[0, 3]));
+        assert_eq!(z, vec![0.0; 6]);
+        assert!(matmul::<f64>(
+            &[],
+            &Layout::contiguous(&[0, 2]),
+            &[0.0; 6],
+            &Layout::contiguous(&[2, 3])
+        )
+        .is_empty());
+    }
+
+    #[test]
+    fn large_products_take_the_split_and_batch_paths() {
+        // rows split (m ≥ n), columns split with a transposed lhs (n > m), odd sizes
+        check(Layout::contiguous(&[301, 67]), Layout::contiguous(&[67, 129]));
+        check(Layout::new(&[67, 300], &[1, 67], 0), Layout::contiguous(&[300, 161]));
+        check(
+            Layout::contiguous(&[37, 45, 33]),
+            Layout::new(&[37, 33, 41], &[33 * 41, 1, 33], 0),
+        );
+        // a batch of 2 large products (fewer products than threads on big machines)
+        check(Layout::contiguous(&[2, 130, 90]), Layout::contiguous(&[2, 90, 110]));
+    }
+
+    #[test]
+    fn split_policy() {
+        assert_eq!(parts_per_product(64, 1 << 19, 2), 1);
+        assert_eq!(parts_per_product(1, 1 << 16, 2), 1);
+        assert_eq!(parts_per_product(3, 1 << 24, 16), 6);
+        if !cfg!(feature = "mm-threading") {
+            assert_eq!(parts_per_product(1, 1 << 24, 2), 2);
+        }
+    }
 }

@@ -7,7 +7,7 @@ pub mod matmul;
 pub mod reduce;
 pub mod softmax;
 
-use crate::strided::{Plan, PAR_THRESHOLD};
+use crate::strided::{par_threshold, Plan};
 use rayon::prelude::*;
 
 /// Elements per parallel chunk when a whole tensor is one dense row.
@@ -21,7 +21,7 @@ pub fn drive<T: Send, const N: usize>(out: &mut [T], plan: &Plan<N>, f: impl Fn(
         return;
     }
     let rows = plan.rows();
-    let par = out.len() >= PAR_THRESHOLD;
+    let par = out.len() >= par_threshold();
     if rows == 1 {
         let st = plan.inner_stride;
         let offs = |c: usize| -> [usize; N] { std::array::from_fn(|i| plan.offsets[i] + c * CHUNK * st[i]) };

@@ -1,88 +1,222 @@
 //! Fused row kernels over the last axis: softmax, log-softmax (forward and
 //! backward) and mean/variance. One pass over memory per direction instead of the
-//! five kernels the composed fallback in core launches.
+//! five kernels the composed fallback in core launches; each row body runs through
+//! [`vectorized!`], with the libm-free f32 `exp` so the exponentials vectorise.
 
-use super::reduce::sum_slice;
+use super::reduce::{reduce_slice, sum_slice};
 use crate::elem::Float;
-use crate::strided::PAR_THRESHOLD;
+use crate::pool;
+use crate::simd::vectorized;
+use crate::strided::par_threshold;
 use rayon::prelude::*;
+use unigrad_core::ReduceOp;
 
-fn rows<T: Float>(out: &mut [T], n: usize, f: impl Fn(usize, &mut [T]) + Sync) {
-    if n == 0 {
+/// Run `f(first_row, rows)` over blocks of whole rows of length `n` of `out`, in
+/// parallel when large. Blocks hold about 4K elements so short rows are batched.
+fn row_blocks<T: Float>(out: &mut [T], n: usize, f: impl Fn(usize, &mut [T]) + Sync) {
+    if n == 0 || out.is_empty() {
         return;
     }
-    if out.len() >= PAR_THRESHOLD {
-        out.par_chunks_mut(n).enumerate().for_each(|(r, o)| f(r, o));
+    let rows_per_block = (4096 / n).max(1);
+    if out.len() >= par_threshold() {
+        out.par_chunks_mut(rows_per_block * n)
+            .enumerate()
+            .for_each(|(b, o)| f(b * rows_per_block, o));
     } else {
-        out.chunks_mut(n).enumerate().for_each(|(r, o)| f(r, o));
+        f(0, out);
+    }
+}
+
+#[inline(always)]
+fn softmax_rows<T: Float>(x: &[T], o: &mut [T], n: usize, log: bool) {
+    for (xr, or) in x.chunks_exact(n).zip(o.chunks_exact_mut(n)) {
+        let m = reduce_slice(ReduceOp::Max, xr);
+        // an all −∞ row: shift by 0 so exp gives 0s (and the sum 0) instead of NaN
+        let m = if m == T::NEG_INF { T::ZERO } else { m };
+        for (d, &v) in or.iter_mut().zip(xr) {
+            *d = (v - m).exp();
+        }
+        let s = sum_slice(or);
+        if log {
+            let ls = s.ln() + m;
+            for (d, &v) in or.iter_mut().zip(xr) {
+                *d = v - ls;
+            }
+        } else {
+            let inv = T::ONE / s;
+            for d in or.iter_mut() {
+                *d = *d * inv;
+            }
+        }
     }
 }
 
 /// Softmax (or log-softmax) of each row of dense `x` with rows of length `n`.
 pub fn softmax<T: Float>(x: &[T], n: usize, log: bool) -> Vec<T> {
-    let mut out = vec![T::ZERO; x.len()];
-    rows(&mut out, n, |r, o| {
-        let xr = &x[r * n..(r + 1) * n];
-        let m = xr.iter().fold(T::NEG_INF, |a, &b| a.maxv(b));
-        let m = if m == T::NEG_INF { T::ZERO } else { m };
-        for (d, &v) in o.iter_mut().zip(xr) {
-            *d = (v - m).exp();
-        }
-        let s = sum_slice(o);
-        if log {
-            let ls = s.ln() + m;
-            for (d, &v) in o.iter_mut().zip(xr) {
-                *d = v - ls;
-            }
-        } else {
-            let inv = T::ONE / s;
-            for d in o.iter_mut() {
-                *d = *d * inv;
-            }
-        }
+    let mut out = pool::take::<T>(x.len());
+    row_blocks(&mut out, n, |r0, o| {
+        let xs = &x[r0 * n..r0 * n + o.len()];
+        vectorized!(softmax_rows(xs, o, n, log))
     });
     out
+}
+
+#[inline(always)]
+fn softmax_backward_rows<T: Float>(y: &[T], dy: &[T], o: &mut [T], n: usize, log: bool) {
+    for ((yr, gr), or) in y.chunks_exact(n).zip(dy.chunks_exact(n)).zip(o.chunks_exact_mut(n)) {
+        if log {
+            let s = sum_slice(gr);
+            for ((d, &yv), &gv) in or.iter_mut().zip(yr).zip(gr) {
+                *d = gv - yv.exp() * s;
+            }
+        } else {
+            for ((d, &yv), &gv) in or.iter_mut().zip(yr).zip(gr) {
+                *d = yv * gv;
+            }
+            let s = sum_slice(or);
+            for ((d, &yv), &gv) in or.iter_mut().zip(yr).zip(gr) {
+                *d = yv * (gv - s);
+            }
+        }
+    }
 }
 
 /// Backward of softmax (`log == false`, `y` = probabilities) or log-softmax
 /// (`log == true`, `y` = log-probabilities), rows of length `n`.
 pub fn softmax_backward<T: Float>(y: &[T], dy: &[T], n: usize, log: bool) -> Vec<T> {
-    let mut out = vec![T::ZERO; y.len()];
-    rows(&mut out, n, |r, o| {
-        let (yr, gr) = (&y[r * n..(r + 1) * n], &dy[r * n..(r + 1) * n]);
-        if log {
-            let s = sum_slice(gr);
-            for ((d, &yv), &gv) in o.iter_mut().zip(yr).zip(gr) {
-                *d = gv - yv.exp() * s;
-            }
-        } else {
-            let s: T = yr.iter().zip(gr).map(|(&a, &b)| a * b).sum();
-            for ((d, &yv), &gv) in o.iter_mut().zip(yr).zip(gr) {
-                *d = yv * (gv - s);
-            }
-        }
+    let mut out = pool::take::<T>(y.len());
+    row_blocks(&mut out, n, |r0, o| {
+        let range = r0 * n..r0 * n + o.len();
+        vectorized!(softmax_backward_rows(&y[range.clone()], &dy[range], o, n, log))
     });
     out
 }
 
-/// Per-row mean and biased variance (two passes, numerically stable).
-pub fn moments<T: Float>(x: &[T], n: usize) -> (Vec<T>, Vec<T>) {
-    let r = if n == 0 { 0 } else { x.len() / n };
-    let mut stats = vec![T::ZERO; 2 * r];
+#[inline(always)]
+fn moments_rows<T: Float>(x: &[T], mean: &mut [T], var: &mut [T], n: usize) {
     let inv = T::ONE / T::from_f64(n.max(1) as f64);
-    let f = |i: usize, o: &mut [T]| {
+    for (i, (m, v)) in mean.iter_mut().zip(var.iter_mut()).enumerate() {
         let xr = &x[i * n..(i + 1) * n];
-        let mean = sum_slice(xr) * inv;
-        let var: T = xr.iter().map(|&v| (v - mean) * (v - mean)).sum::<T>() * inv;
-        o[0] = mean;
-        o[1] = var;
-    };
-    if x.len() >= PAR_THRESHOLD {
-        stats.par_chunks_mut(2).enumerate().for_each(|(i, o)| f(i, o));
-    } else {
-        stats.chunks_mut(2).enumerate().for_each(|(i, o)| f(i, o));
+        let mu = sum_slice(xr) * inv;
+        let mut acc = [T::ZERO; 16];
+        let chunks = xr.chunks_exact(16);
+        let rem = chunks.remainder();
+        for c in chunks {
+            for j in 0..16 {
+                let d = c[j] - mu;
+                acc[j] = acc[j] + d * d;
+            }
+        }
+        let mut ss = acc.iter().fold(T::ZERO, |a, &b| a + b);
+        for &x in rem {
+            ss = ss + (x - mu) * (x - mu);
+        }
+        *m = mu;
+        *v = ss * inv;
     }
-    let mean = stats.iter().step_by(2).copied().collect();
-    let var = stats.iter().skip(1).step_by(2).copied().collect();
+}
+
+/// Per-row mean and biased variance (two passes, numerically stable) of `rows`
+/// rows of length `n` of dense `x`. An empty row has mean 0 and variance 0 (what
+/// the composed default in core computes).
+pub fn moments<T: Float>(x: &[T], rows: usize, n: usize) -> (Vec<T>, Vec<T>) {
+    let mut mean = pool::take::<T>(rows);
+    let mut var = pool::take::<T>(rows);
+    if n == 0 {
+        mean.fill(T::ZERO);
+        var.fill(T::ZERO);
+        return (mean, var);
+    }
+    let block = (4096 / n).max(1);
+    let work = |b: usize, m: &mut [T], v: &mut [T]| {
+        let xs = &x[b * block * n..(b * block + m.len()) * n];
+        vectorized!(moments_rows(xs, m, v, n))
+    };
+    if x.len() >= par_threshold() {
+        mean.par_chunks_mut(block)
+            .zip(var.par_chunks_mut(block))
+            .enumerate()
+            .for_each(|(b, (m, v))| work(b, m, v));
+    } else {
+        work(0, &mut mean, &mut var);
+    }
     (mean, var)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn softmax_ref(x: &[f64], n: usize) -> Vec<f64> {
+        let mut out = Vec::new();
+        for r in x.chunks(n) {
+            let m = r.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = r.iter().map(|&v| (v - m).exp()).collect();
+            let s: f64 = e.iter().sum();
+            out.extend(e.iter().map(|v| v / s));
+        }
+        out
+    }
+
+    #[test]
+    fn softmax_f32_matches_f64_reference_small_and_large() {
+        for (rows, n) in [(3, 5), (2, 1), (700, 128), (40, 1030)] {
+            let x64: Vec<f64> = (0..rows * n)
+                .map(|i| ((i * 7919) % 2003) as f64 * 0.01 - 10.0)
+                .collect();
+            let x32: Vec<f32> = x64.iter().map(|&v| v as f32).collect();
+            let x64: Vec<f64> = x32.iter().map(|&v| v as f64).collect();
+            let want = softmax_ref(&x64, n);
+            let got = softmax(&x32, n, false);
+            for (g, w) in got.iter().zip(&want) {
+                assert!((*g as f64 - w).abs() <= 1e-6 * w.max(1e-3), "{g} vs {w}");
+            }
+            let got = softmax(&x32, n, true);
+            for (g, w) in got.iter().zip(&want) {
+                assert!((*g as f64 - w.ln()).abs() <= 2e-5, "{g} vs {}", w.ln());
+            }
+        }
+    }
+
+    #[test]
+    fn softmax_of_all_neg_inf_row_and_backward() {
+        let x = [f32::NEG_INFINITY; 4];
+        let y = softmax(&x, 4, false);
+        assert!(y.iter().all(|v| v.is_nan()), "0/0 like the composed path: {y:?}");
+        // backward against the formula
+        let y = [0.1f64, 0.2, 0.7, 0.25, 0.25, 0.5];
+        let dy = [1.0f64, -2.0, 0.5, 0.0, 3.0, 1.0];
+        let dx = softmax_backward(&y, &dy, 3, false);
+        for r in 0..2 {
+            let s: f64 = (0..3).map(|j| y[r * 3 + j] * dy[r * 3 + j]).sum();
+            for j in 0..3 {
+                let i = r * 3 + j;
+                assert!((dx[i] - y[i] * (dy[i] - s)).abs() < 1e-15);
+            }
+        }
+        let dx = softmax_backward(&y, &dy, 3, true);
+        for r in 0..2 {
+            let s: f64 = (0..3).map(|j| dy[r * 3 + j]).sum();
+            for j in 0..3 {
+                let i = r * 3 + j;
+                assert!((dx[i] - (dy[i] - y[i].exp() * s)).abs() < 1e-15);
+            }
+        }
+    }
+
+    #[test]
+    fn moments_match_two_pass_reference_and_handle_empty_rows() {
+        for (rows, n) in [(3, 7), (300, 129), (5, 1)] {
+            let x: Vec<f64> = (0..rows * n).map(|i| ((i * 31) % 97) as f64 * 0.1 + 1e3).collect();
+            let (m, v) = moments(&x, rows, n);
+            for r in 0..rows {
+                let xr = &x[r * n..(r + 1) * n];
+                let mu = xr.iter().sum::<f64>() / n as f64;
+                let var = xr.iter().map(|a| (a - mu) * (a - mu)).sum::<f64>() / n as f64;
+                assert!((m[r] - mu).abs() < 1e-9 && (v[r] - var).abs() < 1e-9);
+            }
+        }
+        let (m, v) = moments::<f32>(&[], 4, 0);
+        assert_eq!((m, v), (vec![0.0; 4], vec![0.0; 4]));
+    }
 }

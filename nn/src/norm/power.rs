@@ -1,1 +1,418 @@
-//! PowerNorm (Shen et al., ICML 2020). Work in progress by its owner.
+//! PowerNorm (Shen et al., ICML 2020), reproducing the authors' reference layer
+//! `MaskPowerNorm` (with its `GroupScaling1D` front end) exactly, quirks included.
+//!
+//! # Why a custom op
+//!
+//! PowerNorm normalises by a quadratic mean (no centring) and, after warm-up, by a
+//! running statistic `φ`; its backward "approximates" the correction term with a running
+//! sum `ema_gz` of past gradient statistics. That backward is not the derivative of the
+//! forward (ALGORITHMS.md §2.6), so, like [`UnifiedNorm`](super::unified::UnifiedNorm), the
+//! training step is a [`CustomOp`] from core's public API, composed of ordinary tensor ops
+//! (any backend). The group scaling in front of it is ordinary differentiable computation,
+//! so autograd supplies its exact chain rule (P-B6), as in the reference.
+//!
+//! # Layout
+//!
+//! The reference takes time-major input `[L, B, C]` with a `[B, L]` mask. This layer takes
+//! the crate's usual batch-major `[B, N, C]` (or `[N, C]`) with a `[B, N]` mask. Every
+//! statistic is a per-channel reduction over positions, so the two layouts compute the
+//! same thing; transpose a time-major tensor with `x.transpose(0, 1)` to feed it.
+//!
+//! Buffers keep the reference's names and shapes (`running_phi` and `ema_gz` are
+//! `[1, C, 1, 1]`, `iters` is i64 `[1]`) so checkpoints map one to one. Step names (P1–P7,
+//! P-B1–P-B6) and "quirk §3.n" refer to ALGORITHMS.md next to the fixtures.
+
+use super::trace::TraceSite;
+use super::unified::{check_param, check_state, input_3d, valid_indicator, valid_sq_mean, Counter};
+use crate::module::{join, Buffer, BufferVisitor, Module, ParamVisitor};
+use std::sync::{Arc, Mutex};
+use unigrad_core::custom::{apply, CustomOp};
+use unigrad_core::{DType, Device, Error, Result, Tensor};
+
+const OP: &str = "PowerNorm";
+
+/// The group scaling's own epsilon. Quirk §3.10: fixed at 1e-5, independent of
+/// [`PnConfig::eps`].
+pub const GROUP_SCALE_EPS: f64 = 1e-5;
+
+/// Hyperparameters of [`PowerNorm`]. The defaults are the reference `MaskPowerNorm`'s.
+/// (The reference's `affine` flag has no effect there — γ and β are always applied — so it
+/// is not represented.)
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PnConfig {
+    /// Added to the statistic before the square root (default 1e-5).
+    pub eps: f64,
+    /// Momentum of `running_phi`, applied as `α·old + (1−α)·new` (default 0.9).
+    pub alpha_fwd: f64,
+    /// Backward factor: the correction uses `(1 − alpha_bkw)·ema_gz` (default 0.9).
+    pub alpha_bkw: f64,
+    /// Iterations that normalise by the batch statistic (default 10000).
+    pub warmup_iters: u64,
+    /// Number of channel groups of the group scaling; must divide `C` (default 1).
+    pub group_num: usize,
+}
+
+impl Default for PnConfig {
+    fn default() -> Self {
+        PnConfig {
+            eps: 1e-5,
+            alpha_fwd: 0.9,
+            alpha_bkw: 0.9,
+            warmup_iters: 10000,
+            group_num: 1,
+        }
+    }
+}
+
+/// A snapshot of PowerNorm's state buffers.
+#[derive(Clone, Debug)]
+pub struct PnState {
+    /// `[1, C, 1, 1]` running statistic `φ` (initially 1).
+    pub running_phi: Tensor,
+    /// `[1, C, 1, 1]` running sum of gradient statistics `e` (initially 0).
+    pub ema_gz: Tensor,
+    /// `[1]` i64 iteration counter.
+    pub iters: Tensor,
+}
+
+/// What the last training forward did (diagnostics; mirrors the fixtures' `var`).
+#[derive(Clone, Debug)]
+pub struct PnStep {
+    /// The counter value the step ran with (the first training call has 1).
+    pub iteration: u64,
+    /// The forward divided by the batch statistic (`i ≤ warmup_iters`), else by `φ`.
+    pub batch_statistic: bool,
+    /// `[C]` batch quadratic mean of the group-scaled input over valid tokens (the
+    /// backward always divides by it).
+    pub var: Tensor,
+}
+
+/// Group scaling (ALGORITHMS.md §2.2): each token's channels, in `groups` contiguous
+/// groups, divided by the group's RMS: `u = x / sqrt(mean_group(x²) + 1e-5)`. Input
+/// `[..., C]` with `C` divisible by `groups`; ordinary differentiable ops.
+pub fn group_scale(x: &Tensor, groups: usize) -> Result<Tensor> {
+    let c = x.shape().last().copied().unwrap_or(0);
+    if c == 0 || c.checked_rem(groups) != Some(0) {
+        return Err(Error::invalid(
+            "group_scale",
+            format!(
+                "{groups} groups do not divide the last dimension of shape {:?}",
+                x.shape()
+            ),
+        ));
+    }
+    let mut gshape = x.shape()[..x.rank() - 1].to_vec();
+    gshape.extend([groups, c / groups]);
+    let xg = x.reshape(&gshape)?;
+    let sigma = xg.sqr()?.mean(&[-1], true)?.add_scalar(GROUP_SCALE_EPS)?.sqrt()?;
+    xg.div(&sigma)?.reshape(x.shape())
+}
+
+#[derive(Clone, Debug)]
+struct PnShared {
+    cfg: PnConfig,
+    channels: usize,
+    running_phi: Buffer,
+    ema_gz: Buffer,
+    last: Arc<Mutex<Option<PnStep>>>,
+    /// Where statistics are recorded ([`super::trace`]); `None`: nothing is read back.
+    trace: Option<TraceSite>,
+}
+
+/// The training step P3–P7 and its backward P-B1–P-B5, as a custom op on `[u, γ, β]`.
+struct PnOp {
+    sh: PnShared,
+    i: u64,
+    valid: Option<Tensor>,
+    saved: Option<(Tensor, Tensor, Tensor)>, // z, q, γ
+}
+
+impl CustomOp for PnOp {
+    fn name(&self) -> String {
+        "power_norm".into()
+    }
+
+    fn forward(&mut self, inputs: &[Tensor]) -> Result<Tensor> {
+        let (u, w, b) = (&inputs[0], &inputs[1], &inputs[2]);
+        let cfg = &self.sh.cfg;
+        let (c, i, wu) = (self.sh.channels, self.i, cfg.warmup_iters);
+        // P3: quadratic mean of the group-scaled input over valid tokens (quirk §3.1, §3.2).
+        let q = valid_sq_mean(u, self.valid.as_ref())?;
+        let phi = self.sh.running_phi.get().reshape(&[c])?;
+        // P4: `i ≤ W` selects the batch statistic (quirk §3.6); φ is read before P5/P6.
+        let batch = i <= wu;
+        let stat = if batch { &q } else { &phi };
+        let s = stat.add_scalar(cfg.eps)?.sqrt()?;
+        let z = u.div(&s)?;
+        // P5: cumulative average only while `i < W` (strict, quirk §3.6) ...
+        let mut phi_new = phi;
+        if i < wu {
+            let fi = i as f64;
+            phi_new = phi_new.mul_scalar(fi - 1.0)?.div_scalar(fi)?.add(&q.div_scalar(fi)?)?;
+        }
+        // P6: ... then the EMA on every training step ("old times momentum", quirk §3.9).
+        phi_new = phi_new
+            .mul_scalar(cfg.alpha_fwd)?
+            .add(&q.mul_scalar(1.0 - cfg.alpha_fwd)?)?;
+        if let Some(t) = self.sh.trace.as_ref().filter(|t| t.is_active()) {
+            let qh = q.to_vec_f64()?;
+            let phi_old = self.sh.running_phi.get().to_vec_f64()?;
+            t.record_values("pn", "batch_stat", &qh);
+            t.record_tensor("pn", "running_stat", &phi_new)?;
+            t.record_fluctuation("pn", &qh, &phi_old);
+            t.record_scalar("pn", "used_batch_stat", if batch { 1.0 } else { 0.0 });
+        }
+        self.sh.running_phi.set(phi_new.reshape(&[1, c, 1, 1])?);
+        // P7.
+        let y = w.mul(&z)?.add(b)?;
+        *self.sh.last.lock().expect("PowerNorm diagnostics lock poisoned") = Some(PnStep {
+            iteration: i,
+            batch_statistic: batch,
+            var: q.clone(),
+        });
+        self.saved = Some((z, q, w.clone()));
+        Ok(y)
+    }
+
+    fn backward(self: Box<Self>, gy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let (z, q, w) = self
+            .saved
+            .ok_or_else(|| Error::invalid(OP, "backward ran before the forward"))?;
+        let (c, abkw) = (self.sh.channels, self.sh.cfg.alpha_bkw);
+        // P-B1.
+        let g = gy.mul(&w)?;
+        // P-B2: d = g − (1−α_b)·e·z with e from before this step's update.
+        let e = self.sh.ema_gz.get().reshape(&[c])?;
+        let d = g.sub(&e.mul_scalar(1.0 - abkw)?.mul(&z)?)?;
+        // P-B3: e is a running SUM over steps (the (1−α_b) factor is applied where e is
+        // used, not to the new term), averaged over ALL positions, padding included
+        // (quirk §3.1, §3.9).
+        let term = d.mul(&z)?.mean(&[0, 1], false)?;
+        let e_new = e.add(&term)?;
+        if let Some(t) = self.sh.trace.as_ref().filter(|t| t.is_active()) {
+            t.record_tensor("pn", "grad_stat", &term)?;
+            t.record_tensor("pn", "ema_gz", &e_new)?;
+        }
+        self.sh.ema_gz.set(e_new.reshape(&[1, c, 1, 1])?);
+        // P-B4: always divides by the BATCH statistic, even after warm-up when the forward
+        // divided by sqrt(φ+ε) (quirk §3.11); the reference multiplies by 1/sqrt.
+        let gu = q.add_scalar(self.sh.cfg.eps)?.sqrt()?.recip()?.mul(&d)?;
+        // P-B5.
+        let gw = gy.mul(&z)?.sum(&[0, 1], false)?;
+        let gb = gy.sum(&[0, 1], false)?;
+        Ok(vec![Some(gu), Some(gw), Some(gb)])
+    }
+}
+
+/// PowerNorm over the channel (last) dimension of `[B, N, C]` tokens.
+#[derive(Debug)]
+pub struct PowerNorm {
+    dtype: DType,
+    device: Device,
+    weight: Tensor,
+    bias: Tensor,
+    sh: PnShared,
+    iters: Counter,
+    training: bool,
+}
+
+impl PowerNorm {
+    /// A layer for `channels` features with `weight = 1`, `bias = 0`, `running_phi = 1`,
+    /// `ema_gz = 0`, `iters = 0`. Starts in training mode.
+    pub fn new(channels: usize, cfg: PnConfig, dtype: DType, device: &Device) -> Result<Self> {
+        let bad = |msg: String| Err(Error::invalid(OP, msg));
+        if channels == 0 {
+            return bad("channels must be at least 1".into());
+        }
+        if channels.checked_rem(cfg.group_num) != Some(0) {
+            return bad(format!("group_num {} must divide channels {channels}", cfg.group_num));
+        }
+        if !(cfg.eps.is_finite() && cfg.eps >= 0.0) {
+            return bad(format!("eps must be finite and >= 0, got {}", cfg.eps));
+        }
+        if !(0.0..=1.0).contains(&cfg.alpha_fwd) || !(0.0..=1.0).contains(&cfg.alpha_bkw) {
+            return bad(format!(
+                "alpha_fwd and alpha_bkw must be in [0, 1], got {} and {}",
+                cfg.alpha_fwd, cfg.alpha_bkw
+            ));
+        }
+        if !dtype.is_float() {
+            return Err(Error::UnsupportedDType {
+                op: OP,
+                dtype,
+                shape: vec![channels],
+            });
+        }
+        Ok(PowerNorm {
+            dtype,
+            device: device.clone(),
+            weight: Tensor::ones(&[channels], dtype, device)?.requires_grad(),
+            bias: Tensor::zeros(&[channels], dtype, device)?.requires_grad(),
+            sh: PnShared {
+                cfg,
+                channels,
+                running_phi: Buffer::new(Tensor::ones(&[1, channels, 1, 1], dtype, device)?),
+                ema_gz: Buffer::new(Tensor::zeros(&[1, channels, 1, 1], dtype, device)?),
+                last: Arc::new(Mutex::new(None)),
+                trace: None,
+            },
+            iters: Counter::new(device)?,
+            training: true,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PnConfig {
+        &self.sh.cfg
+    }
+
+    /// Number of channels `C`.
+    pub fn channels(&self) -> usize {
+        self.sh.channels
+    }
+
+    /// The layer's dtype (parameters and float buffers).
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The scale parameter `γ` (`[C]`, a grad leaf).
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The shift parameter `β` (`[C]`, a grad leaf).
+    pub fn bias(&self) -> &Tensor {
+        &self.bias
+    }
+
+    /// Whether the layer is in training mode.
+    pub fn is_training(&self) -> bool {
+        self.training
+    }
+
+    /// The iteration counter (training calls since construction or the last reset).
+    pub fn iterations(&self) -> Result<u64> {
+        self.iters.get(OP)
+    }
+
+    /// Restart the iteration counter at 0: warm-up starts over; statistics are kept.
+    pub fn reset_iterations(&self) -> Result<()> {
+        self.iters.set(0, &self.device)
+    }
+
+    /// Attach (or with `None` detach) a trace site: training steps then record their
+    /// statistics there ([`super::trace`]). Without one nothing is read back.
+    pub fn set_trace(&mut self, site: Option<TraceSite>) {
+        self.sh.trace = site;
+    }
+
+    /// The attached trace site, if any.
+    pub fn trace_site(&self) -> Option<&TraceSite> {
+        self.sh.trace.as_ref()
+    }
+
+    /// What the last training forward did, if there was one.
+    pub fn last_step(&self) -> Option<PnStep> {
+        self.sh
+            .last
+            .lock()
+            .expect("PowerNorm diagnostics lock poisoned")
+            .clone()
+    }
+
+    /// A snapshot of every state buffer.
+    pub fn state(&self) -> PnState {
+        PnState {
+            running_phi: self.sh.running_phi.get(),
+            ema_gz: self.sh.ema_gz.get(),
+            iters: self.iters.buffer().get(),
+        }
+    }
+
+    /// Restore a snapshot (checked first; copied to this layer's device if needed).
+    pub fn set_state(&self, s: &PnState) -> Result<()> {
+        let (c, d) = (self.sh.channels, self.dtype);
+        check_state(OP, "running_phi", &s.running_phi, &[1, c, 1, 1], d)?;
+        check_state(OP, "ema_gz", &s.ema_gz, &[1, c, 1, 1], d)?;
+        check_state(OP, "iters", &s.iters, &[1], DType::I64)?;
+        let phi = s.running_phi.to_device(&self.device)?;
+        let e = s.ema_gz.to_device(&self.device)?;
+        let it = s.iters.to_device(&self.device)?;
+        self.sh.running_phi.set(phi);
+        self.sh.ema_gz.set(e);
+        self.iters.buffer().set(it);
+        Ok(())
+    }
+
+    /// Normalise `x` (`[B, N, C]`, or `[N, C]` as one sequence) with an optional padding
+    /// mask `[B, N]` (non-zero = padding; any dtype). Training mode advances the state and
+    /// records the PowerNorm backward; eval mode uses `running_phi`, ignores the mask and
+    /// changes nothing.
+    pub fn forward(&self, x: &Tensor, pad_mask: Option<&Tensor>) -> Result<Tensor> {
+        self.forward_with_params(x, &self.weight, &self.bias, pad_mask)
+    }
+
+    /// [`forward`](Self::forward) with explicit `weight` and `bias` (`[C]` each).
+    pub fn forward_with_params(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        pad_mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let c = self.sh.channels;
+        let (x3, was_2d) = input_3d(OP, x, c, self.dtype, &self.device)?;
+        check_param(OP, "weight", weight, c, self.dtype)?;
+        check_param(OP, "bias", bias, c, self.dtype)?;
+        let (b, n) = (x3.shape()[0], x3.shape()[1]);
+        let valid = pad_mask.map(|m| valid_indicator(OP, m, b, n, self.dtype)).transpose()?;
+        // P1 (and §2.5): group scaling first, in training and eval, at every position.
+        let u = group_scale(&x3, self.sh.cfg.group_num)?;
+        let y = if !self.training {
+            // §2.5: y = γ·u/sqrt(φ+ε) + β; the mask is ignored, no state changes (quirk §3.12).
+            let s = self
+                .sh
+                .running_phi
+                .get()
+                .reshape(&[c])?
+                .add_scalar(self.sh.cfg.eps)?
+                .sqrt()?;
+            weight.mul(&u.div(&s)?)?.add(bias)?
+        } else {
+            // P2: the counter goes up first; the step runs with the new value.
+            let i = self.iters.get(OP)? + 1;
+            self.iters.set(i, &self.device)?;
+            let op = PnOp {
+                sh: self.sh.clone(),
+                i,
+                valid,
+                saved: None,
+            };
+            apply(op, &[&u, weight, bias])?
+        };
+        if was_2d {
+            y.squeeze(0)
+        } else {
+            Ok(y)
+        }
+    }
+}
+
+impl Module for PowerNorm {
+    fn visit_params(&self, prefix: &str, f: &mut ParamVisitor<'_>) {
+        f(&join(prefix, "weight"), &self.weight);
+        f(&join(prefix, "bias"), &self.bias);
+    }
+
+    /// The reference's buffer names, in its registration order.
+    fn visit_buffers(&self, prefix: &str, f: &mut BufferVisitor<'_>) {
+        f(&join(prefix, "running_phi"), &self.sh.running_phi);
+        f(&join(prefix, "ema_gz"), &self.sh.ema_gz);
+        f(&join(prefix, "iters"), self.iters.buffer());
+    }
+
+    fn set_train(&mut self, train: bool) {
+        self.training = train;
+    }
+}

@@ -1,1 +1,815 @@
-//! Unified Normalization (UN, Yang et al., ACM MM 2022). Work in progress by its owner.
+//! Unified Normalization (UN, Yang et al., ACM MM 2022), reproducing the authors'
+//! reference layer `UN1d` exactly, quirks included.
+//!
+//! # Why a custom op
+//!
+//! UN normalises by an *offline* statistic (no per-token mean, a quadratic mean over the
+//! batch, smoothed over a window of past iterations) so that at inference it folds into
+//! the neighbouring linear layers like BatchNorm. Its backward is deliberately *not* the
+//! derivative of its forward: it replaces the per-batch correction term by an exponential
+//! moving average of a windowed mean ("calibrated" gradient) and scales the gradient by a
+//! ratio `r` of the current to the running statistic. Autograd cannot derive that, so the
+//! training path is a [`CustomOp`] built with core's public custom-op API — core and the
+//! backends know nothing about UN. Forward and backward are composed of ordinary tensor
+//! ops, so the layer runs on every backend. Only the branch decisions reach the host: the
+//! outlier test reads one scalar (only while filtering is active), and the iteration
+//! counter is mirrored on the host (re-read only when its buffer was replaced from outside,
+//! e.g. by a checkpoint load), so a step without filtering does not wait for the device.
+//!
+//! # State
+//!
+//! Every piece of state is a [`Buffer`], visited under the reference's names
+//! (`running_var`, `ema_gz`, `iters`, `buffer_x2`, `buffer_gz`, `skip_counter`) so a
+//! checkpoint saves and restores it. The custom op holds clones of the buffers: its
+//! backward updates `ema_gz` and `buffer_gz`, which the module (and its checkpoint) then
+//! sees. Buffers are always *replaced* (never mutated in place), so a [`UnState`]
+//! snapshot taken with [`UnifiedNorm::state`] stays valid and [`UnifiedNorm::set_state`]
+//! rewinds the layer — which is what a gradient check needs, because every training
+//! forward advances the state.
+//!
+//! # The algorithm
+//!
+//! `ALGORITHMS.md` §1 next to the fixtures (`nn/tests/data/fixtures/`) describes it step by
+//! step (F1–F10 forward, B1–B8 backward); the comments below cite those step names and the
+//! §3 checklist items ("quirk §3.n") where a reference peculiarity is reproduced.
+//!
+//! Set [`UnConfig::calibrated_backward`] to `false` for the *exact* variant: the same
+//! forward (same statistics, branches and state updates of `running_var`, `buffer_x2`,
+//! `iters`, `skip_counter`) built from differentiable ops, so autograd yields the true
+//! gradient (ALGORITHMS.md §1.6). It leaves `ema_gz` and `buffer_gz` untouched, since only
+//! the calibrated backward uses them.
+
+use super::trace::TraceSite;
+use crate::module::{join, Buffer, BufferVisitor, Module, ParamVisitor};
+use std::sync::{Arc, Mutex};
+use unigrad_core::custom::{apply, CustomOp};
+use unigrad_core::{no_grad, BackendStorage, DType, Device, Error, Result, Tensor};
+
+const OP: &str = "UnifiedNorm";
+
+/// Forward and backward window sizes of UN. Build it from one value (`4.into()`: both
+/// windows 4) or a pair (`(3, 5).into()`: forward 3, backward 5), as the reference's
+/// `window_size` argument.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    /// Forward window `F`: rows of `buffer_x2` (fluctuation smoothing, outlier test).
+    pub fwd: usize,
+    /// Backward window `K`: rows of `buffer_gz` (the calibrated gradient statistic).
+    pub bwd: usize,
+}
+
+impl From<usize> for Window {
+    fn from(w: usize) -> Window {
+        Window { fwd: w, bwd: w }
+    }
+}
+
+impl From<(usize, usize)> for Window {
+    fn from((fwd, bwd): (usize, usize)) -> Window {
+        Window { fwd, bwd }
+    }
+}
+
+/// Hyperparameters of [`UnifiedNorm`]. The defaults are the reference `UN1d`'s.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct UnConfig {
+    /// Forward/backward windows (reference default 4).
+    pub window: Window,
+    /// Iterations before the smoothed statistic and the windowed gradient statistic are
+    /// used (reference default 4000).
+    pub warmup_iters: u64,
+    /// Adaptive outlier filtration (reference default off; the authors suggest on for
+    /// vision, off for NLP).
+    pub outlier_filtration: bool,
+    /// Added to the statistic before the square root (default 1e-5).
+    pub eps: f64,
+    /// Momentum of `running_var` and `ema_gz`, applied as `μ·old + (1−μ)·new`
+    /// (default 0.9).
+    pub momentum: f64,
+    /// `true` (default): the reference's calibrated custom backward. `false`: the exact
+    /// gradient of the same forward, through autograd (for experiments and gradchecks).
+    pub calibrated_backward: bool,
+}
+
+impl Default for UnConfig {
+    fn default() -> Self {
+        UnConfig {
+            window: Window { fwd: 4, bwd: 4 },
+            warmup_iters: 4000,
+            outlier_filtration: false,
+            eps: 1e-5,
+            momentum: 0.9,
+            calibrated_backward: true,
+        }
+    }
+}
+
+impl UnConfig {
+    /// The same config with another window (`4` or `(3, 5)`).
+    pub fn with_window(mut self, w: impl Into<Window>) -> Self {
+        self.window = w.into();
+        self
+    }
+
+    fn validate(&self, channels: usize) -> Result<()> {
+        let bad = |msg: String| Err(Error::invalid(OP, msg));
+        if channels == 0 {
+            return bad("channels must be at least 1".into());
+        }
+        if self.window.fwd == 0 || self.window.bwd == 0 {
+            return bad(format!("window sizes must be at least 1, got {:?}", self.window));
+        }
+        if !(self.eps.is_finite() && self.eps >= 0.0) {
+            return bad(format!("eps must be finite and >= 0, got {}", self.eps));
+        }
+        if !(0.0..=1.0).contains(&self.momentum) {
+            return bad(format!("momentum must be in [0, 1], got {}", self.momentum));
+        }
+        Ok(())
+    }
+}
+
+/// A snapshot of all of UN's state buffers (cheap: tensors are shared handles, and the
+/// layer replaces buffers rather than mutating them).
+#[derive(Clone, Debug)]
+pub struct UnState {
+    /// `[C]` running statistic `ρ` (initially 1).
+    pub running_var: Tensor,
+    /// `[C]` EMA of the gradient statistic `e` (initially 0).
+    pub ema_gz: Tensor,
+    /// `[F, C]` ring buffer of batch statistics `Q` (initially 0).
+    pub buffer_x2: Tensor,
+    /// `[K, C]` ring buffer of gradient statistics `H` (initially 0).
+    pub buffer_gz: Tensor,
+    /// `[1]` i64 iteration counter.
+    pub iters: Tensor,
+    /// `[1]` i64 number of iterations the outlier filter skipped.
+    pub skip_counter: Tensor,
+}
+
+/// What the last training forward did (diagnostics; mirrors the fixtures' per-step
+/// `var`, `r` and `skipped` records).
+#[derive(Clone, Debug)]
+pub struct UnStep {
+    /// The counter value the step ran with (the first training call has 1).
+    pub iteration: u64,
+    /// The outlier filter fired (the skip counter went up).
+    pub skipped: bool,
+    /// The step behaved as skipped: a filter skip, or any step when the forward window
+    /// is 1 (the reference treats those as skips without counting them).
+    pub treated_as_skip: bool,
+    /// The forward normalised by the windowed geometric mean (else the batch statistic).
+    pub smoothed: bool,
+    /// `[C]` statistic the step normalised by.
+    pub var: Tensor,
+    /// `[C]` gradient scale `r` handed to the backward (exactly 1 where not applied).
+    pub r: Tensor,
+}
+
+// ----- helpers shared with PowerNorm ---------------------------------------------------
+
+/// A host mirror of an i64 `[1]` counter buffer, so that reading it does not copy from
+/// the device on every step. The mirror is trusted only while the buffer still holds the
+/// very storage the mirror was taken from (a checkpoint load or `set_state` replaces it,
+/// and so does an in-place `assign`).
+pub(crate) struct Counter {
+    buf: Buffer,
+    cache: Mutex<Option<(Arc<dyn BackendStorage>, u64)>>,
+}
+
+impl std::fmt::Debug for Counter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counter")
+            .field("buf", &self.buf)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Counter {
+    pub(crate) fn new(device: &Device) -> Result<Counter> {
+        Ok(Counter {
+            buf: Buffer::new(Tensor::from_vec(vec![0i64], &[1], device)?),
+            cache: Mutex::new(None),
+        })
+    }
+
+    pub(crate) fn buffer(&self) -> &Buffer {
+        &self.buf
+    }
+
+    pub(crate) fn get(&self, op: &'static str) -> Result<u64> {
+        let t = self.buf.get();
+        let storage = t.storage();
+        let mut cache = self.cache.lock().expect("counter lock poisoned");
+        if let Some((s, v)) = cache.as_ref() {
+            if std::ptr::addr_eq(Arc::as_ptr(s), Arc::as_ptr(&storage)) {
+                return Ok(*v);
+            }
+        }
+        if t.numel() != 1 {
+            return Err(Error::invalid(
+                op,
+                format!("counter buffer must hold one element, has shape {:?}", t.shape()),
+            ));
+        }
+        let v = t.to_scalar()?;
+        if !(v >= 0.0 && v.fract() == 0.0) {
+            return Err(Error::invalid(op, format!("counter buffer holds {v}, not a count")));
+        }
+        *cache = Some((storage, v as u64));
+        Ok(v as u64)
+    }
+
+    pub(crate) fn set(&self, v: u64, device: &Device) -> Result<()> {
+        let t = Tensor::from_vec(vec![v as i64], &[1], device)?;
+        let storage = t.storage();
+        self.buf.set(t);
+        *self.cache.lock().expect("counter lock poisoned") = Some((storage, v));
+        Ok(())
+    }
+}
+
+/// Check a `[B, N, C]` or `[N, C]` input; return it as `[B, N, C]` and whether it was 2-D.
+pub(crate) fn input_3d(
+    op: &'static str,
+    x: &Tensor,
+    channels: usize,
+    dtype: DType,
+    device: &Device,
+) -> Result<(Tensor, bool)> {
+    if x.dtype() != dtype {
+        return Err(Error::DTypeMismatch {
+            op,
+            lhs: x.dtype(),
+            rhs: dtype,
+        });
+    }
+    if !x.device().same(device) {
+        return Err(Error::DeviceMismatch {
+            op,
+            lhs: x.device().name(),
+            rhs: device.name(),
+        });
+    }
+    let ok = matches!(x.rank(), 2 | 3) && x.shape()[x.rank() - 1] == channels && x.numel() > 0;
+    if !ok {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "expected a non-empty input [B, N, {channels}] or [N, {channels}], got {:?}",
+                x.shape()
+            ),
+        ));
+    }
+    if x.rank() == 2 {
+        Ok((x.unsqueeze(0)?, true))
+    } else {
+        Ok((x.clone(), false))
+    }
+}
+
+/// Turn a padding mask (`[B, N]`, or `[N]` / `[1, N]` for 2-D input; any dtype; non-zero =
+/// padding) into the validity indicator `[B, N, 1]` in `dtype` (1 = valid token).
+pub(crate) fn valid_indicator(op: &'static str, mask: &Tensor, b: usize, n: usize, dtype: DType) -> Result<Tensor> {
+    let shape_ok = mask.shape() == [b, n] || (b == 1 && mask.shape() == [n]);
+    if !shape_ok {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "padding mask must have shape [{b}, {n}] to match the input, got {:?}",
+                mask.shape()
+            ),
+        ));
+    }
+    let m = mask.detach().to_dtype(dtype)?.reshape(&[b, n, 1])?;
+    m.eq_scalar(0.0)
+}
+
+/// Per-channel quadratic mean over valid tokens: `[B, N, C]` → `[C]`.
+///
+/// Quirk §3.1/§3.2: only valid tokens enter the forward statistic, divided by their count
+/// `M`, and nothing is centred. (An all-padding batch gives NaN, like the reference's mean
+/// of an empty selection.)
+pub(crate) fn valid_sq_mean(x: &Tensor, valid: Option<&Tensor>) -> Result<Tensor> {
+    let x2 = x.sqr()?;
+    match valid {
+        None => x2.mean(&[0, 1], false),
+        Some(v) => {
+            let zero = Tensor::scalar(0.0, x.dtype(), x.device())?;
+            let s = v.where_cond(&x2, &zero)?.sum(&[0, 1], false)?;
+            s.div(&v.sum_all()?)
+        }
+    }
+}
+
+/// `buf` (`[R, C]`) with row `j` replaced by `row` (`[C]`); differentiable in `row`.
+pub(crate) fn write_row(buf: &Tensor, j: usize, row: &Tensor) -> Result<Tensor> {
+    let rows = buf.shape()[0];
+    let row = row.reshape(&[1, row.numel()])?;
+    let mut parts = Vec::with_capacity(3);
+    if j > 0 {
+        parts.push(buf.narrow(0, 0, j)?);
+    }
+    parts.push(row);
+    if j + 1 < rows {
+        parts.push(buf.narrow(0, j + 1, rows - j - 1)?);
+    }
+    let refs: Vec<&Tensor> = parts.iter().collect();
+    Tensor::cat(&refs, 0)
+}
+
+/// Check that a parameter is a `[C]` tensor of the layer's dtype.
+pub(crate) fn check_param(op: &'static str, name: &str, p: &Tensor, channels: usize, dtype: DType) -> Result<()> {
+    if p.shape() != [channels] || p.dtype() != dtype {
+        return Err(Error::invalid(
+            op,
+            format!("{name} must be [{channels}] {dtype}, got {:?} {}", p.shape(), p.dtype()),
+        ));
+    }
+    Ok(())
+}
+
+/// Check a state tensor's shape and dtype before it is restored.
+pub(crate) fn check_state(op: &'static str, name: &str, t: &Tensor, shape: &[usize], dtype: DType) -> Result<()> {
+    if t.shape() != shape || t.dtype() != dtype {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "state {name} must be {shape:?} {dtype}, got {:?} {}",
+                t.shape(),
+                t.dtype()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+// ----- the layer -------------------------------------------------------------------------
+
+/// Everything a training step reads or writes besides its inputs; cloned (cheaply: all
+/// handles) into each custom op so that its backward updates the layer's own buffers.
+#[derive(Clone, Debug)]
+struct UnShared {
+    cfg: UnConfig,
+    device: Device,
+    running_var: Buffer,
+    ema_gz: Buffer,
+    buffer_x2: Buffer,
+    buffer_gz: Buffer,
+    iters: Arc<Counter>,
+    skip_counter: Arc<Counter>,
+    last: Arc<Mutex<Option<UnStep>>>,
+    /// Where statistics are recorded ([`super::trace`]); `None`: nothing is read back.
+    trace: Option<TraceSite>,
+}
+
+/// What the training forward hands to the backward.
+struct FwdOut {
+    y: Tensor,
+    z: Tensor,
+    s: Tensor,
+    r: Tensor,
+    skip: bool,
+}
+
+/// The training forward, F2–F10 of ALGORITHMS.md §1.2, for iteration `i` (F1 done by the
+/// caller). Runs on detached inputs inside the calibrated custom op, or on tracked inputs
+/// for the exact variant (then autograd differentiates it; the host decisions and the
+/// buffer writes use detached values, so the buffers' old contents are constants).
+fn un_forward(sh: &UnShared, i: u64, x: &Tensor, w: &Tensor, b: &Tensor, valid: Option<&Tensor>) -> Result<FwdOut> {
+    let cfg = &sh.cfg;
+    let (f, wu) = (cfg.window.fwd, cfg.warmup_iters);
+    let c = x.shape()[2];
+    let rho = sh.running_var.get();
+    let q_old = sh.buffer_x2.get();
+
+    // F2: batch quadratic mean over valid tokens only (quirk §3.1, §3.2).
+    let q = valid_sq_mean(x, valid)?;
+
+    // F4: ring-buffer write at slot i mod F with the incremented counter (quirk §3.3): the
+    // first call writes row 1 (row 0 when F = 1), on every step, filtering or not.
+    let j = (i % f as u64) as usize;
+    let mut qbuf = write_row(&q_old, j, &q)?;
+
+    // F5: with a one-row window every step is internally a skip, but not counted.
+    let mut skip = f == 1;
+    let mut counted_skip = false;
+    if cfg.outlier_filtration && i >= wu {
+        // F3: the spread σ is ONE scalar over all F·C entries: the unbiased variance of
+        // sqrt(Q), taken from the buffer BEFORE this step's write (quirk §3.4). With F·C = 1
+        // it is NaN and the comparison below is false.
+        let fired = if f * c > 1 {
+            no_grad(|| -> Result<bool> {
+                let sigma = q_old.sqrt()?.var(&[0, 1], false, true)?;
+                let qd = qbuf.detach();
+                let am = qd.mean(&[0], false)?;
+                // quirk §3.7: geometric mean = exp(mean(ln Q)); ln 0 = −∞ makes it 0 while
+                // zero rows remain (§1.5).
+                let gm = qd.log()?.mean(&[0], false)?.exp()?;
+                // quirk §3.5: strict `>`, and ANY channel fires the skip for all.
+                let hits = am.sub(&gm)?.gt(&sigma.mul_scalar(f as f64)?)?.sum_all()?;
+                Ok(hits.to_scalar()? > 0.0)
+            })?
+        } else {
+            false
+        };
+        if fired {
+            // The slot gets the running statistic ρ from before its F9 update.
+            qbuf = write_row(&q_old, j, &rho)?;
+            skip = true;
+            counted_skip = true;
+            let n = sh.skip_counter.get(OP)?;
+            sh.skip_counter.set(n + 1, &sh.device)?;
+        }
+    }
+
+    // F6: note `i ≤ F` for the window but strict `i < W` for warm-up (quirk §3.6).
+    let smoothed = !(i <= f as u64 || i < wu || skip);
+    let v = if smoothed {
+        qbuf.log()?.mean(&[0], false)?.exp()?
+    } else {
+        q.clone()
+    };
+    let vd = v.detach();
+
+    // F7: r uses ρ before its update; exactly 1 until i > max(1000, W) — the 1000 is
+    // hard-wired in the reference — and on skips, else clamped to [0.2, 5] (quirk §3.8).
+    let r = if i <= 1000u64.max(wu) || skip {
+        Tensor::ones(&[c], x.dtype(), x.device())?
+    } else {
+        no_grad(|| {
+            vd.add_scalar(cfg.eps)?
+                .sqrt()?
+                .div(&rho.add_scalar(cfg.eps)?.sqrt()?)?
+                .clamp(0.2, 5.0)
+        })?
+    };
+
+    // F8: normalise every position, padded ones included.
+    let s = v.add_scalar(cfg.eps)?.sqrt()?;
+    let z = x.div(&s)?;
+
+    // F9: ρ ← μ·ρ + (1−μ)·v ("old times momentum", quirk §3.9), on skipped steps too:
+    // the skip protects buffer_x2 but not ρ (§1.5).
+    let new_rho = no_grad(|| rho.mul_scalar(cfg.momentum)?.add(&vd.mul_scalar(1.0 - cfg.momentum)?))?;
+    if let Some(t) = sh.trace.as_ref().filter(|t| t.is_active()) {
+        let flags = [
+            (counted_skip, "skip"),
+            (skip, "treated_as_skip"),
+            (smoothed, "smoothed"),
+        ];
+        trace_forward(t, &q, &vd, &qbuf, &rho, &new_rho, &r, flags)?;
+    }
+    sh.running_var.set(new_rho);
+    sh.buffer_x2.set(qbuf);
+
+    // F10.
+    let y = w.mul(&z)?.add(b)?;
+
+    *sh.last.lock().expect("UnifiedNorm diagnostics lock poisoned") = Some(UnStep {
+        iteration: i,
+        skipped: counted_skip,
+        treated_as_skip: skip,
+        smoothed,
+        var: vd,
+        r: r.clone(),
+    });
+    Ok(FwdOut {
+        y,
+        z: z.detach(),
+        s: s.detach(),
+        r,
+        skip,
+    })
+}
+
+/// Record one training forward's statistics (see [`super::trace`] for the quantities).
+#[allow(clippy::too_many_arguments)]
+fn trace_forward(
+    t: &TraceSite,
+    q: &Tensor,
+    v: &Tensor,
+    qbuf: &Tensor,
+    rho_old: &Tensor,
+    rho_new: &Tensor,
+    r: &Tensor,
+    flags: [(bool, &'static str); 3],
+) -> Result<()> {
+    let qh = q.to_vec_f64()?;
+    t.record_values("un", "batch_stat", &qh);
+    t.record_tensor("un", "used_stat", v)?;
+    // geometric mean over the window rows, per channel (exp(mean(ln Q)), 0 for empty rows)
+    let (rows, c) = (qbuf.shape()[0], qbuf.shape()[1]);
+    let qb = qbuf.to_vec_f64()?;
+    let gm: Vec<f64> = (0..c)
+        .map(|j| ((0..rows).map(|i| qb[i * c + j].ln()).sum::<f64>() / rows as f64).exp())
+        .collect();
+    t.record_values("un", "window_gm", &gm);
+    t.record_tensor("un", "running_stat", rho_new)?;
+    t.record_fluctuation("un", &qh, &rho_old.to_vec_f64()?);
+    t.record_tensor("un", "r", r)?;
+    for (on, name) in flags {
+        t.record_scalar("un", name, if on { 1.0 } else { 0.0 });
+    }
+    Ok(())
+}
+
+/// The calibrated training step as a custom op: inputs `[x, weight, bias]`.
+struct UnOp {
+    sh: UnShared,
+    i: u64,
+    valid: Option<Tensor>,
+    saved: Option<(FwdOut, Tensor)>,
+}
+
+impl CustomOp for UnOp {
+    fn name(&self) -> String {
+        "unified_norm".into()
+    }
+
+    fn forward(&mut self, inputs: &[Tensor]) -> Result<Tensor> {
+        let (x, w, b) = (&inputs[0], &inputs[1], &inputs[2]);
+        let out = un_forward(&self.sh, self.i, x, w, b, self.valid.as_ref())?;
+        let y = out.y.clone();
+        self.saved = Some((out, w.clone()));
+        Ok(y)
+    }
+
+    /// B1–B8 of ALGORITHMS.md §1.3, with the `i` and skip decision of the forward.
+    fn backward(self: Box<Self>, gy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let (out, w) = self
+            .saved
+            .ok_or_else(|| Error::invalid(OP, "backward ran before the forward"))?;
+        let cfg = &self.sh.cfg;
+        let (k, wu, mu, i) = (cfg.window.bwd, cfg.warmup_iters, cfg.momentum, self.i);
+        let FwdOut { z, s, r, skip, .. } = out;
+
+        // B1: g = δ·γ·r — r scales the gradient (quirk §3.8).
+        let g = gy.mul(&w)?.mul(&r)?;
+        // B2: the correction statistic averages over ALL P positions, padding included,
+        // dividing by P (quirk §3.1).
+        let h = g.mul(&z)?.mean(&[0, 1], false)?;
+        let trace = self.sh.trace.as_ref().filter(|t| t.is_active());
+        if let Some(t) = trace {
+            t.record_tensor("un", "grad_stat", &h)?;
+        }
+        // B3: slot i mod K; a skipped step stores the OLD ema_gz instead of h (quirk §3.5).
+        let e_old = self.sh.ema_gz.get();
+        let j = (i % k as u64) as usize;
+        let hbuf = write_row(&self.sh.buffer_gz.get(), j, if skip { &e_old } else { &h })?;
+        // B4: `i ≤ K`, strict `i < W` (quirk §3.6).
+        let m = if i <= k as u64 || i < wu || skip {
+            h
+        } else {
+            hbuf.mean(&[0], false)?
+        };
+        // B5: e ← μ·e + (1−μ)·m on every step, skipped or not (quirk §3.9).
+        let e_new = e_old.mul_scalar(mu)?.add(&m.mul_scalar(1.0 - mu)?)?;
+        if let Some(t) = trace {
+            t.record_tensor("un", "grad_stat_used", &m)?;
+            t.record_tensor("un", "ema_gz", &e_new)?;
+        }
+        // B6: a skip corrects with the batch's own h, otherwise with the updated EMA.
+        let corr = if skip { m } else { e_new.clone() };
+        let d = g.sub(&corr.mul(&z)?)?;
+        self.sh.buffer_gz.set(hbuf);
+        self.sh.ema_gz.set(e_new);
+        // B7: the reference multiplies by 1/s rather than dividing.
+        let gx = s.recip()?.mul(&d)?;
+        // B8: ∂γ uses r·z; both sums run over all positions.
+        let gw = gy.mul(&r.mul(&z)?)?.sum(&[0, 1], false)?;
+        let gb = gy.sum(&[0, 1], false)?;
+        Ok(vec![Some(gx), Some(gw), Some(gb)])
+    }
+}
+
+/// Unified Normalization over the channel (last) dimension of `[B, N, C]` tokens.
+#[derive(Debug)]
+pub struct UnifiedNorm {
+    channels: usize,
+    dtype: DType,
+    weight: Tensor,
+    bias: Tensor,
+    sh: UnShared,
+    training: bool,
+}
+
+impl UnifiedNorm {
+    /// A layer for `channels` features, with `weight = 1`, `bias = 0` and the reference's
+    /// initial state (`running_var = 1`, everything else 0). Starts in training mode.
+    pub fn new(channels: usize, cfg: UnConfig, dtype: DType, device: &Device) -> Result<Self> {
+        cfg.validate(channels)?;
+        if !dtype.is_float() {
+            return Err(Error::UnsupportedDType {
+                op: OP,
+                dtype,
+                shape: vec![channels],
+            });
+        }
+        let (f, k) = (cfg.window.fwd, cfg.window.bwd);
+        Ok(UnifiedNorm {
+            channels,
+            dtype,
+            weight: Tensor::ones(&[channels], dtype, device)?.requires_grad(),
+            bias: Tensor::zeros(&[channels], dtype, device)?.requires_grad(),
+            sh: UnShared {
+                cfg,
+                device: device.clone(),
+                running_var: Buffer::new(Tensor::ones(&[channels], dtype, device)?),
+                ema_gz: Buffer::new(Tensor::zeros(&[channels], dtype, device)?),
+                buffer_x2: Buffer::new(Tensor::zeros(&[f, channels], dtype, device)?),
+                buffer_gz: Buffer::new(Tensor::zeros(&[k, channels], dtype, device)?),
+                iters: Arc::new(Counter::new(device)?),
+                skip_counter: Arc::new(Counter::new(device)?),
+                last: Arc::new(Mutex::new(None)),
+                trace: None,
+            },
+            training: true,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &UnConfig {
+        &self.sh.cfg
+    }
+
+    /// Number of channels `C`.
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
+    /// The layer's dtype (parameters and float buffers).
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The scale parameter `γ` (`[C]`, a grad leaf).
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// The shift parameter `β` (`[C]`, a grad leaf).
+    pub fn bias(&self) -> &Tensor {
+        &self.bias
+    }
+
+    /// Whether the layer is in training mode.
+    pub fn is_training(&self) -> bool {
+        self.training
+    }
+
+    /// The iteration counter: training calls since construction or the last
+    /// [`reset_iterations`](Self::reset_iterations).
+    pub fn iterations(&self) -> Result<u64> {
+        self.sh.iters.get(OP)
+    }
+
+    /// Restart the iteration counter at 0, so the next training call is iteration 1 and
+    /// warm-up starts over (fine-tuning from a checkpoint). Statistics and the skip
+    /// counter are kept.
+    pub fn reset_iterations(&self) -> Result<()> {
+        self.sh.iters.set(0, &self.sh.device)
+    }
+
+    /// How many iterations the outlier filter has skipped.
+    pub fn skip_count(&self) -> Result<u64> {
+        self.sh.skip_counter.get(OP)
+    }
+
+    /// Attach (or with `None` detach) a trace site: training steps then record their
+    /// statistics there ([`super::trace`]). Without one nothing is read back.
+    pub fn set_trace(&mut self, site: Option<TraceSite>) {
+        self.sh.trace = site;
+    }
+
+    /// The attached trace site, if any.
+    pub fn trace_site(&self) -> Option<&TraceSite> {
+        self.sh.trace.as_ref()
+    }
+
+    /// What the last training forward did, if there was one.
+    pub fn last_step(&self) -> Option<UnStep> {
+        self.sh
+            .last
+            .lock()
+            .expect("UnifiedNorm diagnostics lock poisoned")
+            .clone()
+    }
+
+    /// A snapshot of every state buffer.
+    pub fn state(&self) -> UnState {
+        UnState {
+            running_var: self.sh.running_var.get(),
+            ema_gz: self.sh.ema_gz.get(),
+            buffer_x2: self.sh.buffer_x2.get(),
+            buffer_gz: self.sh.buffer_gz.get(),
+            iters: self.sh.iters.buffer().get(),
+            skip_counter: self.sh.skip_counter.buffer().get(),
+        }
+    }
+
+    /// Restore a snapshot. Shapes and dtypes are checked first (nothing changes on an
+    /// error); tensors on another device are copied to this layer's.
+    pub fn set_state(&self, s: &UnState) -> Result<()> {
+        let (c, f, k, d) = (
+            self.channels,
+            self.sh.cfg.window.fwd,
+            self.sh.cfg.window.bwd,
+            self.dtype,
+        );
+        check_state(OP, "running_var", &s.running_var, &[c], d)?;
+        check_state(OP, "ema_gz", &s.ema_gz, &[c], d)?;
+        check_state(OP, "buffer_x2", &s.buffer_x2, &[f, c], d)?;
+        check_state(OP, "buffer_gz", &s.buffer_gz, &[k, c], d)?;
+        check_state(OP, "iters", &s.iters, &[1], DType::I64)?;
+        check_state(OP, "skip_counter", &s.skip_counter, &[1], DType::I64)?;
+        let dev = &self.sh.device;
+        let moved = [
+            s.running_var.to_device(dev)?,
+            s.ema_gz.to_device(dev)?,
+            s.buffer_x2.to_device(dev)?,
+            s.buffer_gz.to_device(dev)?,
+            s.iters.to_device(dev)?,
+            s.skip_counter.to_device(dev)?,
+        ];
+        let [rv, ez, bx, bg, it, sc] = moved;
+        self.sh.running_var.set(rv);
+        self.sh.ema_gz.set(ez);
+        self.sh.buffer_x2.set(bx);
+        self.sh.buffer_gz.set(bg);
+        self.sh.iters.buffer().set(it);
+        self.sh.skip_counter.buffer().set(sc);
+        Ok(())
+    }
+
+    /// Normalise `x` (`[B, N, C]`, or `[N, C]` as one sequence) with an optional padding
+    /// mask `[B, N]` (non-zero = padding; any dtype). In training mode this advances the
+    /// state (see the module docs) and the result's backward is the calibrated one; in
+    /// eval mode it uses `running_var`, ignores the mask and changes nothing.
+    pub fn forward(&self, x: &Tensor, pad_mask: Option<&Tensor>) -> Result<Tensor> {
+        self.forward_with_params(x, &self.weight, &self.bias, pad_mask)
+    }
+
+    /// [`forward`](Self::forward) with explicit `weight` and `bias` (`[C]` each) in place
+    /// of the layer's parameters — for gradient checks and functional use.
+    pub fn forward_with_params(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        pad_mask: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let c = self.channels;
+        let (x3, was_2d) = input_3d(OP, x, c, self.dtype, &self.sh.device)?;
+        check_param(OP, "weight", weight, c, self.dtype)?;
+        check_param(OP, "bias", bias, c, self.dtype)?;
+        let (b, n) = (x3.shape()[0], x3.shape()[1]);
+        let valid = pad_mask.map(|m| valid_indicator(OP, m, b, n, self.dtype)).transpose()?;
+        let y = if !self.training {
+            // §1.4: y = γ·x/sqrt(ρ+ε) + β everywhere; the mask is ignored (quirk §3.12).
+            let s = self.sh.running_var.get().add_scalar(self.sh.cfg.eps)?.sqrt()?;
+            weight.mul(&x3.div(&s)?)?.add(bias)?
+        } else {
+            // F1: the counter goes up before anything else; the step runs with the new value.
+            let i = self.sh.iters.get(OP)? + 1;
+            self.sh.iters.set(i, &self.sh.device)?;
+            if self.sh.cfg.calibrated_backward {
+                let op = UnOp {
+                    sh: self.sh.clone(),
+                    i,
+                    valid,
+                    saved: None,
+                };
+                apply(op, &[&x3, weight, bias])?
+            } else {
+                un_forward(&self.sh, i, &x3, weight, bias, valid.as_ref())?.y
+            }
+        };
+        if was_2d {
+            y.squeeze(0)
+        } else {
+            Ok(y)
+        }
+    }
+}
+
+impl Module for UnifiedNorm {
+    fn visit_params(&self, prefix: &str, f: &mut ParamVisitor<'_>) {
+        f(&join(prefix, "weight"), &self.weight);
+        f(&join(prefix, "bias"), &self.bias);
+    }
+
+    /// The reference's buffer names, in its registration order.
+    fn visit_buffers(&self, prefix: &str, f: &mut BufferVisitor<'_>) {
+        f(&join(prefix, "running_var"), &self.sh.running_var);
+        f(&join(prefix, "ema_gz"), &self.sh.ema_gz);
+        f(&join(prefix, "iters"), self.sh.iters.buffer());
+        f(&join(prefix, "buffer_x2"), &self.sh.buffer_x2);
+        f(&join(prefix, "buffer_gz"), &self.sh.buffer_gz);
+        f(&join(prefix, "skip_counter"), self.sh.skip_counter.buffer());
+    }
+
+    fn set_train(&mut self, train: bool) {
+        self.training = train;
+    }
+}

@@ -1,0 +1,177 @@
+//! Train a small Vision Transformer on the bundled Fashion-MNIST subset.
+//!
+//! ```sh
+//! cargo run --release -p unigrad-examples --example vit                    # LayerNorm, ~10 epochs
+//! cargo run --release -p unigrad-examples --example vit -- --norm un --steps 1200
+//! cargo run --release -p unigrad-examples --example vit -- --checkpoint vit.safetensors
+//! cargo run --release -p unigrad-examples --example vit -- --resume vit.safetensors --steps 1200
+//! ```
+//!
+//! 28×28 images, 7×7 patches, pre-norm blocks; the recipe is documented in
+//! `unigrad_examples::train::vit`. Progress shows on stderr; the last stdout line is one
+//! JSON object with the metrics (test accuracy in percent).
+
+use clap::Parser;
+use std::path::PathBuf;
+use unigrad_examples::cli::print_json_line;
+use unigrad_examples::train::vit::{train_vit, VitOptions};
+use unigrad_nn::{device_from_str, NormKind};
+
+/// Train a Vision Transformer on Fashion-MNIST (8,000 train / 2,000 test images); report test accuracy.
+#[derive(Parser, Debug)]
+#[command(version, long_about = None)]
+struct Args {
+    /// Normalization at every norm site: ln, rms, bn, pn or un.
+    #[arg(long, default_value = "ln")]
+    norm: String,
+    /// Post-norm blocks instead of pre-norm.
+    #[arg(long)]
+    post_norm: bool,
+    /// Patch side (must divide 28).
+    #[arg(long, default_value_t = defaults().patch)]
+    patch: usize,
+    /// Model width.
+    #[arg(long, default_value_t = defaults().d_model)]
+    d_model: usize,
+    /// Attention heads.
+    #[arg(long, default_value_t = defaults().heads)]
+    heads: usize,
+    /// Feed-forward width.
+    #[arg(long, default_value_t = defaults().d_ff)]
+    d_ff: usize,
+    /// Blocks.
+    #[arg(long, default_value_t = defaults().layers)]
+    layers: usize,
+    /// Dropout.
+    #[arg(long, default_value_t = defaults().dropout)]
+    dropout: f64,
+    /// Images per batch.
+    #[arg(long, default_value_t = defaults().batch)]
+    batch: usize,
+    /// Training steps (total, including steps done before a --resume).
+    #[arg(long, default_value_t = defaults().steps)]
+    steps: u64,
+    /// Peak learning rate (AdamW, warmup + cosine).
+    #[arg(long, default_value_t = defaults().lr)]
+    lr: f64,
+    /// Linear warmup steps.
+    #[arg(long, default_value_t = defaults().warmup)]
+    warmup: u64,
+    /// AdamW weight decay on weight matrices.
+    #[arg(long, default_value_t = defaults().weight_decay)]
+    weight_decay: f64,
+    /// Label smoothing.
+    #[arg(long, default_value_t = defaults().label_smoothing)]
+    label_smoothing: f64,
+    /// Gradient-norm clipping (0: off).
+    #[arg(long, default_value_t = defaults().clip)]
+    clip: f64,
+    /// No random horizontal flips.
+    #[arg(long)]
+    no_flip: bool,
+    /// UN / PowerNorm warmup as a fraction of --steps.
+    #[arg(long, default_value_t = defaults().norm_warmup_frac)]
+    norm_warmup_frac: f64,
+    /// Train on the first N images only.
+    #[arg(long)]
+    max_train: Option<usize>,
+    /// Test on the first N images only.
+    #[arg(long)]
+    max_test: Option<usize>,
+    /// Test (and checkpoint) every N steps (0: only at the end).
+    #[arg(long, default_value_t = defaults().eval_every)]
+    eval_every: u64,
+    /// Random seed.
+    #[arg(long, default_value_t = defaults().seed)]
+    seed: u64,
+    /// Device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Worker threads for the CPU backend (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Save model and optimizer (`<path>`, `<path>.opt`) at every evaluation and at the end.
+    #[arg(long)]
+    checkpoint: Option<PathBuf>,
+    /// Resume from a checkpoint written by --checkpoint.
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Write the training curve as CSV.
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Tiny model and few steps (smoke test); explicit flags still apply on top.
+    #[arg(long)]
+    quick: bool,
+    /// No progress bar and no log lines; stdout has only the JSON line.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// The library defaults, which the flags mirror.
+fn defaults() -> VitOptions {
+    VitOptions::default()
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("vit: error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<(), Box<dyn std::error::Error>> {
+    let matches = <Args as clap::CommandFactory>::command().get_matches();
+    let a = <Args as clap::FromArgMatches>::from_arg_matches(&matches)?;
+    if let Some(n) = a.threads {
+        rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
+    }
+    let dev = device_from_str(&a.device)?;
+    let norm: NormKind = a.norm.parse()?;
+    let explicit = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    let base = if a.quick {
+        VitOptions::quick()
+    } else {
+        VitOptions::default()
+    };
+    macro_rules! pick {
+        ($field:ident) => {
+            if !a.quick || explicit(stringify!($field)) {
+                a.$field
+            } else {
+                base.$field
+            }
+        };
+    }
+    let o = VitOptions {
+        norm,
+        pre_norm: !a.post_norm,
+        patch: pick!(patch),
+        d_model: pick!(d_model),
+        heads: pick!(heads),
+        d_ff: pick!(d_ff),
+        layers: pick!(layers),
+        dropout: pick!(dropout),
+        batch: pick!(batch),
+        steps: pick!(steps),
+        lr: pick!(lr),
+        warmup: pick!(warmup),
+        weight_decay: pick!(weight_decay),
+        label_smoothing: pick!(label_smoothing),
+        clip: pick!(clip),
+        flip: !a.no_flip,
+        norm_warmup_frac: pick!(norm_warmup_frac),
+        max_train: a.max_train.or(base.max_train),
+        max_test: a.max_test.or(base.max_test),
+        eval_every: pick!(eval_every),
+        seed: a.seed,
+        checkpoint: a.checkpoint.clone(),
+        resume: a.resume.clone(),
+        csv: a.csv.clone(),
+        quiet: a.quiet,
+        label: format!("vit --norm {norm}"),
+        ..base
+    };
+    let r = train_vit(&o, &dev)?;
+    print_json_line(&serde_json::to_value(&r)?)?;
+    Ok(())
+}

@@ -1,0 +1,254 @@
+//! Training loops of the example programs, as library code.
+//!
+//! `translate`, `vit` and `paper_table` share these loops: the two single-task examples are
+//! thin command-line front ends over [`translate::train_translate`] and [`vit::train_vit`],
+//! and `paper_table` calls the same functions in-process once per normalization (plus
+//! [`lm::train_lm`] for the byte-level language model), so every number in the table comes
+//! from exactly the code a user can run on its own. Each loop takes a plain options struct
+//! (with `Default` = the example's defaults and a `quick()` preset for smoke tests) and
+//! returns a serialisable result struct that the programs print as one JSON line.
+//!
+//! What lives here:
+//!
+//! * [`TrainError`]: one error type over tensor, data and I/O failures.
+//! * [`Reporter`]: a progress bar that hides itself with `--quiet` or when stderr is not a
+//!   terminal, plus log lines that respect `--quiet`.
+//! * [`norm_config`]: the per-task norm hyperparameters (UN / PowerNorm warmup scaled to
+//!   the run length, UN outlier filtration for vision as the UN authors recommend).
+//! * Checkpoint helpers ([`save_state`], [`load_state`]): model + optimizer + metadata
+//!   through `unigrad_nn::checkpoint` (safetensors), for `--checkpoint` / `--resume`.
+//! * [`beam`]: batched beam search and greedy decoding, independent of the model.
+//! * [`speed`]: side-by-side timing (rotating rounds, wall and CPU-time medians).
+
+pub mod beam;
+pub mod lm;
+pub mod speed;
+pub mod translate;
+pub mod vit;
+
+use indicatif::{ProgressBar, ProgressDrawTarget};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use unigrad_nn::checkpoint;
+use unigrad_nn::optim::Optimizer;
+use unigrad_nn::{Module, NormConfig, NormKind};
+
+/// Everything that can stop a training run.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A tensor operation, model or checkpoint call failed.
+    #[error(transparent)]
+    Tensor(#[from] unigrad_core::Error),
+    /// Reading or preparing a dataset failed.
+    #[error(transparent)]
+    Data(#[from] crate::Error),
+    /// Writing an output file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file concerned.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Bad options or an inconsistent resume.
+    #[error("{0}")]
+    Invalid(String),
+    /// The loss became NaN or infinite.
+    #[error("training diverged at step {step}: loss {loss}")]
+    Diverged {
+        /// The step (1-based) whose loss was not finite.
+        step: u64,
+        /// The loss value.
+        loss: f64,
+    },
+}
+
+/// Shorthand for results of this module.
+pub type TrainResult<T> = std::result::Result<T, TrainError>;
+
+impl TrainError {
+    /// An [`TrainError::Io`] for `path`.
+    pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> TrainError {
+        TrainError::Io {
+            path: path.as_ref().display().to_string(),
+            source,
+        }
+    }
+}
+
+/// Progress bar plus log lines for one training run.
+///
+/// The bar draws on stderr only when stderr is a terminal and the run is not quiet; log lines
+/// go to stderr (through the bar, so they do not tear it) unless quiet. Stdout stays free
+/// for the final JSON line.
+pub struct Reporter {
+    bar: ProgressBar,
+    quiet: bool,
+}
+
+impl Reporter {
+    /// A reporter over `total` steps labelled `label`; `quiet` hides bar and log lines.
+    pub fn new(total: u64, label: &str, quiet: bool) -> Reporter {
+        let bar = crate::cli::progress_bar(total, label);
+        if quiet {
+            bar.set_draw_target(ProgressDrawTarget::hidden());
+        }
+        Reporter { bar, quiet }
+    }
+
+    /// The underlying bar (to set the position or the message).
+    pub fn bar(&self) -> &ProgressBar {
+        &self.bar
+    }
+
+    /// Print one log line on stderr (nothing when quiet).
+    pub fn log(&self, msg: impl AsRef<str>) {
+        if !self.quiet {
+            if self.bar.is_hidden() {
+                eprintln!("{}", msg.as_ref());
+            } else {
+                self.bar.println(msg.as_ref());
+            }
+        }
+    }
+
+    /// Remove the bar.
+    pub fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// Which kind of task a norm is configured for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TaskKind {
+    /// Language (LM, translation): UN outlier filtration off, as the UN authors suggest.
+    Language,
+    /// Vision (ViT): UN outlier filtration on, as the UN authors suggest.
+    Vision,
+}
+
+/// The norm configuration the examples use for `kind` in a run of `steps` updates.
+///
+/// UN and PowerNorm switch from per-batch statistics to their smoothed / running ones after
+/// `warmup_iters` training iterations (reference defaults 4,000 and 10,000, sized for runs of
+/// 50k+ updates). The miniature runs here are far shorter, so the warmup is the fraction
+/// `warmup_frac` of the run (at least 1 iteration), counted in norm forward calls = steps.
+/// `None` keeps the reference defaults. Everything else is the reference default.
+pub fn norm_config(kind: NormKind, task: TaskKind, steps: u64, warmup_frac: Option<f64>) -> NormConfig {
+    let mut cfg: NormConfig = kind.into();
+    if let Some(f) = warmup_frac {
+        let w = ((steps as f64 * f.max(0.0)).round() as u64).max(1);
+        cfg.un.warmup_iters = w;
+        cfg.pn.warmup_iters = w;
+    }
+    cfg.un.outlier_filtration = task == TaskKind::Vision;
+    cfg
+}
+
+/// Path of the optimizer file next to a model checkpoint: `<path>.opt`.
+pub fn opt_path(p: &Path) -> PathBuf {
+    let mut s = p.as_os_str().to_owned();
+    s.push(".opt");
+    PathBuf::from(s)
+}
+
+/// Metadata key holding the model configuration string of a checkpoint.
+pub const META_CONFIG: &str = "config";
+/// Metadata key holding the number of updates done when the checkpoint was written.
+pub const META_STEP: &str = "step";
+
+/// Save `model` to `path` and `opt` to `<path>.opt` (both atomic safetensors files), with
+/// the configuration string and the step in the metadata.
+pub fn save_state<M: Module + ?Sized, O: Optimizer + ?Sized>(
+    model: &M,
+    opt: &O,
+    path: &Path,
+    config: &str,
+    step: u64,
+) -> TrainResult<()> {
+    let meta: HashMap<String, String> = [
+        (META_CONFIG.to_string(), config.to_string()),
+        (META_STEP.to_string(), step.to_string()),
+    ]
+    .into();
+    checkpoint::save_with_metadata(model, path, &meta)?;
+    checkpoint::save_optimizer(opt, opt_path(path), &meta)?;
+    Ok(())
+}
+
+/// Restore `model` from `path` and `opt` from `<path>.opt` after checking that the file was
+/// written for the same configuration string. Returns the step stored in the file.
+pub fn load_state<M: Module + ?Sized, O: Optimizer + ?Sized>(
+    model: &M,
+    opt: &mut O,
+    path: &Path,
+    config: &str,
+) -> TrainResult<u64> {
+    let sd = checkpoint::load_tensors(path)?;
+    if let Some(saved) = sd.metadata.get(META_CONFIG) {
+        if saved != config {
+            return Err(TrainError::Invalid(format!(
+                "{}: saved with `{saved}`, but this run is `{config}`",
+                path.display()
+            )));
+        }
+    }
+    checkpoint::apply_state(model, &sd, true)?;
+    checkpoint::load_optimizer(opt, opt_path(path))?;
+    let step = match sd.metadata.get(META_STEP) {
+        Some(s) => s
+            .parse::<u64>()
+            .map_err(|e| TrainError::Invalid(format!("{}: bad step `{s}`: {e}", path.display())))?,
+        None => opt.steps(),
+    };
+    Ok(step)
+}
+
+/// Mean of the last `n` values (NaN when empty): the smoothed training loss the programs
+/// report.
+pub fn tail_mean(values: &[f64], n: usize) -> f64 {
+    let tail = &values[values.len().saturating_sub(n)..];
+    if tail.is_empty() {
+        f64::NAN
+    } else {
+        tail.iter().sum::<f64>() / tail.len() as f64
+    }
+}
+
+/// Token ids as an i64 tensor of `shape`.
+pub fn ids_tensor(ids: &[u32], shape: &[usize], dev: &unigrad_core::Device) -> TrainResult<unigrad_core::Tensor> {
+    Ok(unigrad_core::Tensor::from_vec(
+        ids.iter().map(|&x| x as i64).collect::<Vec<i64>>(),
+        shape,
+        dev,
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn norm_config_scales_warmup() {
+        let c = norm_config(NormKind::Unified, TaskKind::Vision, 1000, Some(0.1));
+        assert_eq!(c.un.warmup_iters, 100);
+        assert_eq!(c.pn.warmup_iters, 100);
+        assert!(c.un.outlier_filtration);
+        let c = norm_config(NormKind::Unified, TaskKind::Language, 3, Some(0.1));
+        assert_eq!(c.un.warmup_iters, 1);
+        assert!(!c.un.outlier_filtration);
+        let d = norm_config(NormKind::PowerNorm, TaskKind::Language, 3, None);
+        assert_eq!(d.pn.warmup_iters, NormConfig::from(NormKind::PowerNorm).pn.warmup_iters);
+    }
+
+    #[test]
+    fn tail_mean_and_opt_path() {
+        assert_eq!(tail_mean(&[1.0, 2.0, 3.0, 5.0], 2), 4.0);
+        assert!(tail_mean(&[], 3).is_nan());
+        assert_eq!(
+            opt_path(Path::new("a/m.safetensors")),
+            PathBuf::from("a/m.safetensors.opt")
+        );
+    }
+}

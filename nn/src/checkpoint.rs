@@ -1,0 +1,425 @@
+//! Checkpoints in the safetensors format.
+//!
+//! A model checkpoint holds every parameter and buffer under its hierarchical name,
+//! which matches a PyTorch `state_dict` of the same structure, so files move between
+//! the two (`safetensors.torch.load_file` reads ours). Optimizer state goes to a second
+//! file ([`save_optimizer`]) for `--resume`.
+//!
+//! Guarantees:
+//! * **Atomic writes**: data goes to a temporary file in the destination's folder, is
+//!   fsynced, then renamed over the destination; a crash leaves the old file or the
+//!   new one, never a torn one.
+//! * **Integrity**: the header records an FNV-1a checksum of every tensor's name,
+//!   dtype, shape and bytes; a truncated file fails the format's own length checks and
+//!   flipped bytes fail the checksum, each with a clear error.
+//! * **Validated loading**: [`load`] compares the file with the module and reports
+//!   *every* missing and unexpected name and every shape or dtype mismatch, by name.
+//!   Nothing is modified unless the whole file fits.
+
+use crate::module::Module;
+use crate::optim::{Optimizer, OptimizerState};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use unigrad_core::{no_grad, DType, Device, Error, HostData, Result, Tensor};
+
+const OP: &str = "checkpoint";
+/// Metadata key of the integrity checksum.
+pub const CHECKSUM_KEY: &str = "unigrad.fnv1a64";
+/// Metadata key of the optimizer kind in optimizer files.
+pub const OPTIMIZER_KEY: &str = "unigrad.optimizer";
+
+fn io_err(path: &Path, what: &str, e: std::io::Error) -> Error {
+    Error::invalid(OP, format!("{}: {what}: {e}", path.display()))
+}
+
+/// A tensor read from a file, on the host.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HostTensor {
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Row-major data.
+    pub data: HostData,
+}
+
+impl HostTensor {
+    /// Copy to a device.
+    pub fn to_tensor(&self, dev: &Device) -> Result<Tensor> {
+        Tensor::from_host(self.data.clone(), &self.shape, dev)
+    }
+}
+
+/// The contents of a safetensors file: named tensors (sorted by name) and metadata.
+#[derive(Clone, Debug, Default)]
+pub struct StateDict {
+    /// Tensors by name.
+    pub tensors: BTreeMap<String, HostTensor>,
+    /// String metadata from the header (`__metadata__`).
+    pub metadata: HashMap<String, String>,
+}
+
+fn to_st_dtype(d: DType) -> Dtype {
+    match d {
+        DType::F32 => Dtype::F32,
+        DType::F64 => Dtype::F64,
+        DType::I64 => Dtype::I64,
+    }
+}
+
+fn host_bytes(h: &HostData) -> Vec<u8> {
+    match h {
+        HostData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        HostData::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        HostData::I64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    }
+}
+
+fn from_bytes(name: &str, d: Dtype, b: &[u8]) -> Result<HostData> {
+    Ok(match d {
+        Dtype::F32 => HostData::F32(
+            b.chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4")))
+                .collect(),
+        ),
+        Dtype::F64 => HostData::F64(
+            b.chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().expect("8")))
+                .collect(),
+        ),
+        Dtype::I64 => HostData::I64(
+            b.chunks_exact(8)
+                .map(|c| i64::from_le_bytes(c.try_into().expect("8")))
+                .collect(),
+        ),
+        other => {
+            return Err(Error::invalid(
+                OP,
+                format!("tensor `{name}` has dtype {other:?}; only F32, F64 and I64 are supported"),
+            ))
+        }
+    })
+}
+
+/// FNV-1a over name, dtype, shape and data of every tensor in name order.
+fn checksum<'a>(items: impl Iterator<Item = (&'a str, String, &'a [usize], &'a [u8])>) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    for (name, dtype, shape, data) in items {
+        eat(name.as_bytes());
+        eat(&[0]);
+        eat(dtype.as_bytes());
+        for &d in shape {
+            eat(&(d as u64).to_le_bytes());
+        }
+        eat(&(data.len() as u64).to_le_bytes());
+        eat(data);
+    }
+    format!("{h:016x}")
+}
+
+/// Write named tensors and metadata to `path` atomically. Names must be unique.
+pub fn save_tensors(
+    path: impl AsRef<Path>,
+    tensors: &[(String, Tensor)],
+    metadata: &HashMap<String, String>,
+) -> Result<()> {
+    let path = path.as_ref();
+    let mut items: BTreeMap<String, (DType, Vec<usize>, Vec<u8>)> = BTreeMap::new();
+    for (name, t) in tensors {
+        let bytes = host_bytes(&t.to_host()?);
+        if items
+            .insert(name.clone(), (t.dtype(), t.shape().to_vec(), bytes))
+            .is_some()
+        {
+            return Err(Error::invalid(OP, format!("duplicate tensor name `{name}`")));
+        }
+    }
+    let mut meta = metadata.clone();
+    meta.insert(
+        CHECKSUM_KEY.into(),
+        checksum(
+            items
+                .iter()
+                .map(|(n, (d, s, b))| (n.as_str(), format!("{:?}", to_st_dtype(*d)), s.as_slice(), b.as_slice())),
+        ),
+    );
+    let views = items
+        .iter()
+        .map(|(n, (d, s, b))| {
+            TensorView::new(to_st_dtype(*d), s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| Error::invalid(OP, format!("tensor `{n}`: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| Error::invalid(OP, format!("serialize: {e}")))?;
+    write_atomic(path, &bytes)
+}
+
+/// Write `bytes` to `path` through a fsynced temporary file in the same folder.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| Error::invalid(OP, format!("{} is not a file path", path.display())))?;
+    std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, "create folder", e))?;
+    let tmp = dir.join(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp).map_err(|e| io_err(&tmp, "create", e))?;
+        f.write_all(bytes).map_err(|e| io_err(&tmp, "write", e))?;
+        f.sync_all().map_err(|e| io_err(&tmp, "fsync", e))?;
+        drop(f);
+        std::fs::rename(&tmp, path).map_err(|e| io_err(path, "rename into place", e))?;
+        // make the rename itself durable (best effort: not every platform allows it)
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Read and verify a safetensors file.
+pub fn load_tensors(path: impl AsRef<Path>) -> Result<StateDict> {
+    let path = path.as_ref();
+    let bytes = std::fs::read(path).map_err(|e| io_err(path, "read", e))?;
+    let bad = |what: String| {
+        Error::invalid(
+            OP,
+            format!(
+                "{}: not a valid safetensors file (truncated or corrupted?): {what}",
+                path.display()
+            ),
+        )
+    };
+    let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+    let metadata = header.metadata().clone().unwrap_or_default();
+    let mut views: Vec<(String, TensorView<'_>)> = st.tensors();
+    views.sort_by(|a, b| a.0.cmp(&b.0));
+    if let Some(want) = metadata.get(CHECKSUM_KEY) {
+        let got = checksum(
+            views
+                .iter()
+                .map(|(n, v)| (n.as_str(), format!("{:?}", v.dtype()), v.shape(), v.data())),
+        );
+        if &got != want {
+            return Err(bad(format!("checksum mismatch (header says {want}, data gives {got})")));
+        }
+    }
+    let mut tensors = BTreeMap::new();
+    for (name, v) in views {
+        let data = from_bytes(&name, v.dtype(), v.data())?;
+        tensors.insert(
+            name,
+            HostTensor {
+                shape: v.shape().to_vec(),
+                data,
+            },
+        );
+    }
+    Ok(StateDict { tensors, metadata })
+}
+
+/// Every parameter and buffer of `module` with its name (buffers after parameters).
+pub fn state_tensors<M: Module + ?Sized>(module: &M) -> Vec<(String, Tensor)> {
+    let mut v = module.named_params();
+    v.extend(module.named_buffers().into_iter().map(|(n, b)| (n, b.get())));
+    v
+}
+
+/// Save `module`'s parameters and buffers to `path` (atomic).
+pub fn save<M: Module + ?Sized>(module: &M, path: impl AsRef<Path>) -> Result<()> {
+    save_with_metadata(module, path, &HashMap::new())
+}
+
+/// [`save`] with extra string metadata in the header.
+pub fn save_with_metadata<M: Module + ?Sized>(
+    module: &M,
+    path: impl AsRef<Path>,
+    metadata: &HashMap<String, String>,
+) -> Result<()> {
+    save_tensors(path, &state_tensors(module), metadata)
+}
+
+/// What a load found: names the module has but the file lacks, names the file has but
+/// the module lacks, and entries whose shape or dtype differ.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LoadReport {
+    /// In the module, not in the file.
+    pub missing: Vec<String>,
+    /// In the file, not in the module.
+    pub unexpected: Vec<String>,
+    /// `name: file [shape] dtype vs module [shape] dtype`.
+    pub mismatched: Vec<String>,
+}
+
+impl LoadReport {
+    /// True when the file matches the module exactly.
+    pub fn is_clean(&self) -> bool {
+        self.missing.is_empty() && self.unexpected.is_empty() && self.mismatched.is_empty()
+    }
+}
+
+impl fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut parts = Vec::new();
+        if !self.missing.is_empty() {
+            parts.push(format!("missing: {}", self.missing.join(", ")));
+        }
+        if !self.unexpected.is_empty() {
+            parts.push(format!("unexpected: {}", self.unexpected.join(", ")));
+        }
+        if !self.mismatched.is_empty() {
+            parts.push(format!("mismatched: {}", self.mismatched.join("; ")));
+        }
+        if parts.is_empty() {
+            f.write_str("all names, shapes and dtypes match")
+        } else {
+            f.write_str(&parts.join(" | "))
+        }
+    }
+}
+
+/// Load `path` into `module`, requiring an exact match of names, shapes and dtypes.
+/// On any problem returns an error listing all of them and changes nothing.
+pub fn load<M: Module + ?Sized>(module: &M, path: impl AsRef<Path>) -> Result<LoadReport> {
+    load_with(module, path, true)
+}
+
+/// Load `path` into `module`. With `strict = false`, missing and unexpected names are
+/// tolerated (reported in the returned [`LoadReport`]); shape and dtype mismatches are
+/// always errors. Nothing changes unless the load succeeds.
+pub fn load_with<M: Module + ?Sized>(module: &M, path: impl AsRef<Path>, strict: bool) -> Result<LoadReport> {
+    let path = path.as_ref();
+    let sd = load_tensors(path)?;
+    apply_state(module, &sd, strict).map_err(|e| match e {
+        Error::InvalidArgument { op, msg } => Error::InvalidArgument {
+            op,
+            msg: format!("{}: {msg}", path.display()),
+        },
+        other => other,
+    })
+}
+
+/// Copy a [`StateDict`] into `module` (see [`load_with`]).
+pub fn apply_state<M: Module + ?Sized>(module: &M, sd: &StateDict, strict: bool) -> Result<LoadReport> {
+    let params = module.named_params();
+    let buffers = module.named_buffers();
+    let mut report = LoadReport::default();
+    let mut seen = std::collections::HashSet::new();
+    let mut check = |name: &str, target: &Tensor| -> Option<Tensor> {
+        seen.insert(name.to_string());
+        let Some(h) = sd.tensors.get(name) else {
+            report.missing.push(name.to_string());
+            return None;
+        };
+        if h.shape != target.shape() || h.data.dtype() != target.dtype() {
+            report.mismatched.push(format!(
+                "{name}: file {:?} {} vs module {:?} {}",
+                h.shape,
+                h.data.dtype(),
+                target.shape(),
+                target.dtype()
+            ));
+            return None;
+        }
+        // a bad dtype/shape is caught above; this only fails on device errors
+        h.to_tensor(target.device()).ok()
+    };
+    let new_params: Vec<(Tensor, Option<Tensor>)> = params.iter().map(|(n, p)| (p.clone(), check(n, p))).collect();
+    let new_buffers: Vec<_> = buffers
+        .iter()
+        .map(|(n, b)| {
+            let cur = b.get();
+            (b.clone(), check(n, &cur))
+        })
+        .collect();
+    report.unexpected = sd.tensors.keys().filter(|k| !seen.contains(*k)).cloned().collect();
+    let fatal = !report.mismatched.is_empty() || (strict && !report.is_clean());
+    if fatal {
+        return Err(Error::invalid(
+            OP,
+            format!("checkpoint does not fit the model: {report}"),
+        ));
+    }
+    let loaded = new_params.iter().filter(|(_, t)| t.is_some()).count()
+        + new_buffers.iter().filter(|(_, t)| t.is_some()).count();
+    let expected = params.len() + buffers.len() - report.missing.len();
+    if loaded != expected {
+        return Err(Error::invalid(OP, "could not copy every tensor to the model's device"));
+    }
+    no_grad(|| -> Result<()> {
+        for (p, t) in &new_params {
+            if let Some(t) = t {
+                p.assign(t)?;
+            }
+        }
+        Ok(())
+    })?;
+    for (b, t) in new_buffers {
+        if let Some(t) = t {
+            b.set(t);
+        }
+    }
+    Ok(report)
+}
+
+/// Save an optimizer's state (moments, step, learning rate) plus `metadata` (atomic).
+pub fn save_optimizer<O: Optimizer + ?Sized>(
+    opt: &O,
+    path: impl AsRef<Path>,
+    metadata: &HashMap<String, String>,
+) -> Result<()> {
+    let st = opt.state();
+    let mut meta = metadata.clone();
+    meta.insert(OPTIMIZER_KEY.into(), st.kind.clone());
+    meta.insert("unigrad.step".into(), st.step.to_string());
+    meta.insert("unigrad.lr".into(), format!("{:e}", st.lr));
+    save_tensors(path, &st.tensors, &meta)
+}
+
+/// Restore an optimizer saved by [`save_optimizer`]; returns the file's metadata.
+/// State tensors go to each parameter's device. Nothing changes on error.
+pub fn load_optimizer<O: Optimizer + ?Sized>(opt: &mut O, path: impl AsRef<Path>) -> Result<HashMap<String, String>> {
+    let path = path.as_ref();
+    let sd = load_tensors(path)?;
+    let get = |k: &str| {
+        sd.metadata
+            .get(k)
+            .cloned()
+            .ok_or_else(|| Error::invalid(OP, format!("{}: not an optimizer file (no `{k}`)", path.display())))
+    };
+    let kind = get(OPTIMIZER_KEY)?;
+    let step = get("unigrad.step")?
+        .parse::<u64>()
+        .map_err(|e| Error::invalid(OP, format!("{}: bad step: {e}", path.display())))?;
+    let lr = get("unigrad.lr")?
+        .parse::<f64>()
+        .map_err(|e| Error::invalid(OP, format!("{}: bad lr: {e}", path.display())))?;
+    let cpu = unigrad_cpu::cpu();
+    let tensors = sd
+        .tensors
+        .iter()
+        .map(|(n, h)| Ok((n.clone(), h.to_tensor(&cpu)?)))
+        .collect::<Result<Vec<_>>>()?;
+    opt.load_state(&OptimizerState {
+        kind,
+        step,
+        lr,
+        tensors,
+    })?;
+    Ok(sd.metadata)
+}

@@ -1,0 +1,201 @@
+//! BatchNorm over tokens, with an optional padding mask.
+//!
+//! Transformers feed `[B, N, C]` activations; "BatchNorm over tokens" normalises each
+//! channel with statistics over all `B·N` tokens (PyTorch's `BatchNorm1d` applied to the
+//! tokens reshaped to `[B·N, C]`). With a padding mask (`[B, N]`, 1 = pad) the statistics
+//! cover the valid tokens only, so padding cannot shift them (Shen et al. 2020 show how
+//! much that matters for NLP). Outputs at padded positions are computed with the same
+//! statistics and are meant to be ignored downstream.
+//!
+//! Running statistics (`running_mean`, `running_var` with the unbiased variance, and
+//! `num_batches_tracked`) are buffers updated in training as in PyTorch:
+//! `running = (1 − momentum)·running + momentum·batch`, or a cumulative average when
+//! `momentum` is `None`. Evaluation uses the running statistics and changes nothing.
+//!
+//! The training forward is composed of recorded ops, so autograd differentiates
+//! through the batch statistics exactly (gradchecked in `crate::testing`).
+
+use crate::init;
+use crate::module::{join, Buffer, BufferVisitor, Module, ParamVisitor};
+use unigrad_core::{no_grad, DType, Device, Error, Result, Tensor};
+
+/// Batch normalization of the last (channel) dimension over all other positions.
+#[derive(Clone, Debug)]
+pub struct BatchNorm {
+    /// Scale `γ` `[C]`.
+    pub weight: Tensor,
+    /// Shift `β` `[C]`.
+    pub bias: Tensor,
+    /// Running mean `[C]`.
+    pub running_mean: Buffer,
+    /// Running unbiased variance `[C]`.
+    pub running_var: Buffer,
+    /// Number of training batches seen (i64 scalar, as PyTorch saves it).
+    pub num_batches_tracked: Buffer,
+    /// Added to the variance.
+    pub eps: f64,
+    /// Weight of the new batch in the running statistics; `None`: cumulative average.
+    pub momentum: Option<f64>,
+    train: bool,
+    /// Statistics tracing ([`super::trace`]); `None`: nothing is read back.
+    trace: Option<super::trace::TraceSite>,
+}
+
+impl BatchNorm {
+    /// PyTorch's defaults: `eps = 1e-5`, `momentum = 0.1`, `γ = 1`, `β = 0`,
+    /// running mean 0 and variance 1. Starts in training mode.
+    pub fn new(channels: usize, dtype: DType, dev: &Device) -> Result<BatchNorm> {
+        BatchNorm::with_options(channels, 1e-5, Some(0.1), dtype, dev)
+    }
+
+    /// Choose `eps` and `momentum`.
+    pub fn with_options(
+        channels: usize,
+        eps: f64,
+        momentum: Option<f64>,
+        dtype: DType,
+        dev: &Device,
+    ) -> Result<BatchNorm> {
+        if let Some(m) = momentum {
+            if !(0.0..=1.0).contains(&m) {
+                return Err(Error::invalid("BatchNorm", format!("momentum {m} is not in [0, 1]")));
+            }
+        }
+        Ok(BatchNorm {
+            weight: init::ones(&[channels], dtype, dev)?,
+            bias: init::zeros(&[channels], dtype, dev)?,
+            running_mean: Buffer::new(Tensor::zeros(&[channels], dtype, dev)?),
+            running_var: Buffer::new(Tensor::ones(&[channels], dtype, dev)?),
+            num_batches_tracked: Buffer::new(Tensor::from_vec(vec![0i64], &[], dev)?),
+            eps,
+            momentum,
+            train: true,
+            trace: None,
+        })
+    }
+
+    /// Number of channels.
+    pub fn channels(&self) -> usize {
+        self.weight.shape()[0]
+    }
+
+    /// Attach (or with `None` detach) a statistics trace site ([`super::trace`]).
+    pub fn set_trace(&mut self, site: Option<super::trace::TraceSite>) {
+        self.trace = site;
+    }
+
+    /// True in training mode.
+    pub fn is_training(&self) -> bool {
+        self.train
+    }
+
+    /// Normalize `x [.., C]`; `pad_mask` has `x`'s shape without the channel dim
+    /// (`[B, N]` for `[B, N, C]`), 1 where the token is padding, in `x`'s dtype.
+    pub fn forward(&self, x: &Tensor, pad_mask: Option<&Tensor>) -> Result<Tensor> {
+        let c = self.channels();
+        if x.rank() < 2 || x.shape()[x.rank() - 1] != c {
+            return Err(Error::invalid(
+                "BatchNorm",
+                format!("input of shape {:?} must be [.., {c}] with rank >= 2", x.shape()),
+            ));
+        }
+        let lead = &x.shape()[..x.rank() - 1];
+        if let Some(m) = pad_mask {
+            if m.shape() != lead {
+                return Err(Error::ShapeMismatch {
+                    op: "BatchNorm (padding mask)",
+                    lhs: x.shape().to_vec(),
+                    rhs: m.shape().to_vec(),
+                });
+            }
+        }
+        let rows = x.numel() / c;
+        let x2 = x.reshape(&[rows, c])?;
+        let y = if self.train {
+            self.forward_train(&x2, pad_mask)?
+        } else {
+            let rstd = self.running_var.get().add_scalar(self.eps)?.rsqrt()?;
+            let scale = self.weight.mul(&rstd)?;
+            let shift = self.bias.sub(&self.running_mean.get().mul(&scale)?)?;
+            x2.mul(&scale)?.add(&shift)?
+        };
+        y.reshape(x.shape())
+    }
+
+    fn forward_train(&self, x2: &Tensor, pad_mask: Option<&Tensor>) -> Result<Tensor> {
+        let _p = crate::profile::scope("batch_norm.fwd", Some(x2.device()));
+        let rows = x2.shape()[0];
+        let (mean, xc, var, count) = match pad_mask {
+            Some(m) => {
+                let count = rows as f64 - m.to_vec_f64()?.iter().sum::<f64>();
+                let valid = m.affine(-1.0, 1.0)?.reshape(&[rows, 1])?;
+                check_count(count)?;
+                let inv = 1.0 / count;
+                let mean = x2.mul(&valid)?.sum(&[0], true)?.mul_scalar(inv)?;
+                let xc = x2.sub(&mean)?;
+                let var = xc.sqr()?.mul(&valid)?.sum(&[0], true)?.mul_scalar(inv)?;
+                (mean, xc, var, count)
+            }
+            None => {
+                check_count(rows as f64)?;
+                let mean = x2.mean(&[0], true)?;
+                let xc = x2.sub(&mean)?;
+                let var = xc.sqr()?.mean(&[0], true)?;
+                (mean, xc, var, rows as f64)
+            }
+        };
+        let traced = self.trace.as_ref().filter(|t| t.is_active());
+        let old_var = traced.map(|_| self.running_var.get());
+        self.update_running(&mean, &var, count)?;
+        if let (Some(t), Some(old)) = (traced, old_var) {
+            let (rm, rv) = (self.running_mean.get(), self.running_var.get());
+            super::trace::record_batch_norm(t, &mean, &var, &old, &rm, &rv)?;
+        }
+        let rstd = var.add_scalar(self.eps)?.rsqrt()?;
+        xc.mul(&rstd)?.mul(&self.weight)?.add(&self.bias)
+    }
+
+    fn update_running(&self, mean: &Tensor, var: &Tensor, count: f64) -> Result<()> {
+        no_grad(|| {
+            let tracked = self.num_batches_tracked.get();
+            let n = tracked.to_vec::<i64>()?.first().copied().unwrap_or(0) + 1;
+            self.num_batches_tracked
+                .set(Tensor::from_vec(vec![n], &[], tracked.device())?);
+            let m = self.momentum.unwrap_or(1.0 / n as f64);
+            let c = self.channels();
+            let unbiased = var.mul_scalar(count / (count - 1.0))?.reshape(&[c])?;
+            let blend = |old: &Tensor, new: &Tensor| old.mul_scalar(1.0 - m)?.add(&new.mul_scalar(m)?);
+            self.running_mean
+                .set(blend(&self.running_mean.get(), &mean.reshape(&[c])?)?);
+            self.running_var.set(blend(&self.running_var.get(), &unbiased)?);
+            Ok(())
+        })
+    }
+}
+
+fn check_count(count: f64) -> Result<()> {
+    if count < 2.0 {
+        return Err(Error::invalid(
+            "BatchNorm",
+            format!("training needs at least 2 valid tokens per channel, got {count}"),
+        ));
+    }
+    Ok(())
+}
+
+impl Module for BatchNorm {
+    fn visit_params(&self, prefix: &str, f: &mut ParamVisitor<'_>) {
+        f(&join(prefix, "weight"), &self.weight);
+        f(&join(prefix, "bias"), &self.bias);
+    }
+
+    fn visit_buffers(&self, prefix: &str, f: &mut BufferVisitor<'_>) {
+        f(&join(prefix, "running_mean"), &self.running_mean);
+        f(&join(prefix, "running_var"), &self.running_var);
+        f(&join(prefix, "num_batches_tracked"), &self.num_batches_tracked);
+    }
+
+    fn set_train(&mut self, train: bool) {
+        self.train = train;
+    }
+}

@@ -1,0 +1,425 @@
+//! Opt-in tracing of normalization statistics, per norm layer and training step.
+//!
+//! # Why
+//!
+//! What distinguishes the norms is *which statistic* they divide by and how much it
+//! fluctuates from batch to batch: BatchNorm's batch variance against its running
+//! variance, UN's batch quadratic mean against its window-smoothed and running versions
+//! (plus its gradient scale `r`, outlier skips and calibrated gradient statistic),
+//! PowerNorm's quadratic mean against `running_phi`, and LayerNorm's per-token
+//! statistics. A [`Tracer`] records those quantities while a model trains, summarised
+//! per layer and step (mean, standard deviation, minimum and maximum over channels — or
+//! over tokens for LayerNorm), and exports them as CSV, so the curves a teacher would
+//! show can be drawn from a real run.
+//!
+//! # Cost
+//!
+//! Tracing is attached per layer ([`Traceable::enable_trace`] on a model attaches every
+//! norm in it, named like its parameters: `blocks.0.norm1`). A layer without a trace site
+//! does nothing extra: no tensor is read back from the device. With a site attached, each
+//! training step copies a few `[C]` vectors to the host (LayerNorm: one mean and one
+//! variance per token); [`Tracer::pause`] suspends that, e.g. during evaluation.
+//!
+//! # What is recorded
+//!
+//! Every record is one [`TraceRecord`]: `(step, layer, norm, quantity)` and the summary
+//! of that quantity's values. `step` is whatever [`Tracer::set_step`] last set (the
+//! training loop's counter). Quantities:
+//!
+//! | norm | quantity | values |
+//! | --- | --- | --- |
+//! | BatchNorm | `batch_mean`, `batch_stat` | per-channel batch mean and (biased) variance over valid tokens |
+//! | BatchNorm | `running_mean`, `running_stat` | running mean and variance after the step's update |
+//! | UN | `batch_stat` | per-channel quadratic mean of the batch (F2) |
+//! | UN | `used_stat` | the statistic the forward divided by (F6: smoothed or batch) |
+//! | UN | `window_gm` | geometric mean of the forward window `buffer_x2` after the write (0 while it has empty rows) |
+//! | UN | `running_stat` | `running_var` after the step |
+//! | UN | `r` | the gradient scale of F7 |
+//! | UN | `skip`, `treated_as_skip`, `smoothed` | 1 or 0: outlier filter fired (counted), step treated as a skip, smoothed statistic used |
+//! | UN | `grad_stat`, `grad_stat_used`, `ema_gz` | backward: B2's `h`, B4's `m`, B5's updated EMA |
+//! | PowerNorm | `batch_stat`, `running_stat` | quadratic mean `q` of the group-scaled input; `running_phi` after the step |
+//! | PowerNorm | `used_batch_stat` | 1 while the forward divides by `q` (warm-up), 0 when by `φ` |
+//! | PowerNorm | `grad_stat`, `ema_gz` | backward: the new term `mean(d·z)` and the running sum `ema_gz` |
+//! | BatchNorm, UN, PowerNorm | `fluctuation` | per channel `|batch_stat / running_stat_before − 1|`: how far this batch is from what inference would use |
+//! | LayerNorm | `token_mean`, `token_var` | each token's mean and variance over channels, summarised over tokens |
+//!
+//! RMSNorm is not traced.
+
+use crate::fused::moments_last;
+use crate::models::TransformerLm;
+use crate::module::join;
+use crate::norm::Norm;
+use crate::transformer::{DecoderLayer, EncoderLayer};
+use std::fmt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use unigrad_core::{Error, Result, Tensor};
+
+/// One summarised quantity of one layer at one step.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TraceRecord {
+    /// The tracer's step when the value was recorded.
+    pub step: u64,
+    /// The layer's name (`blocks.0.norm1`).
+    pub layer: String,
+    /// The norm kind's short name (`ln`, `bn`, `pn`, `un`).
+    pub norm: &'static str,
+    /// What was recorded (see the module docs).
+    pub quantity: &'static str,
+    /// Mean of the values.
+    pub mean: f64,
+    /// Population standard deviation of the values.
+    pub std: f64,
+    /// Smallest value.
+    pub min: f64,
+    /// Largest value.
+    pub max: f64,
+    /// Number of values summarised (channels, tokens, or 1 for a scalar).
+    pub count: usize,
+}
+
+/// Which field of a [`TraceRecord`] a series reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stat {
+    /// [`TraceRecord::mean`].
+    Mean,
+    /// [`TraceRecord::std`].
+    Std,
+    /// [`TraceRecord::min`].
+    Min,
+    /// [`TraceRecord::max`].
+    Max,
+}
+
+impl TraceRecord {
+    /// The chosen summary.
+    pub fn get(&self, stat: Stat) -> f64 {
+        match stat {
+            Stat::Mean => self.mean,
+            Stat::Std => self.std,
+            Stat::Min => self.min,
+            Stat::Max => self.max,
+        }
+    }
+}
+
+struct Inner {
+    active: AtomicBool,
+    step: AtomicU64,
+    records: Mutex<Vec<TraceRecord>>,
+}
+
+/// A shared recorder of norm statistics (cloning shares it). See the module docs.
+#[derive(Clone)]
+pub struct Tracer(Arc<Inner>);
+
+impl fmt::Debug for Tracer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tracer")
+            .field("active", &self.is_active())
+            .field("step", &self.step())
+            .field("records", &self.len())
+            .finish()
+    }
+}
+
+impl Default for Tracer {
+    fn default() -> Self {
+        Tracer::new()
+    }
+}
+
+/// CSV header of [`Tracer::to_csv`].
+pub const CSV_HEADER: &str = "step,layer,norm,quantity,mean,std,min,max,count";
+
+impl Tracer {
+    /// An empty, active tracer at step 0.
+    pub fn new() -> Tracer {
+        Tracer(Arc::new(Inner {
+            active: AtomicBool::new(true),
+            step: AtomicU64::new(0),
+            records: Mutex::new(Vec::new()),
+        }))
+    }
+
+    /// Tag the following records with `step`.
+    pub fn set_step(&self, step: u64) {
+        self.0.step.store(step, Ordering::Relaxed);
+    }
+
+    /// The current step.
+    pub fn step(&self) -> u64 {
+        self.0.step.load(Ordering::Relaxed)
+    }
+
+    /// Stop recording (attached layers then read nothing from the device).
+    pub fn pause(&self) {
+        self.0.active.store(false, Ordering::Relaxed);
+    }
+
+    /// Record again after [`pause`](Self::pause).
+    pub fn resume(&self) {
+        self.0.active.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether records are being taken.
+    pub fn is_active(&self) -> bool {
+        self.0.active.load(Ordering::Relaxed)
+    }
+
+    /// A handle for the layer named `layer`, to attach to a norm.
+    pub fn site(&self, layer: &str) -> TraceSite {
+        TraceSite {
+            tracer: self.clone(),
+            layer: Arc::from(layer),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<TraceRecord>> {
+        // a panic while holding the lock leaves a valid Vec; keep using it
+        self.0.records.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// True when nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Drop every record.
+    pub fn clear(&self) {
+        self.lock().clear();
+    }
+
+    /// A copy of every record, in recording order.
+    pub fn records(&self) -> Vec<TraceRecord> {
+        self.lock().clone()
+    }
+
+    /// The distinct layer names, in order of first appearance.
+    pub fn layers(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for r in self.lock().iter() {
+            if !out.contains(&r.layer) {
+                out.push(r.layer.clone());
+            }
+        }
+        out
+    }
+
+    /// `(step, value)` of `quantity` at `layer`, in recording order.
+    pub fn series(&self, layer: &str, quantity: &str, stat: Stat) -> Vec<(u64, f64)> {
+        self.lock()
+            .iter()
+            .filter(|r| r.layer == layer && r.quantity == quantity)
+            .map(|r| (r.step, r.get(stat)))
+            .collect()
+    }
+
+    /// Every record as CSV ([`CSV_HEADER`] first), floats at full precision.
+    pub fn to_csv(&self) -> String {
+        let mut s = String::from(CSV_HEADER);
+        s.push('\n');
+        for r in self.lock().iter() {
+            let layer = if r.layer.contains([',', '"', '\n']) {
+                format!("\"{}\"", r.layer.replace('"', "\"\""))
+            } else {
+                r.layer.clone()
+            };
+            s.push_str(&format!(
+                "{},{},{},{},{},{},{},{},{}\n",
+                r.step, layer, r.norm, r.quantity, r.mean, r.std, r.min, r.max, r.count
+            ));
+        }
+        s
+    }
+
+    /// Write [`to_csv`](Self::to_csv) to `path` atomically (temporary file, then rename).
+    pub fn write_csv(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::invalid("Tracer::write_csv", format!("{}: {e}", parent.display())))?;
+        }
+        crate::checkpoint::write_atomic(path, self.to_csv().as_bytes())
+    }
+
+    fn push(&self, r: TraceRecord) {
+        self.lock().push(r);
+    }
+}
+
+/// A tracer plus the name of one layer: what a norm holds while traced.
+#[derive(Clone)]
+pub struct TraceSite {
+    tracer: Tracer,
+    layer: Arc<str>,
+}
+
+impl fmt::Debug for TraceSite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TraceSite({})", self.layer)
+    }
+}
+
+/// Mean, population std, min, max of `v` (NaN-free summaries of an empty slice are NaN).
+fn summarize(v: &[f64]) -> (f64, f64, f64, f64) {
+    if v.is_empty() {
+        return (f64::NAN, f64::NAN, f64::NAN, f64::NAN);
+    }
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let var = v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n;
+    let min = v.iter().cloned().fold(f64::INFINITY, f64::min);
+    let max = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    (mean, var.sqrt(), min, max)
+}
+
+impl TraceSite {
+    /// The layer name.
+    pub fn layer(&self) -> &str {
+        &self.layer
+    }
+
+    /// The tracer.
+    pub fn tracer(&self) -> &Tracer {
+        &self.tracer
+    }
+
+    /// Whether the tracer is recording (layers check this before reading anything).
+    pub fn is_active(&self) -> bool {
+        self.tracer.is_active()
+    }
+
+    /// Record the summary of `values` as `quantity` of this layer (a norm of kind `norm`).
+    pub fn record_values(&self, norm: &'static str, quantity: &'static str, values: &[f64]) {
+        let (mean, std, min, max) = summarize(values);
+        self.tracer.push(TraceRecord {
+            step: self.tracer.step(),
+            layer: self.layer.to_string(),
+            norm,
+            quantity,
+            mean,
+            std,
+            min,
+            max,
+            count: values.len(),
+        });
+    }
+
+    /// Record one scalar.
+    pub fn record_scalar(&self, norm: &'static str, quantity: &'static str, v: f64) {
+        self.record_values(norm, quantity, &[v]);
+    }
+
+    /// Record the summary of all elements of `t` (copied to the host).
+    pub fn record_tensor(&self, norm: &'static str, quantity: &'static str, t: &Tensor) -> Result<()> {
+        self.record_values(norm, quantity, &t.to_vec_f64()?);
+        Ok(())
+    }
+
+    /// Record `fluctuation`: per channel `|batch / running_before − 1|`.
+    pub fn record_fluctuation(&self, norm: &'static str, batch: &[f64], running_before: &[f64]) {
+        let v: Vec<f64> = batch
+            .iter()
+            .zip(running_before)
+            .map(|(b, r)| (b / r - 1.0).abs())
+            .collect();
+        self.record_values(norm, "fluctuation", &v);
+    }
+}
+
+/// LayerNorm's record: each token's mean and variance over channels, summarised over the
+/// tokens of `x [.., C]`.
+pub(crate) fn record_layer_norm(site: &TraceSite, x: &Tensor) -> Result<()> {
+    if !site.is_active() {
+        return Ok(());
+    }
+    let (mean, var) = moments_last(x)?;
+    site.record_tensor("ln", "token_mean", &mean)?;
+    site.record_tensor("ln", "token_var", &var)
+}
+
+/// BatchNorm's record of one training step: batch mean/variance (`[1, C]` or `[C]`), the
+/// running variance before the update, and the running statistics after it.
+pub(crate) fn record_batch_norm(
+    site: &TraceSite,
+    mean: &Tensor,
+    var: &Tensor,
+    running_var_before: &Tensor,
+    running_mean: &Tensor,
+    running_var: &Tensor,
+) -> Result<()> {
+    if !site.is_active() {
+        return Ok(());
+    }
+    let v = var.to_vec_f64()?;
+    site.record_tensor("bn", "batch_mean", mean)?;
+    site.record_values("bn", "batch_stat", &v);
+    site.record_tensor("bn", "running_mean", running_mean)?;
+    site.record_tensor("bn", "running_stat", running_var)?;
+    site.record_fluctuation("bn", &v, &running_var_before.to_vec_f64()?);
+    Ok(())
+}
+
+/// Attach a [`Tracer`] to every norm of a module (or detach it).
+pub trait Traceable {
+    /// Attach `tracer` (or detach with `None`) to every traceable norm, naming each site
+    /// by its parameter prefix under `prefix`.
+    fn set_trace(&mut self, prefix: &str, tracer: Option<&Tracer>);
+
+    /// Trace every norm of this module into `tracer` (names like the parameters').
+    fn enable_trace(&mut self, tracer: &Tracer) {
+        self.set_trace("", Some(tracer));
+    }
+
+    /// Detach every norm from its tracer: no more records, no device reads.
+    fn disable_trace(&mut self) {
+        self.set_trace("", None);
+    }
+}
+
+impl Traceable for Norm {
+    /// LayerNorm, BatchNorm, PowerNorm and UN; an RMSNorm is left alone (not traced).
+    fn set_trace(&mut self, prefix: &str, tracer: Option<&Tracer>) {
+        let site = tracer.map(|t| t.site(prefix));
+        match self {
+            Norm::Layer(n) => n.set_trace(site),
+            Norm::Rms(_) => {}
+            Norm::Batch(n) => n.set_trace(site),
+            Norm::Power(n) => n.set_trace(site),
+            Norm::Unified(n) => n.set_trace(site),
+        }
+    }
+}
+
+impl Traceable for EncoderLayer {
+    fn set_trace(&mut self, prefix: &str, tracer: Option<&Tracer>) {
+        self.norm1.set_trace(&join(prefix, "norm1"), tracer);
+        self.norm2.set_trace(&join(prefix, "norm2"), tracer);
+    }
+}
+
+impl Traceable for DecoderLayer {
+    fn set_trace(&mut self, prefix: &str, tracer: Option<&Tracer>) {
+        self.norm1.set_trace(&join(prefix, "norm1"), tracer);
+        self.norm2.set_trace(&join(prefix, "norm2"), tracer);
+        self.norm3.set_trace(&join(prefix, "norm3"), tracer);
+    }
+}
+
+impl Traceable for TransformerLm {
+    fn set_trace(&mut self, prefix: &str, tracer: Option<&Tracer>) {
+        for (i, b) in self.blocks.iter_mut().enumerate() {
+            b.set_trace(&join(prefix, &format!("blocks.{i}")), tracer);
+        }
+        if let Some(n) = &mut self.norm_f {
+            n.set_trace(&join(prefix, "norm_f"), tracer);
+        }
+    }
+}

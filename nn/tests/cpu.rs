@@ -1,0 +1,560 @@
+//! The device-generic nn checks of `unigrad_nn::testing`, run on the CPU, plus
+//! CPU-only tests of models, optimizers and checkpoints.
+
+use std::collections::HashMap;
+use unigrad_core::{manual_seed, no_grad, DType, Device, Tensor};
+use unigrad_nn::checkpoint::{self, load, load_optimizer, load_with, save, save_optimizer};
+use unigrad_nn::testing;
+use unigrad_nn::{
+    clip_grad_norm, decay_groups, Adam, AdamConfig, LmConfig, Module, NormKind, Optimizer, ParamGroup, PositionKind,
+    Seq2Seq, Seq2SeqConfig, Sgd, TransformerLm, Vit, VitConfig,
+};
+
+fn dev() -> Device {
+    unigrad_cpu::cpu()
+}
+
+macro_rules! device_checks {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                testing::$name(&dev()).unwrap();
+            }
+        )*
+    };
+}
+
+device_checks!(
+    gradcheck_linear,
+    gradcheck_embedding,
+    gradcheck_layer_norm,
+    gradcheck_rms_norm,
+    gradcheck_batch_norm,
+    gradcheck_batch_norm_masked,
+    gradcheck_self_attention_masks,
+    gradcheck_cross_attention,
+    gradcheck_feed_forward,
+    gradcheck_block_pre_norm,
+    gradcheck_block_post_norm,
+    layer_norm_matches_naive,
+    batch_norm_matches_naive,
+    attention_matches_naive,
+);
+
+#[test]
+fn checks_list_is_complete() {
+    assert_eq!(testing::CHECKS.len(), 14);
+}
+
+fn tiny_lm(norm: NormKind) -> TransformerLm {
+    manual_seed(0);
+    let cfg = LmConfig {
+        vocab: 11,
+        d_model: 8,
+        heads: 2,
+        d_ff: 16,
+        layers: 2,
+        max_seq: 6,
+        ..LmConfig::reference(norm)
+    };
+    TransformerLm::new(cfg, DType::F32, &dev()).unwrap()
+}
+
+#[test]
+fn reference_lm_has_875520_parameters_and_torch_names() {
+    let m = TransformerLm::new(LmConfig::reference(NormKind::LayerNorm), DType::F32, &dev()).unwrap();
+    assert_eq!(m.param_count(), 875_520);
+    let names: Vec<String> = m.named_params().into_iter().map(|(n, _)| n).collect();
+    for n in [
+        "tok.weight",
+        "pos.weight",
+        "blocks.0.norm1.weight",
+        "blocks.0.norm1.bias",
+        "blocks.0.attn.qkv.weight",
+        "blocks.0.attn.qkv.bias",
+        "blocks.0.attn.proj.weight",
+        "blocks.0.norm2.bias",
+        "blocks.3.ff1.weight",
+        "blocks.3.ff2.bias",
+        "norm_f.weight",
+        "head.weight",
+        "head.bias",
+    ] {
+        assert!(names.iter().any(|x| x == n), "missing {n} in {names:?}");
+    }
+    assert_eq!(names.len(), 2 + 4 * 12 + 2 + 2);
+    let bn = TransformerLm::new(LmConfig::reference(NormKind::BatchNorm), DType::F32, &dev()).unwrap();
+    let bufs: Vec<String> = bn.named_buffers().into_iter().map(|(n, _)| n).collect();
+    assert!(bufs.contains(&"blocks.0.norm1.running_mean".to_string()));
+    assert!(bufs.contains(&"norm_f.num_batches_tracked".to_string()));
+    assert_eq!(bufs.len(), 9 * 3);
+}
+
+fn ids(v: &[i64], b: usize, t: usize) -> Tensor {
+    Tensor::from_vec(v.to_vec(), &[b, t], &dev()).unwrap()
+}
+
+#[test]
+fn lm_overfits_a_tiny_batch_with_each_norm() {
+    for norm in [NormKind::LayerNorm, NormKind::RmsNorm, NormKind::BatchNorm] {
+        let m = tiny_lm(norm);
+        let x = ids(&[1, 2, 3, 4, 5, 6, 2, 3, 4, 5, 6, 7], 2, 6);
+        let y = ids(&[2, 3, 4, 5, 6, 7, 3, 4, 5, 6, 7, 8], 2, 6);
+        let mut opt = Adam::new(decay_groups(m.named_params(), 0.01), AdamConfig::adamw(1e-2)).unwrap();
+        let first = m.loss(&x, &y).unwrap().to_scalar().unwrap();
+        let mut last = first;
+        for _ in 0..60 {
+            opt.zero_grad();
+            let loss = m.loss(&x, &y).unwrap();
+            loss.backward().unwrap();
+            opt.step().unwrap();
+            last = loss.to_scalar().unwrap();
+        }
+        assert!(last < 0.3 * first, "{norm}: loss {first} -> {last}");
+    }
+}
+
+#[test]
+fn causal_lm_output_does_not_see_the_future() {
+    let mut m = tiny_lm(NormKind::LayerNorm);
+    m.eval();
+    let a = m
+        .forward(&ids(&[1, 2, 3, 4], 1, 4), None)
+        .unwrap()
+        .to_vec_f64()
+        .unwrap();
+    let b = m
+        .forward(&ids(&[1, 2, 3, 9], 1, 4), None)
+        .unwrap()
+        .to_vec_f64()
+        .unwrap();
+    assert_eq!(a[..3 * 11], b[..3 * 11]);
+    assert_ne!(a[3 * 11..], b[3 * 11..]);
+}
+
+#[test]
+fn lm_with_sinusoids_postnorm_and_ln_scaling() {
+    let mut cfg = tiny_lm(NormKind::LayerNorm).config().to_owned();
+    cfg.positions = PositionKind::Sinusoidal;
+    cfg.ln_scaling = true;
+    let m = TransformerLm::new(cfg, DType::F32, &dev()).unwrap();
+    assert!(!m.named_params().iter().any(|(n, _)| n.starts_with("pos")));
+    let loss = m.loss(&ids(&[1, 2, 3], 1, 3), &ids(&[2, 3, 4], 1, 3)).unwrap();
+    loss.backward().unwrap();
+    cfg.pre_norm = false;
+    assert!(
+        TransformerLm::new(cfg, DType::F32, &dev()).is_err(),
+        "ln scaling needs pre-norm"
+    );
+    cfg.ln_scaling = false;
+    let post = TransformerLm::new(cfg, DType::F32, &dev()).unwrap();
+    assert!(post.norm_f.is_none());
+    post.loss(&ids(&[1, 2, 3], 1, 3), &ids(&[2, 3, 4], 1, 3)).unwrap();
+}
+
+#[test]
+fn generate_is_deterministic_and_greedy_matches_argmax() {
+    let mut m = tiny_lm(NormKind::LayerNorm);
+    m.eval();
+    let a = m.generate(&[1, 2], 10, 0.8, 7).unwrap();
+    let b = m.generate(&[1, 2], 10, 0.8, 7).unwrap();
+    assert_eq!(a, b);
+    assert_eq!(a.len(), 12);
+    let g = m.generate(&[1, 2], 1, 0.0, 0).unwrap();
+    let logits = m.forward(&ids(&[1, 2], 1, 2), None).unwrap().to_vec_f64().unwrap();
+    let last = &logits[11..22];
+    let best = (0..11).max_by(|&i, &j| last[i].total_cmp(&last[j])).unwrap();
+    assert_eq!(g[2], best as i64);
+}
+
+#[test]
+fn batchnorm_eval_uses_running_stats_and_padding_is_ignored() {
+    let m = tiny_lm(NormKind::BatchNorm);
+    let pad = Tensor::from_f64s(&[0., 0., 0., 1., 1., 1.], &[1, 6], DType::F32, &dev()).unwrap();
+    let a = m
+        .forward(&ids(&[1, 2, 3, 4, 5, 6], 1, 6), Some(&pad))
+        .unwrap()
+        .to_vec_f64()
+        .unwrap();
+    let b = m
+        .forward(&ids(&[1, 2, 3, 9, 9, 9], 1, 6), Some(&pad))
+        .unwrap()
+        .to_vec_f64()
+        .unwrap();
+    // valid positions are unaffected by what sits in the padding
+    for i in 0..3 * 11 {
+        assert!((a[i] - b[i]).abs() < 1e-5, "{i}: {} vs {}", a[i], b[i]);
+    }
+}
+
+#[test]
+fn seq2seq_trains_and_decodes() {
+    manual_seed(3);
+    let cfg = Seq2SeqConfig {
+        src_vocab: 9,
+        tgt_vocab: 9,
+        d_model: 8,
+        heads: 2,
+        d_ff: 16,
+        enc_layers: 1,
+        dec_layers: 1,
+        max_len: 8,
+        norm: NormKind::LayerNorm.into(),
+        pre_norm: true,
+        positions: PositionKind::Sinusoidal,
+        dropout: 0.0,
+        ln_scaling: false,
+        pad_id: Some(0),
+        scale_embeddings: true,
+    };
+    let m = Seq2Seq::new(cfg, DType::F32, &dev()).unwrap();
+    let names: Vec<String> = m.named_params().into_iter().map(|(n, _)| n).collect();
+    assert!(
+        names.contains(&"decoder.0.cross_attn.kv.weight".to_string()),
+        "{names:?}"
+    );
+    assert!(names.contains(&"encoder.0.attn.qkv.weight".to_string()));
+    // copy task: target = source, BOS = 1, EOS = 2
+    let src = ids(&[3, 4, 5, 6, 7, 8, 0, 0], 2, 4);
+    let src_pad = Tensor::from_f64s(&[0., 0., 0., 0., 0., 0., 1., 1.], &[2, 4], DType::F32, &dev()).unwrap();
+    let tin = ids(&[1, 3, 4, 5, 6, 1, 7, 8, 2, 0], 2, 5);
+    let tout = ids(&[3, 4, 5, 6, 2, 7, 8, 2, 0, 0], 2, 5);
+    let tpad = Tensor::from_f64s(&[0., 0., 0., 0., 0., 0., 0., 0., 1., 1.], &[2, 5], DType::F32, &dev()).unwrap();
+    let mut opt = Adam::new(vec![ParamGroup::new(m.named_params(), 0.0)], AdamConfig::adam(3e-2)).unwrap();
+    for _ in 0..150 {
+        opt.zero_grad();
+        let logits = m.forward(&src, &tin, Some(&src_pad), Some(&tpad)).unwrap();
+        let loss = unigrad_nn::cross_entropy(&logits, &tout, Some(0), 0.1).unwrap();
+        loss.backward().unwrap();
+        clip_grad_norm(&opt.params(), 1.0).unwrap();
+        opt.step().unwrap();
+    }
+    let out = m.greedy(&src, Some(&src_pad), 1, 2, 6).unwrap();
+    assert_eq!(out[0], vec![3, 4, 5, 6, 2]);
+    assert_eq!(out[1], vec![7, 8, 2]);
+    // the padding row of the embeddings never moved from zero
+    let row0 = m.src_tok.weight.narrow(0, 0, 1).unwrap().to_vec_f64().unwrap();
+    assert!(row0.iter().all(|&v| v == 0.0));
+}
+
+#[test]
+fn vit_forward_backward_and_names() {
+    manual_seed(4);
+    let cfg = VitConfig {
+        image_size: 8,
+        patch: 4,
+        channels: 1,
+        classes: 3,
+        d_model: 8,
+        heads: 2,
+        d_ff: 16,
+        layers: 2,
+        norm: NormKind::BatchNorm.into(),
+        pre_norm: true,
+        dropout: 0.1,
+        ln_scaling: true,
+    };
+    let m = Vit::new(cfg, DType::F32, &dev()).unwrap();
+    let names: Vec<String> = m.named_params().into_iter().map(|(n, _)| n).collect();
+    assert!(names.contains(&"patch_embed.proj.weight".to_string()));
+    let shape = m
+        .named_params()
+        .into_iter()
+        .find(|(n, _)| n == "patch_embed.proj.weight")
+        .unwrap()
+        .1
+        .shape()
+        .to_vec();
+    assert_eq!(shape, [8, 1, 4, 4]);
+    let x = Tensor::randn(&[3, 1, 8, 8], DType::F32, &dev()).unwrap();
+    let logits = m.forward(&x).unwrap();
+    assert_eq!(logits.shape(), [3, 3]);
+    let y = Tensor::from_vec(vec![0i64, 1, 2], &[3], &dev()).unwrap();
+    unigrad_nn::cross_entropy(&logits, &y, None, 0.0)
+        .unwrap()
+        .backward()
+        .unwrap();
+    for (n, p) in m.named_params() {
+        assert!(p.grad().is_some(), "{n} got no gradient");
+    }
+}
+
+#[test]
+fn sgd_nesterov_matches_pytorch_formula() {
+    let p = Tensor::from_f64s(&[1.0, -2.0], &[2], DType::F64, &dev())
+        .unwrap()
+        .requires_grad();
+    let mut opt = Sgd::new(
+        vec![ParamGroup::new(vec![("p".into(), p.clone())], 0.1)],
+        0.5,
+        0.9,
+        true,
+    )
+    .unwrap();
+    // loss = sum(p²): grad 2p
+    let (mut pv, mut buf) = (vec![1.0f64, -2.0], vec![0.0f64; 2]);
+    for step in 0..3 {
+        opt.zero_grad();
+        p.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        opt.step().unwrap();
+        for i in 0..2 {
+            let g = 2.0 * pv[i] + 0.1 * pv[i];
+            buf[i] = if step == 0 { g } else { 0.9 * buf[i] + g };
+            pv[i] -= 0.5 * (g + 0.9 * buf[i]);
+        }
+    }
+    let got = p.to_vec_f64().unwrap();
+    for i in 0..2 {
+        assert!((got[i] - pv[i]).abs() < 1e-12, "{got:?} vs {pv:?}");
+    }
+}
+
+#[test]
+fn adamw_matches_pytorch_formula_with_groups() {
+    let w = Tensor::from_f64s(&[0.5, -1.5, 2.0, 0.1], &[2, 2], DType::F64, &dev())
+        .unwrap()
+        .requires_grad();
+    let b = Tensor::from_f64s(&[0.3, -0.2], &[2], DType::F64, &dev())
+        .unwrap()
+        .requires_grad();
+    let groups = decay_groups(vec![("w".into(), w.clone()), ("b".into(), b.clone())], 0.1);
+    assert_eq!(groups[0].params.len(), 1);
+    let mut opt = Adam::new(groups, AdamConfig::adamw(0.05)).unwrap();
+    let (lr, b1, b2, eps, wd) = (0.05f64, 0.9f64, 0.999f64, 1e-8, 0.1);
+    let mut ref_p: Vec<Vec<f64>> = vec![w.to_vec_f64().unwrap(), b.to_vec_f64().unwrap()];
+    let mut m = vec![vec![0.0; 4], vec![0.0; 2]];
+    let mut v = m.clone();
+    for t in 1..=4 {
+        opt.zero_grad();
+        // loss = sum(w³) + sum(b²)
+        w.powf(3.0)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .add(&b.sqr().unwrap().sum_all().unwrap())
+            .unwrap()
+            .backward()
+            .unwrap();
+        opt.step().unwrap();
+        for (k, decay) in [(0usize, wd), (1, 0.0)] {
+            for i in 0..ref_p[k].len() {
+                let x = ref_p[k][i];
+                let g = if k == 0 { 3.0 * x * x } else { 2.0 * x };
+                let x = x * (1.0 - lr * decay);
+                m[k][i] = b1 * m[k][i] + (1.0 - b1) * g;
+                v[k][i] = b2 * v[k][i] + (1.0 - b2) * g * g;
+                let mh = m[k][i] / (1.0 - b1.powi(t));
+                let vh = v[k][i] / (1.0 - b2.powi(t));
+                ref_p[k][i] = x - lr * mh / (vh.sqrt() + eps);
+            }
+        }
+    }
+    for (got, want) in [
+        (w.to_vec_f64().unwrap(), &ref_p[0]),
+        (b.to_vec_f64().unwrap(), &ref_p[1]),
+    ] {
+        for (a, e) in got.iter().zip(want.iter()) {
+            assert!((a - e).abs() < 1e-12, "{got:?} vs {want:?}");
+        }
+    }
+}
+
+#[test]
+fn clip_grad_norm_scales_to_max() {
+    let a = Tensor::from_f64s(&[3.0], &[1], DType::F64, &dev())
+        .unwrap()
+        .requires_grad();
+    let b = Tensor::from_f64s(&[4.0], &[1], DType::F64, &dev())
+        .unwrap()
+        .requires_grad();
+    a.mul(&a)
+        .unwrap()
+        .mul_scalar(0.5)
+        .unwrap()
+        .add(&b.mul(&b).unwrap().mul_scalar(0.5).unwrap())
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    let n = clip_grad_norm(&[a.clone(), b.clone()], 1.0).unwrap();
+    assert!((n - 5.0).abs() < 1e-12);
+    let (ga, gb) = (
+        a.grad().unwrap().to_scalar().unwrap(),
+        b.grad().unwrap().to_scalar().unwrap(),
+    );
+    assert!((ga.hypot(gb) - 1.0).abs() < 1e-6);
+    assert!((ga / gb - 0.75).abs() < 1e-12);
+}
+
+fn tmpdir(tag: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("unigrad-nn-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn values(m: &TransformerLm) -> Vec<(String, Vec<f64>)> {
+    checkpoint::state_tensors(m)
+        .into_iter()
+        .map(|(n, t)| (n, t.to_vec_f64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn checkpoint_round_trip_with_buffers() {
+    let d = tmpdir("rt");
+    let path = d.join("m.safetensors");
+    let a = tiny_lm(NormKind::BatchNorm);
+    // move running statistics off their initial values
+    a.forward(&ids(&[1, 2, 3, 4], 1, 4), None).unwrap();
+    save(&a, &path).unwrap();
+    manual_seed(99);
+    let cfg = *a.config();
+    let b = TransformerLm::new(cfg, DType::F32, &dev()).unwrap();
+    assert_ne!(values(&a), values(&b));
+    let rep = load(&b, &path).unwrap();
+    assert!(rep.is_clean(), "{rep}");
+    assert_eq!(values(&a), values(&b));
+    // the file is a plain safetensors file with the same names
+    let sd = checkpoint::load_tensors(&path).unwrap();
+    assert!(sd.tensors.contains_key("blocks.1.norm2.running_var"));
+    assert!(sd.tensors.contains_key("blocks.0.norm1.num_batches_tracked"));
+    assert!(!d
+        .read_dir()
+        .unwrap()
+        .any(|e| e.unwrap().file_name().to_string_lossy().contains("tmp")));
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn checkpoint_mismatches_are_reported_by_name_and_change_nothing() {
+    let d = tmpdir("mm");
+    let path = d.join("ln.safetensors");
+    let ln = tiny_lm(NormKind::LayerNorm);
+    save(&ln, &path).unwrap();
+    // BatchNorm model: same params, plus buffers the file lacks
+    let bn = tiny_lm(NormKind::BatchNorm);
+    let before = values(&bn);
+    let e = load(&bn, &path).unwrap_err().to_string();
+    assert!(
+        e.contains("missing") && e.contains("blocks.0.norm1.running_mean"),
+        "{e}"
+    );
+    assert_eq!(before, values(&bn));
+    // non-strict load tolerates the missing buffers
+    let rep = load_with(&bn, &path, false).unwrap();
+    assert_eq!(rep.missing.len(), 5 * 3); // 2 blocks × 2 norms + final norm, 3 buffers each
+                                          // RMS model: norm biases are unexpected
+    let rms = tiny_lm(NormKind::RmsNorm);
+    let e = load(&rms, &path).unwrap_err().to_string();
+    assert!(e.contains("unexpected") && e.contains("norm_f.bias"), "{e}");
+    // shape mismatch: a wider model
+    let mut cfg = *ln.config();
+    cfg.d_ff = 32;
+    let wide = TransformerLm::new(cfg, DType::F32, &dev()).unwrap();
+    let before = values(&wide);
+    let e = load_with(&wide, &path, false).unwrap_err().to_string();
+    assert!(
+        e.contains("blocks.0.ff1.weight: file [16, 8] f32 vs module [32, 8] f32"),
+        "{e}"
+    );
+    assert_eq!(before, values(&wide));
+    // dtype mismatch
+    let cfg = *ln.config();
+    let m64 = TransformerLm::new(cfg, DType::F64, &dev()).unwrap();
+    let e = load(&m64, &path).unwrap_err().to_string();
+    assert!(e.contains("tok.weight: file [11, 8] f32 vs module [11, 8] f64"), "{e}");
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn truncated_and_corrupted_checkpoints_are_clear_errors() {
+    let d = tmpdir("bad");
+    let path = d.join("m.safetensors");
+    let m = tiny_lm(NormKind::LayerNorm);
+    save(&m, &path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let before = values(&m);
+    // truncated
+    let cut = d.join("cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() - 10]).unwrap();
+    let e = load(&m, &cut).unwrap_err().to_string();
+    assert!(e.contains("truncated or corrupted"), "{e}");
+    // header garbage
+    let mut hdr = bytes.clone();
+    hdr[12] = b'#';
+    let bad = d.join("hdr.safetensors");
+    std::fs::write(&bad, &hdr).unwrap();
+    assert!(load(&m, &bad)
+        .unwrap_err()
+        .to_string()
+        .contains("truncated or corrupted"));
+    // flipped data byte: caught by the checksum
+    let mut flip = bytes.clone();
+    let n = flip.len();
+    flip[n - 3] ^= 0x40;
+    let bad = d.join("flip.safetensors");
+    std::fs::write(&bad, &flip).unwrap();
+    let e = load(&m, &bad).unwrap_err().to_string();
+    assert!(e.contains("checksum"), "{e}");
+    // tiny and missing files
+    std::fs::write(&bad, b"abc").unwrap();
+    assert!(load(&m, &bad).is_err());
+    assert!(load(&m, d.join("nope.safetensors"))
+        .unwrap_err()
+        .to_string()
+        .contains("nope.safetensors"));
+    assert_eq!(before, values(&m));
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn optimizer_state_round_trip_resumes_identically() {
+    let d = tmpdir("opt");
+    let x = ids(&[1, 2, 3, 4, 5, 6], 1, 6);
+    let y = ids(&[2, 3, 4, 5, 6, 7], 1, 6);
+    let train = |m: &TransformerLm, opt: &mut Adam, n: usize| {
+        for _ in 0..n {
+            opt.zero_grad();
+            m.loss(&x, &y).unwrap().backward().unwrap();
+            opt.step().unwrap();
+        }
+    };
+    let a = tiny_lm(NormKind::LayerNorm);
+    let mut oa = Adam::new(decay_groups(a.named_params(), 0.1), AdamConfig::adamw(1e-2)).unwrap();
+    train(&a, &mut oa, 3);
+    save(&a, d.join("m.safetensors")).unwrap();
+    let meta: HashMap<String, String> = [("epoch".to_string(), "1".to_string())].into();
+    save_optimizer(&oa, d.join("o.safetensors"), &meta).unwrap();
+    train(&a, &mut oa, 2);
+    // resume into fresh objects
+    manual_seed(42);
+    let b = TransformerLm::new(*a.config(), DType::F32, &dev()).unwrap();
+    let mut ob = Adam::new(decay_groups(b.named_params(), 0.1), AdamConfig::adamw(1e-2)).unwrap();
+    load(&b, d.join("m.safetensors")).unwrap();
+    let got = load_optimizer(&mut ob, d.join("o.safetensors")).unwrap();
+    assert_eq!(got.get("epoch").map(String::as_str), Some("1"));
+    assert_eq!(ob.steps(), 3);
+    train(&b, &mut ob, 2);
+    assert_eq!(values(&a), values(&b));
+    // wrong optimizer kind
+    let mut sgd = Sgd::new(vec![ParamGroup::new(b.named_params(), 0.0)], 0.1, 0.9, false).unwrap();
+    assert!(load_optimizer(&mut sgd, d.join("o.safetensors"))
+        .unwrap_err()
+        .to_string()
+        .contains("adamw"));
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn train_eval_switch_reaches_every_layer() {
+    let mut m = tiny_lm(NormKind::BatchNorm);
+    let before = values(&m);
+    m.eval();
+    no_grad(|| m.forward(&ids(&[1, 2, 3], 1, 3), None).unwrap());
+    assert_eq!(before, values(&m), "eval forward must not touch running statistics");
+    m.train();
+    m.forward(&ids(&[1, 2, 3], 1, 3), None).unwrap();
+    assert_ne!(before, values(&m));
+}

@@ -1,0 +1,99 @@
+//! Cross-check against PyTorch: a miniature of the reference LM (`bench/transformer_ref.py`)
+//! saved by PyTorch (`tests/data/torch_lm/make_fixture.py`) loads into `TransformerLm`
+//! under the same names, gives the same logits and loss, and one AdamW step lands on the
+//! same parameters and BatchNorm running statistics.
+
+use std::collections::BTreeMap;
+use unigrad_core::{DType, Tensor};
+use unigrad_nn::checkpoint::{self, StateDict};
+use unigrad_nn::{Adam, AdamConfig, LmConfig, Module, NormKind, Optimizer, ParamGroup, TransformerLm};
+
+fn fixture(norm: &str) -> StateDict {
+    let path = format!("{}/tests/data/torch_lm/torch_lm_{norm}.safetensors", env!("CARGO_MANIFEST_DIR"));
+    checkpoint::load_tensors(path).unwrap()
+}
+
+fn with_prefix(sd: &StateDict, prefix: &str) -> StateDict {
+    StateDict {
+        tensors: sd
+            .tensors
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix(prefix).map(|s| (s.to_string(), v.clone())))
+            .collect::<BTreeMap<_, _>>(),
+        metadata: Default::default(),
+    }
+}
+
+fn get(sd: &StateDict, name: &str) -> Tensor {
+    sd.tensors[name].to_tensor(&unigrad_cpu::cpu()).unwrap()
+}
+
+fn assert_close(what: &str, got: &[f64], want: &[f64], atol: f64) {
+    assert_eq!(got.len(), want.len(), "{what}");
+    let worst = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    assert!(worst <= atol, "{what}: max |ours - torch| = {worst:e} > {atol:e}");
+}
+
+fn check(norm: &str, kind: NormKind) {
+    let dev = unigrad_cpu::cpu();
+    let sd = fixture(norm);
+    let cfg = LmConfig {
+        vocab: 16,
+        d_model: 8,
+        heads: 2,
+        d_ff: 16,
+        layers: 2,
+        max_seq: 8,
+        ..LmConfig::reference(kind)
+    };
+    let mut m = TransformerLm::new(cfg, DType::F32, &dev).unwrap();
+    let rep = checkpoint::apply_state(&m, &with_prefix(&sd, "init."), true).unwrap();
+    assert!(rep.is_clean(), "{rep}");
+    let (ids, targets) = (get(&sd, "ids"), get(&sd, "targets"));
+    let logits = m.forward(&ids, None).unwrap();
+    assert_close(
+        &format!("{norm} train logits"),
+        &logits.to_vec_f64().unwrap(),
+        &get(&sd, "logits_train").to_vec_f64().unwrap(),
+        2e-6,
+    );
+    let loss = unigrad_nn::cross_entropy(&logits, &targets, None, 0.0).unwrap();
+    assert_close(
+        &format!("{norm} loss"),
+        &[loss.to_scalar().unwrap()],
+        &get(&sd, "loss").to_vec_f64().unwrap(),
+        2e-6,
+    );
+    // torch.optim.AdamW(lr=1e-2) defaults: weight decay 0.01 on every parameter
+    let mut opt = Adam::new(vec![ParamGroup::new(m.named_params(), 0.01)], AdamConfig::adamw(1e-2)).unwrap();
+    opt.zero_grad();
+    loss.backward().unwrap();
+    opt.step().unwrap();
+    let stepped = with_prefix(&sd, "step.");
+    for (name, t) in checkpoint::state_tensors(&m) {
+        let want = stepped.tensors.get(&name).unwrap_or_else(|| panic!("{name} not in the fixture"));
+        assert_close(
+            &format!("{norm} after one AdamW step: {name}"),
+            &t.to_vec_f64().unwrap(),
+            &want.data.to_f64(),
+            2e-5,
+        );
+    }
+    m.eval();
+    assert_close(
+        &format!("{norm} eval logits after the step"),
+        &m.forward(&ids, None).unwrap().to_vec_f64().unwrap(),
+        &get(&sd, "logits_eval").to_vec_f64().unwrap(),
+        1e-4,
+    );
+}
+
+#[test]
+fn layernorm_lm_matches_pytorch() {
+    check("ln", NormKind::LayerNorm);
+}
+
+#[test]
+fn batchnorm_lm_matches_pytorch() {
+    check("bn", NormKind::BatchNorm);
+}

@@ -1,0 +1,347 @@
+//! Statistics tracing (`unigrad_nn::norm::trace`): what each norm records, checked against
+//! direct computations and the layers' own state; naming, step tagging, pausing, detaching
+//! and CSV export through a model; and that tracing changes no result.
+
+use unigrad_core::{manual_seed, DType, Device, Tensor};
+use unigrad_nn::norm::trace::{Stat, TraceRecord, Traceable, Tracer, CSV_HEADER};
+use unigrad_nn::norm::{BatchNorm, LayerNorm, Norm, PnConfig, PowerNorm, UnConfig, UnifiedNorm};
+use unigrad_nn::{LmConfig, Module, NormKind, TransformerLm};
+
+fn dev() -> Device {
+    unigrad_cpu::cpu()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-12 * (1.0 + a.abs().max(b.abs()))
+}
+
+fn find<'a>(recs: &'a [TraceRecord], step: u64, quantity: &str) -> &'a TraceRecord {
+    recs.iter()
+        .find(|r| r.step == step && r.quantity == quantity)
+        .unwrap_or_else(|| panic!("no {quantity} record at step {step}: {recs:?}"))
+}
+
+fn summary(v: &[f64]) -> (f64, f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let min = v.iter().cloned().fold(f64::INFINITY, f64::min);
+    let max = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    (mean, min, max)
+}
+
+fn check_summary(r: &TraceRecord, v: &[f64]) {
+    let (mean, min, max) = summary(v);
+    assert!(
+        close(r.mean, mean) && close(r.min, min) && close(r.max, max),
+        "{}: recorded ({}, {}, {}) vs direct ({mean}, {min}, {max})",
+        r.quantity,
+        r.mean,
+        r.min,
+        r.max
+    );
+    assert_eq!(r.count, v.len());
+}
+
+/// Per-channel mean of x² over the tokens of `[B, N, C]` (host).
+fn quad_mean(x: &[f64], c: usize) -> Vec<f64> {
+    let rows = x.len() / c;
+    (0..c)
+        .map(|j| (0..rows).map(|i| x[i * c + j] * x[i * c + j]).sum::<f64>() / rows as f64)
+        .collect()
+}
+
+#[test]
+fn un_records_match_the_layer_state() {
+    manual_seed(1);
+    let d = dev();
+    let cfg = UnConfig {
+        warmup_iters: 3,
+        outlier_filtration: true,
+        ..UnConfig::default()
+    }
+    .with_window(2);
+    let mut un = UnifiedNorm::new(3, cfg, DType::F64, &d).unwrap();
+    let tracer = Tracer::new();
+    un.set_trace(Some(tracer.site("un0")));
+    let mut rho_before = vec![1.0; 3];
+    for step in 1..=6u64 {
+        tracer.set_step(step);
+        // step 6 is a 100x outlier batch: the filter (active from iteration 3) must fire
+        let scale = if step == 6 { 100.0 } else { 1.0 };
+        let x = Tensor::randn(&[2, 4, 3], DType::F64, &d)
+            .unwrap()
+            .mul_scalar(scale)
+            .unwrap();
+        let skips_before = un.skip_count().unwrap();
+        let y = un.forward(&x, None).unwrap();
+        y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        let recs = tracer.records();
+        let q = quad_mean(&x.to_vec_f64().unwrap(), 3);
+        check_summary(find(&recs, step, "batch_stat"), &q);
+        let st = un.state();
+        let rho = st.running_var.to_vec_f64().unwrap();
+        check_summary(find(&recs, step, "running_stat"), &rho);
+        let last = un.last_step().unwrap();
+        check_summary(find(&recs, step, "used_stat"), &last.var.to_vec_f64().unwrap());
+        check_summary(find(&recs, step, "r"), &last.r.to_vec_f64().unwrap());
+        let fl: Vec<f64> = q.iter().zip(&rho_before).map(|(q, r)| (q / r - 1.0).abs()).collect();
+        check_summary(find(&recs, step, "fluctuation"), &fl);
+        let skipped = un.skip_count().unwrap() > skips_before;
+        assert_eq!(find(&recs, step, "skip").mean, if skipped { 1.0 } else { 0.0 });
+        assert_eq!(
+            find(&recs, step, "smoothed").mean,
+            if last.smoothed { 1.0 } else { 0.0 }
+        );
+        // the backward's records: ema_gz equals the buffer after the step
+        check_summary(find(&recs, step, "ema_gz"), &st.ema_gz.to_vec_f64().unwrap());
+        assert_eq!(find(&recs, step, "grad_stat").count, 3);
+        assert_eq!(find(&recs, step, "grad_stat_used").count, 3);
+        // window geometric mean from the buffer after the write
+        let qb = st.buffer_x2.to_vec_f64().unwrap();
+        let gm: Vec<f64> = (0..3).map(|j| (qb[j] * qb[3 + j]).sqrt()).collect();
+        check_summary(find(&recs, step, "window_gm"), &gm);
+        rho_before = rho;
+        if step == 6 {
+            assert!(skipped, "a 100x batch after warm-up must be filtered");
+        }
+    }
+    assert!(tracer.records().iter().all(|r| r.layer == "un0" && r.norm == "un"));
+    // 12 quantities per step: 9 forward + 3 backward
+    assert_eq!(tracer.len(), 6 * 12);
+}
+
+#[test]
+fn bn_records_batch_and_running_statistics() {
+    manual_seed(2);
+    let d = dev();
+    let mut bn = BatchNorm::new(4, DType::F64, &d).unwrap();
+    let tracer = Tracer::new();
+    bn.set_trace(Some(tracer.site("bn")));
+    let x = Tensor::randn(&[3, 5, 4], DType::F64, &d)
+        .unwrap()
+        .affine(2.0, 0.5)
+        .unwrap();
+    let mut pad = vec![0.0; 15];
+    pad[4] = 1.0;
+    pad[13] = 1.0;
+    let mask = Tensor::from_vec(pad.clone(), &[3, 5], &d).unwrap();
+    tracer.set_step(7);
+    bn.forward(&x, Some(&mask)).unwrap();
+    let recs = tracer.records();
+    let xv = x.to_vec_f64().unwrap();
+    let valid: Vec<usize> = (0..15).filter(|&i| pad[i] == 0.0).collect();
+    let n = valid.len() as f64;
+    let mean: Vec<f64> = (0..4)
+        .map(|c| valid.iter().map(|&i| xv[i * 4 + c]).sum::<f64>() / n)
+        .collect();
+    let var: Vec<f64> = (0..4)
+        .map(|c| valid.iter().map(|&i| (xv[i * 4 + c] - mean[c]).powi(2)).sum::<f64>() / n)
+        .collect();
+    check_summary(find(&recs, 7, "batch_mean"), &mean);
+    check_summary(find(&recs, 7, "batch_stat"), &var);
+    check_summary(
+        find(&recs, 7, "running_mean"),
+        &bn.running_mean.get().to_vec_f64().unwrap(),
+    );
+    check_summary(
+        find(&recs, 7, "running_stat"),
+        &bn.running_var.get().to_vec_f64().unwrap(),
+    );
+    let fl: Vec<f64> = var.iter().map(|v| (v / 1.0 - 1.0).abs()).collect();
+    check_summary(find(&recs, 7, "fluctuation"), &fl);
+    assert_eq!(recs.len(), 5);
+    // eval mode records nothing (it reads no batch statistics)
+    bn.set_train(false);
+    bn.forward(&x, None).unwrap();
+    assert_eq!(tracer.len(), 5);
+}
+
+#[test]
+fn pn_records_q_phi_and_ema_gz() {
+    manual_seed(3);
+    let d = dev();
+    let cfg = PnConfig {
+        warmup_iters: 2,
+        ..PnConfig::default()
+    };
+    let mut pn = PowerNorm::new(4, cfg, DType::F64, &d).unwrap();
+    let tracer = Tracer::new();
+    pn.set_trace(Some(tracer.site("pn")));
+    for step in 1..=3u64 {
+        tracer.set_step(step);
+        let x = Tensor::randn(&[2, 3, 4], DType::F64, &d).unwrap();
+        let y = pn.forward(&x, None).unwrap();
+        y.sum_all().unwrap().backward().unwrap();
+        let recs = tracer.records();
+        let last = pn.last_step().unwrap();
+        check_summary(find(&recs, step, "batch_stat"), &last.var.to_vec_f64().unwrap());
+        let st = pn.state();
+        check_summary(find(&recs, step, "running_stat"), &st.running_phi.to_vec_f64().unwrap());
+        check_summary(find(&recs, step, "ema_gz"), &st.ema_gz.to_vec_f64().unwrap());
+        assert_eq!(
+            find(&recs, step, "used_batch_stat").mean,
+            if step <= 2 { 1.0 } else { 0.0 }
+        );
+        assert_eq!(find(&recs, step, "grad_stat").count, 4);
+    }
+}
+
+#[test]
+fn ln_records_per_token_statistics() {
+    manual_seed(4);
+    let d = dev();
+    let mut ln = LayerNorm::new(5, DType::F64, &d).unwrap();
+    let tracer = Tracer::new();
+    ln.set_trace(Some(tracer.site("ln")));
+    let x = Tensor::randn(&[2, 3, 5], DType::F64, &d).unwrap();
+    ln.forward(&x).unwrap();
+    let xv = x.to_vec_f64().unwrap();
+    let means: Vec<f64> = xv.chunks(5).map(|r| r.iter().sum::<f64>() / 5.0).collect();
+    let vars: Vec<f64> = xv
+        .chunks(5)
+        .zip(&means)
+        .map(|(r, m)| r.iter().map(|v| (v - m).powi(2)).sum::<f64>() / 5.0)
+        .collect();
+    let recs = tracer.records();
+    check_summary(find(&recs, 0, "token_mean"), &means);
+    let r = find(&recs, 0, "token_var");
+    check_summary(r, &vars);
+    let (m, _, _) = summary(&vars);
+    let std = (vars.iter().map(|v| (v - m).powi(2)).sum::<f64>() / 6.0).sqrt();
+    assert!(close(r.std, std));
+    // paused: nothing
+    tracer.pause();
+    ln.forward(&x).unwrap();
+    assert_eq!(tracer.len(), 2);
+}
+
+fn small_lm(norm: NormKind) -> TransformerLm {
+    manual_seed(5);
+    let cfg = LmConfig {
+        vocab: 11,
+        d_model: 8,
+        heads: 2,
+        d_ff: 16,
+        layers: 2,
+        max_seq: 6,
+        ..LmConfig::reference(norm)
+    };
+    TransformerLm::new(cfg, DType::F32, &dev()).unwrap()
+}
+
+fn ids(seed: i64) -> (Tensor, Tensor) {
+    let x: Vec<i64> = (0..12).map(|i| (i * 7 + seed) % 11).collect();
+    let y: Vec<i64> = (0..12).map(|i| (i * 5 + seed + 1) % 11).collect();
+    (
+        Tensor::from_vec(x, &[2, 6], &dev()).unwrap(),
+        Tensor::from_vec(y, &[2, 6], &dev()).unwrap(),
+    )
+}
+
+#[test]
+fn model_tracing_names_steps_pauses_detaches_and_exports() {
+    for kind in [
+        NormKind::LayerNorm,
+        NormKind::BatchNorm,
+        NormKind::PowerNorm,
+        NormKind::Unified,
+    ] {
+        let mut m = small_lm(kind);
+        let tracer = Tracer::new();
+        m.enable_trace(&tracer);
+        for s in 1..=3u64 {
+            tracer.set_step(s);
+            let (x, y) = ids(s as i64);
+            m.loss(&x, &y).unwrap().backward().unwrap();
+        }
+        assert_eq!(
+            tracer.layers(),
+            [
+                "blocks.0.norm1",
+                "blocks.0.norm2",
+                "blocks.1.norm1",
+                "blocks.1.norm2",
+                "norm_f"
+            ],
+            "{kind}"
+        );
+        let q = match kind {
+            NormKind::LayerNorm => "token_var",
+            _ => "running_stat",
+        };
+        let series = tracer.series("blocks.1.norm2", q, Stat::Mean);
+        assert_eq!(series.iter().map(|p| p.0).collect::<Vec<_>>(), [1, 2, 3], "{kind}");
+        let n = tracer.len();
+        // eval forwards of batch-statistics norms record nothing; a paused tracer nothing at all
+        tracer.pause();
+        m.eval();
+        m.forward(&ids(9).0, None).unwrap();
+        m.train();
+        m.loss(&ids(9).0, &ids(9).1).unwrap().backward().unwrap();
+        assert_eq!(tracer.len(), n, "{kind}: paused tracer recorded");
+        tracer.resume();
+        m.disable_trace();
+        m.loss(&ids(9).0, &ids(9).1).unwrap().backward().unwrap();
+        assert_eq!(tracer.len(), n, "{kind}: detached layers recorded");
+        // CSV: header + one line per record, parseable numbers
+        let csv = tracer.to_csv();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines[0], CSV_HEADER);
+        assert_eq!(lines.len(), n + 1);
+        let fields: Vec<&str> = lines[1].split(',').collect();
+        assert_eq!(fields.len(), 9);
+        assert_eq!(fields[0], "1");
+        assert!(fields[4].parse::<f64>().unwrap().is_finite());
+        let path = std::env::temp_dir().join(format!("unigrad_trace_{}_{kind}.csv", std::process::id()));
+        tracer.write_csv(&path).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), csv);
+        std::fs::remove_file(&path).unwrap();
+    }
+}
+
+#[test]
+fn tracing_changes_no_result() {
+    for kind in [
+        NormKind::LayerNorm,
+        NormKind::BatchNorm,
+        NormKind::PowerNorm,
+        NormKind::Unified,
+    ] {
+        let run = |trace: bool| {
+            let mut m = small_lm(kind);
+            let tracer = Tracer::new();
+            if trace {
+                m.enable_trace(&tracer);
+            }
+            let mut out = Vec::new();
+            for s in 0..3 {
+                let (x, y) = ids(s);
+                let loss = m.loss(&x, &y).unwrap();
+                loss.backward().unwrap();
+                out.push(loss.to_scalar().unwrap());
+            }
+            for (_, p) in m.named_params() {
+                out.extend(p.grad().unwrap().to_vec_f64().unwrap());
+            }
+            for (_, b) in m.named_buffers() {
+                out.extend(b.get().to_vec_f64().unwrap());
+            }
+            (out, tracer.len())
+        };
+        let (plain, n0) = run(false);
+        let (traced, n1) = run(true);
+        assert_eq!(n0, 0);
+        assert!(n1 > 0);
+        assert_eq!(plain, traced, "{kind}");
+    }
+}
+
+#[test]
+fn rms_norm_is_not_traced() {
+    let mut m = small_lm(NormKind::RmsNorm);
+    let tracer = Tracer::new();
+    m.enable_trace(&tracer);
+    m.loss(&ids(1).0, &ids(1).1).unwrap().backward().unwrap();
+    assert!(tracer.is_empty());
+    assert!(matches!(m.blocks[0].norm1, Norm::Rms(_)));
+}

@@ -1,0 +1,754 @@
+//! Gradient checks of Unified Normalization and PowerNorm (ALGORITHMS.md §1.6 and §2.6).
+//!
+//! UN's calibrated backward equals the exact gradient only in specific situations (no
+//! padding, and `r = 1`, `v = q`, `d = g − h ⊙ z`: every skipped step, every step with a
+//! forward window of 1, and `μ = 0` inside warm-up). There the standard gradcheck passes;
+//! elsewhere it must fail — the calibration is deliberate. The exact variant
+//! (`calibrated_backward: false`) passes everywhere. PowerNorm's backward is never exact;
+//! the tests show the predicted difference and check the group-scaling chain rule.
+//!
+//! Every training forward advances the layer's state, so each gradcheck closure restores a
+//! snapshot before running the forward.
+
+use unigrad_core::gradcheck::{gradcheck, GradcheckOptions, GradcheckReport};
+use unigrad_core::{no_grad, DType, Device, Result, Rng, Tensor};
+use unigrad_nn::norm::power::{group_scale, PnConfig, PowerNorm};
+use unigrad_nn::norm::unified::{UnConfig, UnState, UnifiedNorm};
+use unigrad_nn::Module;
+
+const F64: DType = DType::F64;
+
+fn cpu() -> Device {
+    unigrad_cpu::cpu()
+}
+
+fn randn(shape: &[usize], seed: u64, scale: f64) -> Tensor {
+    let mut r = Rng::new(seed);
+    let n = shape.iter().product();
+    let v: Vec<f64> = (0..n).map(|_| scale * r.normal()).collect();
+    Tensor::from_f64s(&v, shape, F64, &cpu()).unwrap()
+}
+
+fn uniform(shape: &[usize], seed: u64, lo: f64, hi: f64) -> Tensor {
+    let mut r = Rng::new(seed);
+    let n = shape.iter().product();
+    let v: Vec<f64> = (0..n).map(|_| lo + (hi - lo) * r.uniform()).collect();
+    Tensor::from_f64s(&v, shape, F64, &cpu()).unwrap()
+}
+
+/// Right-padding mask `[B, N]` (1 = pad) with the given valid lengths.
+fn right_mask(lens: &[usize], n: usize) -> Tensor {
+    let v: Vec<f64> = lens
+        .iter()
+        .flat_map(|&l| (0..n).map(move |j| if j < l { 0.0 } else { 1.0 }))
+        .collect();
+    Tensor::from_f64s(&v, &[lens.len(), n], F64, &cpu()).unwrap()
+}
+
+fn un(cfg: UnConfig, c: usize) -> UnifiedNorm {
+    UnifiedNorm::new(c, cfg, F64, &cpu()).unwrap()
+}
+
+fn opts() -> GradcheckOptions {
+    GradcheckOptions::default()
+}
+
+const B: usize = 3;
+const N: usize = 4;
+const C: usize = 5;
+
+/// Inputs `[x, γ, β]` for a gradcheck.
+fn inputs(seed: u64, x_scale: f64) -> Vec<Tensor> {
+    vec![
+        randn(&[B, N, C], seed, x_scale),
+        uniform(&[C], seed + 1, 0.5, 1.5),
+        randn(&[C], seed + 2, 0.3),
+    ]
+}
+
+/// Run `steps` training steps (forward + calibrated backward) on random data.
+fn advance(norm: &UnifiedNorm, steps: usize, seed: u64) {
+    for s in 0..steps {
+        let x = randn(&[B, N, C], seed + 100 * s as u64, 1.0);
+        let gy = randn(&[B, N, C], seed + 100 * s as u64 + 7, 1.0);
+        let y = norm.forward(&x.requires_grad(), None).unwrap();
+        y.backward_with(&gy).unwrap();
+    }
+    norm.zero_grad();
+}
+
+fn with_iters(s: &UnState, iters: i64) -> UnState {
+    UnState {
+        iters: Tensor::from_vec(vec![iters], &[1], &cpu()).unwrap(),
+        ..s.clone()
+    }
+}
+
+/// Gradcheck of UN's training step from a fixed state (restored before every forward).
+fn un_check(norm: &UnifiedNorm, xs: &[Tensor], mask: Option<&Tensor>) -> GradcheckReport {
+    let snap = norm.state();
+    let f = |t: &[Tensor]| -> Result<Tensor> {
+        norm.set_state(&snap)?;
+        norm.forward_with_params(&t[0], &t[1], &t[2], mask)
+    };
+    let rep = gradcheck(f, xs, &opts()).unwrap();
+    norm.set_state(&snap).unwrap();
+    rep
+}
+
+fn errs(rep: &GradcheckReport) -> String {
+    let e: Vec<String> = rep.inputs.iter().map(|r| format!("{:.1e}", r.max_abs_err)).collect();
+    e.join(" / ")
+}
+
+fn assert_pass(rep: &GradcheckReport, what: &str) {
+    println!("{what}: passes, max |analytic − numeric| (x / γ / β) {}", errs(rep));
+    assert!(rep.passed(), "{what}: gradcheck should pass: {rep:?}");
+}
+
+/// The calibrated backward differs in x by more than `min_err` (so the difference is
+/// the design, not noise); γ and β may or may not differ (`gamma_exact`).
+fn assert_x_differs(rep: &GradcheckReport, min_err: f64, gamma_exact: bool, what: &str) {
+    println!("{what}: differs, max |analytic − numeric| (x / γ / β) {}", errs(rep));
+    assert!(!rep.inputs[0].passed, "{what}: x gradient should differ: {rep:?}");
+    assert!(
+        rep.inputs[0].max_abs_err > min_err,
+        "{what}: x gradient differs by only {}",
+        rep.inputs[0].max_abs_err
+    );
+    assert_eq!(rep.inputs[1].passed, gamma_exact, "{what}: γ gradient: {rep:?}");
+    assert!(rep.inputs[2].passed, "{what}: β gradient is always exact: {rep:?}");
+}
+
+fn mu0_warmup() -> UnConfig {
+    UnConfig {
+        momentum: 0.0,
+        warmup_iters: 5000,
+        ..UnConfig::default()
+    }
+}
+
+// ----- UN: where the calibrated backward is exact ---------------------------------------
+
+#[test]
+fn un_exact_mu0_in_warmup_first_step() {
+    let norm = un(mu0_warmup(), C);
+    let rep = un_check(&norm, &inputs(1, 1.0), None);
+    assert_pass(&rep, "μ=0, warm-up, i=1");
+    assert_eq!(norm.last_step().unwrap().iteration, 1);
+}
+
+#[test]
+fn un_exact_mu0_in_warmup_later_steps() {
+    let norm = un(mu0_warmup(), C);
+    advance(&norm, 5, 10);
+    assert_pass(&un_check(&norm, &inputs(2, 1.0), None), "μ=0, warm-up, i=6");
+    assert_eq!(norm.last_step().unwrap().iteration, 6);
+    // Past iteration 1000 but still inside a long warm-up (W = 5000): r stays 1.
+    norm.set_state(&with_iters(&norm.state(), 1200)).unwrap();
+    assert_pass(&un_check(&norm, &inputs(3, 1.0), None), "μ=0, warm-up, i=1201");
+    let step = norm.last_step().unwrap();
+    assert_eq!(step.iteration, 1201);
+    assert!(!step.smoothed);
+}
+
+#[test]
+fn un_exact_window1_any_momentum() {
+    let cfg = UnConfig {
+        warmup_iters: 3,
+        ..UnConfig::default().with_window(1)
+    };
+    let norm = un(cfg, C);
+    advance(&norm, 6, 20);
+    norm.set_state(&with_iters(&norm.state(), 1005)).unwrap();
+    assert_pass(&un_check(&norm, &inputs(4, 1.0), None), "window 1, μ=0.9, i=1006");
+    let step = norm.last_step().unwrap();
+    assert!(
+        step.treated_as_skip && !step.skipped,
+        "window 1 behaves as an uncounted skip"
+    );
+
+    let norm = un(UnConfig::default().with_window((1, 3)), C);
+    advance(&norm, 4, 30);
+    assert_pass(&un_check(&norm, &inputs(5, 1.0), None), "window (1, 3), μ=0.9");
+}
+
+fn filtering() -> UnConfig {
+    UnConfig {
+        warmup_iters: 8,
+        outlier_filtration: true,
+        ..UnConfig::default()
+    }
+}
+
+/// The base batch of the "settled" runs.
+fn base_x() -> Tensor {
+    randn(&[B, N, C], 40, 1.0)
+}
+
+/// Bring a layer past iteration 1000 with a settled buffer: 12 steps on the base batch
+/// with small scale changes (so the outlier filter stays quiet), then the counter is set
+/// to 1005. The next call is iteration 1006, where r may differ from 1.
+fn settle(norm: &UnifiedNorm) {
+    for s in 0..12u64 {
+        let x = base_x().mul_scalar(1.0 + 0.02 * ((s % 3) as f64 - 1.0)).unwrap();
+        let y = norm.forward(&x.requires_grad(), None).unwrap();
+        y.backward_with(&randn(&[B, N, C], 41 + s, 1.0)).unwrap();
+    }
+    norm.zero_grad();
+    assert_eq!(norm.skip_count().unwrap(), 0);
+    norm.set_state(&with_iters(&norm.state(), 1005)).unwrap();
+}
+
+/// `[x, γ, β]` with x the base batch times `scale`.
+fn settled_inputs(scale: f64) -> Vec<Tensor> {
+    let mut xs = inputs(12, 1.0);
+    xs[0] = base_x().mul_scalar(scale).unwrap();
+    xs
+}
+
+fn settled_filtering_layer() -> UnifiedNorm {
+    let norm = un(filtering(), C);
+    settle(&norm);
+    norm
+}
+
+#[test]
+fn un_exact_on_skipped_outlier_step() {
+    let norm = settled_filtering_layer();
+    let skips = norm.skip_count().unwrap();
+    let rep = un_check(&norm, &settled_inputs(50.0), None);
+    let step = norm.last_step().unwrap();
+    assert!(step.skipped, "the x50 batch must be filtered");
+    assert_eq!(step.iteration, 1006);
+    assert_pass(&rep, "outlier-skipped step, μ=0.9, i=1006");
+    // un_check restored the snapshot; one real step counts the skip.
+    norm.forward(&settled_inputs(50.0)[0], None).unwrap();
+    assert_eq!(norm.skip_count().unwrap(), skips + 1);
+}
+
+// ----- UN: where it deliberately differs ----------------------------------------------
+
+#[test]
+fn un_differs_with_momentum_in_warmup() {
+    let norm = un(
+        UnConfig {
+            warmup_iters: 5000,
+            ..UnConfig::default()
+        },
+        C,
+    );
+    assert_x_differs(&un_check(&norm, &inputs(7, 1.0), None), 1e-2, true, "μ=0.9, i=1");
+    advance(&norm, 5, 50);
+    assert_x_differs(&un_check(&norm, &inputs(8, 1.0), None), 1e-2, true, "μ=0.9, i=6");
+}
+
+#[test]
+fn un_differs_with_padding() {
+    let mask = right_mask(&[4, 2, 3], N);
+    let norm = un(mu0_warmup(), C);
+    assert_x_differs(
+        &un_check(&norm, &inputs(9, 1.0), Some(&mask)),
+        1e-2,
+        true,
+        "μ=0 with mask",
+    );
+    let norm = un(
+        UnConfig {
+            warmup_iters: 3,
+            ..UnConfig::default().with_window(1)
+        },
+        C,
+    );
+    assert_x_differs(
+        &un_check(&norm, &inputs(10, 1.0), Some(&mask)),
+        1e-2,
+        true,
+        "window 1 with mask",
+    );
+}
+
+#[test]
+fn un_differs_with_smoothing() {
+    let cfg = UnConfig {
+        momentum: 0.0,
+        warmup_iters: 3,
+        ..UnConfig::default()
+    };
+    let norm = un(cfg, C);
+    advance(&norm, 10, 60);
+    let rep = un_check(&norm, &inputs(11, 1.0), None);
+    let step = norm.last_step().unwrap();
+    assert!(step.smoothed && step.iteration == 11);
+    assert_x_differs(&rep, 1e-2, true, "μ=0, smoothing active, i=11");
+}
+
+#[test]
+fn un_differs_on_normal_step_after_1000() {
+    let norm = settled_filtering_layer();
+    let rep = un_check(&norm, &settled_inputs(1.1), None);
+    let step = norm.last_step().unwrap();
+    assert!(!step.treated_as_skip && step.smoothed);
+    let r = step.r.to_vec_f64().unwrap();
+    assert!(r.iter().any(|&v| (v - 1.0).abs() > 1e-3), "r = {r:?}");
+    // r scales the γ gradient too, so γ differs as well.
+    assert_x_differs(&rep, 1e-2, false, "normal step, i=1006");
+}
+
+// ----- UN: the exact variant -------------------------------------------------------------
+
+fn exact(cfg: UnConfig) -> UnConfig {
+    UnConfig {
+        calibrated_backward: false,
+        ..cfg
+    }
+}
+
+#[test]
+fn un_exact_variant_passes_everywhere() {
+    let mask = right_mask(&[4, 2, 3], N);
+    // momentum inside warm-up, with and without padding
+    let norm = un(
+        exact(UnConfig {
+            warmup_iters: 5000,
+            ..UnConfig::default()
+        }),
+        C,
+    );
+    assert_pass(&un_check(&norm, &inputs(13, 1.0), None), "exact: μ=0.9, i=1");
+    assert_pass(&un_check(&norm, &inputs(14, 1.0), Some(&mask)), "exact: mask");
+    // smoothing active (v is the geometric mean, which depends on q), with a mask
+    let norm = un(
+        exact(UnConfig {
+            warmup_iters: 3,
+            ..UnConfig::default()
+        }),
+        C,
+    );
+    advance(&norm, 10, 70);
+    let rep = un_check(&norm, &inputs(15, 1.0), Some(&mask));
+    assert!(norm.last_step().unwrap().smoothed);
+    assert_pass(&rep, "exact: smoothing + mask");
+    // past 1000 with filtering: a normal step (r != 1) and a skipped one
+    let norm = un(exact(filtering()), C);
+    settle(&norm);
+    assert_pass(
+        &un_check(&norm, &settled_inputs(1.1), None),
+        "exact: normal step after 1000",
+    );
+    let step = norm.last_step().unwrap();
+    assert!(!step.treated_as_skip && step.smoothed);
+    assert!(step.r.to_vec_f64().unwrap().iter().any(|&v| (v - 1.0).abs() > 1e-3));
+    assert_pass(&un_check(&norm, &settled_inputs(50.0), None), "exact: skipped step");
+    assert!(norm.last_step().unwrap().skipped);
+}
+
+/// The two variants share the forward: same outputs and same forward-side state over a
+/// run that passes warm-up, smoothing, a filtered outlier and iteration 1000.
+#[test]
+fn un_exact_variant_has_the_same_forward() {
+    let base = UnConfig {
+        warmup_iters: 4,
+        outlier_filtration: true,
+        ..UnConfig::default().with_window((3, 5))
+    };
+    let cal = un(base, C);
+    let ex = un(exact(base), C);
+    let mask = right_mask(&[4, 3, 4], N);
+    for step in 0..14u64 {
+        if step == 10 {
+            for n in [&cal, &ex] {
+                n.set_state(&with_iters(&n.state(), 1000)).unwrap();
+            }
+        }
+        let scale = if step == 8 || step == 12 { 40.0 } else { 1.0 };
+        let x = randn(&[B, N, C], 500 + step, scale);
+        let gy = randn(&[B, N, C], 600 + step, 1.0);
+        let m = (step % 2 == 0).then_some(&mask);
+        let yc = cal.forward(&x.clone().requires_grad(), m).unwrap();
+        let ye = ex.forward(&x.requires_grad(), m).unwrap();
+        yc.backward_with(&gy).unwrap();
+        ye.backward_with(&gy).unwrap();
+        assert_eq!(yc.to_vec_f64().unwrap(), ye.to_vec_f64().unwrap(), "y at step {step}");
+        let (sc, se) = (cal.state(), ex.state());
+        for (a, b) in [(&sc.running_var, &se.running_var), (&sc.buffer_x2, &se.buffer_x2)] {
+            assert_eq!(a.to_vec_f64().unwrap(), b.to_vec_f64().unwrap(), "state at step {step}");
+        }
+        assert_eq!(cal.skip_count().unwrap(), ex.skip_count().unwrap());
+        assert_eq!(cal.iterations().unwrap(), ex.iterations().unwrap());
+        // The exact variant never touches the backward-side buffers.
+        assert!(se.ema_gz.to_vec_f64().unwrap().iter().all(|&v| v == 0.0));
+    }
+    assert!(cal.skip_count().unwrap() >= 1, "the run exercised a filtered outlier");
+}
+
+/// Where the calibrated backward is exact, it agrees with the exact variant's autograd
+/// gradient to rounding (a tighter check than finite differences).
+#[test]
+fn un_calibrated_equals_autograd_where_exact() {
+    let run = |cfg: UnConfig, warm: usize, iters: Option<i64>, xs: &[Tensor]| -> Vec<Vec<f64>> {
+        let norm = un(cfg, C);
+        if cfg.outlier_filtration {
+            settle(&norm);
+        } else {
+            advance(&norm, warm, 80);
+        }
+        if let Some(i) = iters {
+            norm.set_state(&with_iters(&norm.state(), i)).unwrap();
+        }
+        let (x, w, b) = (
+            xs[0].clone().requires_grad(),
+            xs[1].clone().requires_grad(),
+            xs[2].clone().requires_grad(),
+        );
+        let y = norm.forward_with_params(&x, &w, &b, None).unwrap();
+        y.backward_with(&randn(&[B, N, C], 99, 1.0)).unwrap();
+        let step = norm.last_step().unwrap();
+        assert!(step.treated_as_skip || !step.smoothed);
+        assert_eq!(
+            step.skipped, cfg.outlier_filtration,
+            "the filtering setting is a filtered step"
+        );
+        [x, w, b]
+            .iter()
+            .map(|t| t.grad().unwrap().to_vec_f64().unwrap())
+            .collect()
+    };
+    let settings: [(UnConfig, usize, Option<i64>); 3] = [
+        (mu0_warmup(), 3, None),
+        (UnConfig::default().with_window(1), 3, Some(1500)),
+        (filtering(), 0, None), // settled, then an outlier batch that is skipped
+    ];
+    for (k, (cfg, warm, iters)) in settings.into_iter().enumerate() {
+        let xs = if cfg.outlier_filtration {
+            settled_inputs(50.0)
+        } else {
+            inputs(20 + k as u64, 1.0)
+        };
+        let a = run(cfg, warm, iters, &xs);
+        let b = run(exact(cfg), warm, iters, &xs);
+        for (ga, gb) in a.iter().zip(&b) {
+            for (u, v) in ga.iter().zip(gb) {
+                assert!((u - v).abs() <= 1e-12 * (1.0 + v.abs()), "setting {k}: {u} vs {v}");
+            }
+        }
+    }
+}
+
+// ----- UN: state handling ----------------------------------------------------------------
+
+#[test]
+fn un_state_names_reset_and_backward_updates() {
+    let mut norm = un(UnConfig::default(), C);
+    let names: Vec<String> = norm.named_buffers().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        names,
+        [
+            "running_var",
+            "ema_gz",
+            "iters",
+            "buffer_x2",
+            "buffer_gz",
+            "skip_counter"
+        ]
+    );
+    let params: Vec<String> = norm.named_params().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(params, ["weight", "bias"]);
+
+    // The forward alone leaves the backward-side buffers alone; the backward updates them
+    // in the module's own buffers.
+    let x = randn(&[B, N, C], 1, 1.0).requires_grad();
+    let y = norm.forward(&x, None).unwrap();
+    assert!(norm.state().ema_gz.to_vec_f64().unwrap().iter().all(|&v| v == 0.0));
+    y.backward_with(&randn(&[B, N, C], 2, 1.0)).unwrap();
+    let (_, ema) = norm.named_buffers().into_iter().find(|(n, _)| n == "ema_gz").unwrap();
+    assert!(ema.get().to_vec_f64().unwrap().iter().any(|&v| v != 0.0));
+    assert_eq!(norm.iterations().unwrap(), 1);
+
+    // A counter written through the buffer (as a checkpoint load does) is picked up.
+    let (_, it) = norm.named_buffers().into_iter().find(|(n, _)| n == "iters").unwrap();
+    it.set(Tensor::from_vec(vec![41i64], &[1], &cpu()).unwrap());
+    assert_eq!(norm.iterations().unwrap(), 41);
+    norm.forward(&randn(&[B, N, C], 3, 1.0), None).unwrap();
+    assert_eq!(norm.last_step().unwrap().iteration, 42);
+
+    // reset_iterations starts a new warm-up; the statistics are kept.
+    let rv = norm.state().running_var.to_vec_f64().unwrap();
+    norm.reset_iterations().unwrap();
+    assert_eq!(norm.iterations().unwrap(), 0);
+    assert_eq!(norm.state().running_var.to_vec_f64().unwrap(), rv);
+    norm.forward(&randn(&[B, N, C], 4, 1.0), None).unwrap();
+    assert_eq!(norm.last_step().unwrap().iteration, 1);
+
+    // Eval mode changes nothing and ignores the mask.
+    norm.set_train(false);
+    let before = norm.state();
+    let x = randn(&[B, N, C], 5, 1.0);
+    let a = norm.forward(&x, None).unwrap().to_vec_f64().unwrap();
+    let b = norm
+        .forward(&x, Some(&right_mask(&[1, 2, 3], N)))
+        .unwrap()
+        .to_vec_f64()
+        .unwrap();
+    assert_eq!(a, b);
+    assert_eq!(norm.iterations().unwrap(), 1);
+    assert_eq!(
+        norm.state().running_var.to_vec_f64().unwrap(),
+        before.running_var.to_vec_f64().unwrap()
+    );
+}
+
+#[test]
+fn un_training_forward_under_no_grad_skips_the_backward_state() {
+    let norm = un(UnConfig::default(), C);
+    let y = no_grad(|| norm.forward(&randn(&[B, N, C], 1, 1.0).requires_grad(), None)).unwrap();
+    assert!(!y.tracks_grad());
+    assert_eq!(norm.iterations().unwrap(), 1);
+    assert!(norm.state().ema_gz.to_vec_f64().unwrap().iter().all(|&v| v == 0.0));
+}
+
+#[test]
+fn un_rejects_bad_input() {
+    let norm = un(UnConfig::default(), C);
+    let e = norm.forward(&randn(&[B, N, C + 1], 1, 1.0), None).unwrap_err();
+    assert!(e.to_string().contains("UnifiedNorm"), "{e}");
+    assert!(norm
+        .forward(&randn(&[B, N, C], 1, 1.0), Some(&right_mask(&[1, 2], N)))
+        .is_err());
+    let f32x = randn(&[B, N, C], 1, 1.0).to_dtype(DType::F32).unwrap();
+    assert!(norm.forward(&f32x, None).is_err());
+    assert!(norm
+        .set_state(&UnState {
+            buffer_x2: Tensor::zeros(&[3, C], F64, &cpu()).unwrap(),
+            ..norm.state()
+        })
+        .is_err());
+    assert!(UnifiedNorm::new(C, UnConfig::default().with_window(0), F64, &cpu()).is_err());
+    assert!(UnifiedNorm::new(
+        C,
+        UnConfig {
+            momentum: 1.5,
+            ..UnConfig::default()
+        },
+        F64,
+        &cpu()
+    )
+    .is_err());
+    assert!(UnifiedNorm::new(C, UnConfig::default(), DType::I64, &cpu()).is_err());
+    // Rejected calls do not advance the counter.
+    assert_eq!(norm.iterations().unwrap(), 0);
+}
+
+#[test]
+fn un_two_dimensional_input_takes_a_sequence_mask() {
+    let norm = un(mu0_warmup(), C);
+    let x = randn(&[N, C], 1, 1.0);
+    let m1 = Tensor::from_f64s(&[0.0, 0.0, 1.0, 1.0], &[N], F64, &cpu()).unwrap();
+    let y1 = norm.forward(&x, Some(&m1)).unwrap();
+    assert_eq!(y1.shape(), &[N, C]);
+    // same as the [1, N, C] batch with a [1, N] mask, and an i64 mask works too
+    let norm2 = un(mu0_warmup(), C);
+    let m2 = Tensor::from_vec(vec![0i64, 0, 1, 1], &[1, N], &cpu()).unwrap();
+    let y2 = norm2.forward(&x.unsqueeze(0).unwrap(), Some(&m2)).unwrap();
+    assert_eq!(y1.to_vec_f64().unwrap(), y2.to_vec_f64().unwrap());
+}
+
+// ----- PowerNorm ------------------------------------------------------------------------
+
+fn pn(cfg: PnConfig, c: usize) -> PowerNorm {
+    PowerNorm::new(c, cfg, F64, &cpu()).unwrap()
+}
+
+fn pn_check(norm: &PowerNorm, xs: &[Tensor], mask: Option<&Tensor>) -> GradcheckReport {
+    let snap = norm.state();
+    let f = |t: &[Tensor]| -> Result<Tensor> {
+        norm.set_state(&snap)?;
+        norm.forward_with_params(&t[0], &t[1], &t[2], mask)
+    };
+    let rep = gradcheck(f, xs, &opts()).unwrap();
+    norm.set_state(&snap).unwrap();
+    rep
+}
+
+#[test]
+fn group_scaling_chain_rule_is_exact() {
+    for groups in [1, 2, 3] {
+        let f = |t: &[Tensor]| group_scale(&t[0], groups);
+        let rep = gradcheck(f, &[randn(&[2, 3, 6], 5 + groups as u64, 1.0)], &opts()).unwrap();
+        assert_pass(&rep, &format!("group_scale, {groups} groups"));
+    }
+    assert!(group_scale(&randn(&[2, 5], 1, 1.0), 2).is_err());
+}
+
+/// `GroupScale`'s vector-Jacobian product: ∂x for a given ∂u (P-B6), through autograd.
+fn gs_vjp(x: &Tensor, groups: usize, gu: &Tensor) -> Vec<f64> {
+    let leaf = x.detach().requires_grad();
+    group_scale(&leaf, groups).unwrap().backward_with(gu).unwrap();
+    leaf.grad().unwrap().to_vec_f64().unwrap()
+}
+
+fn max_diff(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f64::max)
+}
+
+/// Batch quadratic mean of `u` over valid tokens, `[C]` (test-side reimplementation).
+fn batch_q(u: &Tensor, mask: Option<&Tensor>) -> Tensor {
+    let u2 = u.sqr().unwrap();
+    match mask {
+        None => u2.mean(&[0, 1], false).unwrap(),
+        Some(m) => {
+            let valid = m.eq_scalar(0.0).unwrap().unsqueeze(-1).unwrap();
+            u2.mul(&valid)
+                .unwrap()
+                .sum(&[0, 1], false)
+                .unwrap()
+                .div(&valid.sum_all().unwrap())
+                .unwrap()
+        }
+    }
+}
+
+#[test]
+fn pn_first_step_ignores_the_statistic_gradient() {
+    let cfg = PnConfig {
+        warmup_iters: 5,
+        group_num: 2,
+        ..PnConfig::default()
+    };
+    let mask = right_mask(&[4, 3, 2], N);
+    let c = 6;
+    let xs = vec![
+        randn(&[B, N, c], 31, 1.0),
+        uniform(&[c], 32, 0.5, 1.5),
+        randn(&[c], 33, 0.3),
+    ];
+    for m in [None, Some(&mask)] {
+        // gradcheck: x differs (the forward's dependence on q is ignored), γ and β are exact.
+        let norm = pn(cfg, c);
+        let rep = pn_check(&norm, &xs, m);
+        assert_x_differs(&rep, 1e-2, true, "PowerNorm, first step");
+
+        // The difference is exactly the predicted one: with e = 0, d = g and
+        // ∂x = GS-VJP(γ·δ / sqrt(q + ε)).
+        let x = xs[0].clone().requires_grad();
+        let gy = randn(&[B, N, c], 34, 1.0);
+        let y = norm.forward_with_params(&x, &xs[1], &xs[2], m).unwrap();
+        y.backward_with(&gy).unwrap();
+        let got = x.grad().unwrap().to_vec_f64().unwrap();
+        let u = group_scale(&xs[0], 2).unwrap();
+        let s = batch_q(&u, m).add_scalar(cfg.eps).unwrap().sqrt().unwrap();
+        let gu = gy.mul(&xs[1]).unwrap().div(&s).unwrap();
+        let want = gs_vjp(&xs[0], 2, &gu);
+        assert!(max_diff(&got, &want) < 1e-12, "{}", max_diff(&got, &want));
+        // and the plain (autograd) forward with the batch statistic passes gradcheck
+        let plain = |t: &[Tensor]| -> Result<Tensor> {
+            let u = group_scale(&t[0], 2)?;
+            let s = batch_q(&u, m).add_scalar(cfg.eps)?.sqrt()?;
+            t[1].mul(&u.div(&s)?)?.add(&t[2])
+        };
+        assert_pass(
+            &gradcheck(plain, &xs, &opts()).unwrap(),
+            "plain batch-statistic forward",
+        );
+    }
+}
+
+#[test]
+fn pn_after_warmup_divides_by_the_batch_statistic() {
+    // α_b = 1 switches the ema_gz correction off, isolating the other difference: after
+    // warm-up the forward divides by sqrt(φ + ε), the backward by sqrt(q + ε).
+    let cfg = PnConfig {
+        warmup_iters: 3,
+        alpha_bkw: 1.0,
+        ..PnConfig::default()
+    };
+    let c = 6;
+    let mut norm = pn(cfg, c);
+    for s in 0..5u64 {
+        let x = randn(&[B, N, c], 40 + s, 1.0).requires_grad();
+        norm.forward(&x, None)
+            .unwrap()
+            .backward_with(&randn(&[B, N, c], 50 + s, 1.0))
+            .unwrap();
+    }
+    // A batch twice the usual scale, so that its q and the running φ differ clearly.
+    let xs = vec![
+        randn(&[B, N, c], 60, 2.0),
+        uniform(&[c], 61, 0.5, 1.5),
+        randn(&[c], 62, 0.3),
+    ];
+    let rep = pn_check(&norm, &xs, None);
+    assert!(!rep.inputs[0].passed && rep.inputs[0].max_abs_err > 1e-3, "{rep:?}");
+    assert!(rep.inputs[1].passed && rep.inputs[2].passed, "{rep:?}");
+
+    let snap = norm.state();
+    let phi = snap.running_phi.reshape(&[c]).unwrap();
+    let gy = randn(&[B, N, c], 63, 1.0);
+    let g = gy.mul(&xs[1]).unwrap();
+    // PowerNorm's gradient: GS-VJP(γ·δ / sqrt(q + ε)).
+    let x = xs[0].clone().requires_grad();
+    norm.forward_with_params(&x, &xs[1], &xs[2], None)
+        .unwrap()
+        .backward_with(&gy)
+        .unwrap();
+    let got = x.grad().unwrap().to_vec_f64().unwrap();
+    let sq = batch_q(&group_scale(&xs[0], 1).unwrap(), None)
+        .add_scalar(cfg.eps)
+        .unwrap()
+        .sqrt()
+        .unwrap();
+    let want_pn = gs_vjp(&xs[0], 1, &g.div(&sq).unwrap());
+    assert!(max_diff(&got, &want_pn) < 1e-12);
+    // The exact gradient: GS-VJP(γ·δ / sqrt(φ + ε)) with φ from before the step, which is
+    // what autograd through the eval forward (same formula, same φ) gives.
+    norm.set_state(&snap).unwrap();
+    norm.set_train(false);
+    let xe = xs[0].clone().requires_grad();
+    norm.forward_with_params(&xe, &xs[1], &xs[2], None)
+        .unwrap()
+        .backward_with(&gy)
+        .unwrap();
+    let exact = xe.grad().unwrap().to_vec_f64().unwrap();
+    let sphi = phi.add_scalar(cfg.eps).unwrap().sqrt().unwrap();
+    let want_exact = gs_vjp(&xs[0], 1, &g.div(&sphi).unwrap());
+    assert!(max_diff(&exact, &want_exact) < 1e-12);
+    println!(
+        "PowerNorm after warm-up, α_b = 1: max |PN − exact| in ∂x {:.2e}",
+        max_diff(&got, &exact)
+    );
+    assert!(max_diff(&got, &exact) > 1e-3, "the two differ by the q/φ ratio");
+    // The training forward output equals the eval formula here (i > W uses φ).
+    norm.set_state(&snap).unwrap();
+    let ye = norm.forward(&xs[0], None).unwrap().to_vec_f64().unwrap();
+    norm.set_train(true);
+    let yt = norm.forward(&xs[0], None).unwrap().to_vec_f64().unwrap();
+    assert!(max_diff(&ye, &yt) < 1e-12);
+}
+
+#[test]
+fn pn_state_names_and_validation() {
+    let norm = pn(PnConfig::default(), 6);
+    let names: Vec<String> = norm.named_buffers().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, ["running_phi", "ema_gz", "iters"]);
+    assert_eq!(norm.state().running_phi.shape(), &[1, 6, 1, 1]);
+    assert!(PowerNorm::new(
+        6,
+        PnConfig {
+            group_num: 4,
+            ..PnConfig::default()
+        },
+        F64,
+        &cpu()
+    )
+    .is_err());
+    assert!(norm.forward(&randn(&[2, 3, 5], 1, 1.0), None).is_err());
+    assert!(norm
+        .forward(&randn(&[2, 3, 6], 1, 1.0), Some(&right_mask(&[1, 2, 3], 3)))
+        .is_err());
+    assert_eq!(norm.iterations().unwrap(), 0);
+    let y = norm.forward(&randn(&[3, 6], 1, 1.0), None).unwrap();
+    assert_eq!(y.shape(), &[3, 6]);
+    assert_eq!(norm.iterations().unwrap(), 1);
+    norm.reset_iterations().unwrap();
+    assert_eq!(norm.iterations().unwrap(), 0);
+}
