@@ -7,7 +7,7 @@ use unigrad_core::{BackendStorage, DType, HostData};
 
 /// Host memory holding one tensor's elements.
 ///
-/// Dropping it files the buffer in the [pool](crate::pool) (when large enough), from
+/// Dropping it files the buffer in the [buffer pool](crate::pool) (when large enough), from
 /// which kernels take their outputs.
 #[derive(Debug, Clone)]
 pub enum CpuStorage {

@@ -2,7 +2,7 @@
 //! the neighbouring Linear layers (`unigrad_nn::fold`), plus where the time goes.
 //!
 //! ```sh
-//! cargo run --release -p unigrad-examples --example bench_infer -- [--iters 30] [--warmup 5]
+//! cargo run --release -p unigrad-examples --example bench_infer -- [--threads 2] [--iters 30] [--warmup 5]
 //! ```
 //!
 //! The model is `LmConfig::reference` (vocab 256, d_model 128, 4 heads, FFN 512, 4 pre-norm
@@ -101,12 +101,14 @@ fn arg(args: &[String], name: &str, default: usize) -> Res<usize> {
 fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("bench_infer [--iters N (30)] [--warmup N (5)] [--parts-iters N (50)]");
+        println!("bench_infer [--threads N (2)] [--iters N (30)] [--warmup N (5)] [--parts-iters N (50)]");
         return Ok(());
     }
     let iters = arg(&args, "--iters", 30)?;
     let warmup = arg(&args, "--warmup", 5)?;
     let parts_iters = arg(&args, "--parts-iters", 50)?;
+    let threads = arg(&args, "--threads", 2)?;
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
     let dev = unigrad_cpu::cpu();
 
     manual_seed(0);
@@ -174,7 +176,7 @@ fn main() -> Res<()> {
     let round_ratio = |k: usize| median(&times[k].iter().zip(&times[0]).map(|(a, b)| a / b).collect::<Vec<_>>());
     for (k, n) in names.iter().enumerate() {
         eprintln!(
-            "infer {n:<12} median {:8.3} ms (min {:8.3}, max {:8.3}) per 16x128 forward; median per-round ratio to ln {:.3}",
+            "infer {n:<12} threads={threads}: median {:8.3} ms (min {:8.3}, max {:8.3}) per 16x128 forward; median per-round ratio to ln {:.3}",
             med[k],
             mins[k],
             times[k].iter().cloned().fold(0.0, f64::max),
@@ -239,6 +241,7 @@ fn main() -> Res<()> {
         "bench": "infer",
         "device": "cpu",
         "dtype": "f32",
+        "threads": threads,
         "batch": BATCH,
         "seq": SEQ,
         "rounds": iters,

@@ -9,7 +9,10 @@ use unigrad_nn::checkpoint::{self, StateDict};
 use unigrad_nn::{Adam, AdamConfig, LmConfig, Module, NormKind, Optimizer, ParamGroup, TransformerLm};
 
 fn fixture(norm: &str) -> StateDict {
-    let path = format!("{}/tests/data/torch_lm/torch_lm_{norm}.safetensors", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/tests/data/torch_lm/torch_lm_{norm}.safetensors",
+        env!("CARGO_MANIFEST_DIR")
+    );
     checkpoint::load_tensors(path).unwrap()
 }
 
@@ -71,20 +74,43 @@ fn check(norm: &str, kind: NormKind) {
     opt.step().unwrap();
     let stepped = with_prefix(&sd, "step.");
     for (name, t) in checkpoint::state_tensors(&m) {
-        let want = stepped.tensors.get(&name).unwrap_or_else(|| panic!("{name} not in the fixture"));
-        assert_close(
-            &format!("{norm} after one AdamW step: {name}"),
-            &t.to_vec_f64().unwrap(),
-            &want.data.to_f64(),
-            2e-5,
-        );
+        let want = stepped
+            .tensors
+            .get(&name)
+            .unwrap_or_else(|| panic!("{name} not in the fixture"));
+        let (mut got, mut want) = (t.to_vec_f64().unwrap(), want.data.to_f64());
+        // Some entries have an exact gradient of 0 by invariance, so both frameworks hold
+        // rounding noise (~1e-9) there, and AdamW's first step, lr·g/(|g| + eps), turns
+        // noise that small into a move of up to lr in a noise-given direction. Skip them:
+        // * the key bias: it adds the same q·b to every score of a row, which softmax ignores;
+        // * with BatchNorm, every bias that adds a constant to all tokens of the residual
+        //   stream (value bias, proj and ff2 biases): each later norm subtracts the batch
+        //   mean over tokens, so the loss cannot see it.
+        let d = cfg.d_model;
+        let skip = if name.ends_with("attn.qkv.bias") {
+            if kind == NormKind::BatchNorm {
+                d..3 * d
+            } else {
+                d..2 * d
+            }
+        } else if kind == NormKind::BatchNorm && (name.ends_with("attn.proj.bias") || name.ends_with("ff2.bias")) {
+            0..got.len()
+        } else {
+            0..0
+        };
+        got.drain(skip.clone());
+        want.drain(skip);
+        assert_close(&format!("{norm} after one AdamW step: {name}"), &got, &want, 2e-5);
     }
+    // eval mode (BatchNorm on running statistics) from exactly PyTorch's stepped state,
+    // so the noise-driven entries skipped above cannot matter
+    checkpoint::apply_state(&m, &stepped, true).unwrap();
     m.eval();
     assert_close(
         &format!("{norm} eval logits after the step"),
         &m.forward(&ids, None).unwrap().to_vec_f64().unwrap(),
         &get(&sd, "logits_eval").to_vec_f64().unwrap(),
-        1e-4,
+        2e-6,
     );
 }
 

@@ -2,14 +2,14 @@
 //!
 //! Each op is a zero-cost value (`Un<T, OP>` / `Bin<OP>`, the op chosen by a const
 //! parameter) whose `call` is `#[inline(always)]`, and each row loop is an
-//! `#[inline(always)]` function run through [`vectorized!`]: the loop, the op and
+//! `#[inline(always)]` function run through `simd::vectorized!`: the loop, the op and
 //! the libm-free math it uses ([`crate::simd`]) are compiled into one body per SIMD
 //! level, so LLVM vectorises it with AVX-512 or AVX2 when the CPU has them
 //! (baseline builds otherwise only get SSE2). Closures are avoided on purpose: a
 //! closure called from several levels' loops is not reliably inlined, and an op
 //! that is not inlined is not vectorised.
 //!
-//! Outputs come from the buffer [pool](crate::pool) and are fully overwritten.
+//! Outputs come from the [buffer pool](crate::pool) and are fully overwritten.
 
 use super::drive;
 use crate::elem::Float;

@@ -53,7 +53,7 @@ fn fold_slice<T: Float>(x: &[T], init: T, f: impl Fn(T, T) -> T + Copy) -> T {
 }
 
 /// Sum of a dense slice with 32 independent accumulators (vectorises). Inline it
-/// into a [`vectorized!`] body to get wide vectors.
+/// into a `simd::vectorized!` body to get wide vectors.
 #[inline(always)]
 pub fn sum_slice<T: Float>(x: &[T]) -> T {
     fold_slice(x, T::ZERO, |a, b| a + b)

@@ -1,7 +1,7 @@
 //! Fused row kernels over the last axis: softmax, log-softmax (forward and
 //! backward) and mean/variance. One pass over memory per direction instead of the
 //! five kernels the composed fallback in core launches; each row body runs through
-//! [`vectorized!`], with the libm-free f32 `exp` so the exponentials vectorise.
+//! `simd::vectorized!`, with the libm-free f32 `exp` so the exponentials vectorise.
 
 use super::reduce::{reduce_slice, sum_slice};
 use crate::elem::Float;

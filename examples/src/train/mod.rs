@@ -16,7 +16,11 @@
 //! * [`norm_config`]: the per-task norm hyperparameters (UN / PowerNorm warmup scaled to
 //!   the run length, UN outlier filtration for vision as the UN authors recommend).
 //! * Checkpoint helpers ([`save_state`], [`load_state`]): model + optimizer + metadata
-//!   through `unigrad_nn::checkpoint` (safetensors), for `--checkpoint` / `--resume`.
+//!   through `unigrad_nn::checkpoint` (safetensors), for `--checkpoint` / `--resume`. A
+//!   resumed run restores parameters, norm buffers (running statistics, UN/PowerNorm state)
+//!   and optimizer moments, and replays the data order to the saved step; the dropout and
+//!   augmentation streams are re-seeded from `seed + step`, so it continues the same run
+//!   but is not bit-identical to an uninterrupted one.
 //! * [`beam`]: batched beam search and greedy decoding, independent of the model.
 //! * [`speed`]: side-by-side timing (rotating rounds, wall and CPU-time medians).
 
