@@ -26,7 +26,8 @@ use kernels::copy::{copy_strided, to_dense};
 use std::sync::{Arc, OnceLock};
 pub use storage::CpuStorage;
 use unigrad_core::{
-    Backend, BackendStorage, BinaryOp, BoxStorage, DType, Device, Error, HostData, Layout, ReduceOp, Result, UnaryOp,
+    AdamStep, Backend, BackendStorage, BinaryOp, BoxStorage, DType, Device, Error, HostData, Layout, ReduceOp, Result,
+    UnaryOp,
 };
 
 /// The CPU backend. Use [`cpu`] to get a [`Device`] for it.
@@ -79,6 +80,43 @@ fn ids_of(s: &dyn BackendStorage, l: &Layout, op: &'static str) -> Result<Vec<i6
             op,
             format!("indices must be i64, got {}", other.dtype()),
         )),
+    }
+}
+
+/// The elements of `s` as a slice of `T`, or a dtype-mismatch error against `first`.
+fn slice_of<'a, T: StorageElem>(op: &'static str, s: &'a CpuStorage, first: &CpuStorage) -> Result<&'a [T]> {
+    T::of(s).ok_or_else(|| mismatch(op, first, s))
+}
+
+/// [`slice_of`] of an optional operand.
+fn opt_slice_of<'a, T: StorageElem>(
+    op: &'static str,
+    s: Option<&'a CpuStorage>,
+    first: &CpuStorage,
+) -> Result<Option<&'a [T]>> {
+    s.map(|s| slice_of(op, s, first)).transpose()
+}
+
+/// Float element types of [`CpuStorage`].
+trait StorageElem: Sized {
+    fn of(s: &CpuStorage) -> Option<&[Self]>;
+}
+
+impl StorageElem for f32 {
+    fn of(s: &CpuStorage) -> Option<&[f32]> {
+        match s {
+            CpuStorage::F32(d) => Some(d),
+            _ => None,
+        }
+    }
+}
+
+impl StorageElem for f64 {
+    fn of(s: &CpuStorage) -> Option<&[f64]> {
+        match s {
+            CpuStorage::F64(d) => Some(d),
+            _ => None,
+        }
     }
 }
 
@@ -321,6 +359,114 @@ impl Backend for CpuBackend {
             s => return Err(unsupported("moments_last", s, l)),
         };
         Ok((Box::new(m), Box::new(v)))
+    }
+
+    fn norm_last(
+        &self,
+        x: &dyn BackendStorage,
+        rows: usize,
+        n: usize,
+        weight: Option<&dyn BackendStorage>,
+        bias: Option<&dyn BackendStorage>,
+        eps: f64,
+        rms: bool,
+    ) -> Result<(BoxStorage, BoxStorage, BoxStorage)> {
+        let l = Layout::contiguous(&[rows, n]);
+        let (w, b) = (weight.map(get).transpose()?, bias.map(get).transpose()?);
+        macro_rules! run {
+            ($v:ident, $t:ty, $x:expr) => {{
+                let first = get(x)?;
+                let (ws, bs) = (
+                    opt_slice_of::<$t>("norm_last", w, first)?,
+                    opt_slice_of::<$t>("norm_last", b, first)?,
+                );
+                let (y, m, r) = kernels::norm::norm_forward(&$x[..rows * n], n, ws, bs, eps, rms);
+                Ok((
+                    boxed(CpuStorage::$v(y))?,
+                    boxed(CpuStorage::$v(m))?,
+                    boxed(CpuStorage::$v(r))?,
+                ))
+            }};
+        }
+        match get(x)? {
+            CpuStorage::F32(d) => run!(F32, f32, d),
+            CpuStorage::F64(d) => run!(F64, f64, d),
+            s => Err(unsupported("norm_last", s, &l)),
+        }
+    }
+
+    fn norm_last_backward(
+        &self,
+        x: &dyn BackendStorage,
+        mean: &dyn BackendStorage,
+        rstd: &dyn BackendStorage,
+        weight: Option<&dyn BackendStorage>,
+        dy: &dyn BackendStorage,
+        rows: usize,
+        n: usize,
+        rms: bool,
+    ) -> Result<(BoxStorage, Option<BoxStorage>, Option<BoxStorage>)> {
+        let l = Layout::contiguous(&[rows, n]);
+        let w = weight.map(get).transpose()?;
+        let (sx, sm, sr, sg) = (get(x)?, get(mean)?, get(rstd)?, get(dy)?);
+        macro_rules! run {
+            ($v:ident, $t:ty, $x:expr) => {{
+                let one = |s| slice_of::<$t>("norm_last_backward", s, sx);
+                let wd = match w {
+                    None => None,
+                    Some(s) => Some(one(s)?),
+                };
+                let (dx, dw, db) = kernels::norm::norm_backward(
+                    &$x[..rows * n],
+                    &one(sg)?[..rows * n],
+                    &one(sm)?[..rows],
+                    &one(sr)?[..rows],
+                    wd,
+                    n,
+                    rms,
+                );
+                let db = if rms { None } else { db };
+                let wrap = |v: Option<Vec<_>>| v.map(|v| Box::new(CpuStorage::$v(v)) as BoxStorage);
+                Ok((boxed(CpuStorage::$v(dx))?, wrap(dw), wrap(db)))
+            }};
+        }
+        match sx {
+            CpuStorage::F32(d) => run!(F32, f32, d),
+            CpuStorage::F64(d) => run!(F64, f64, d),
+            s => Err(unsupported("norm_last_backward", s, &l)),
+        }
+    }
+
+    fn adam_update(
+        &self,
+        param: &dyn BackendStorage,
+        grad: &dyn BackendStorage,
+        m: Option<&dyn BackendStorage>,
+        v: Option<&dyn BackendStorage>,
+        len: usize,
+        h: &AdamStep,
+    ) -> Result<(BoxStorage, BoxStorage, BoxStorage)> {
+        let l = Layout::contiguous(&[len]);
+        let (sp, sg) = (get(param)?, get(grad)?);
+        let (sm, sv) = (m.map(get).transpose()?, v.map(get).transpose()?);
+        macro_rules! run {
+            ($v:ident, $t:ty, $p:expr) => {{
+                let g = &slice_of::<$t>("adam_update", sg, sp)?[..len];
+                let m = opt_slice_of::<$t>("adam_update", sm, sp)?.map(|d| &d[..len]);
+                let v = opt_slice_of::<$t>("adam_update", sv, sp)?.map(|d| &d[..len]);
+                let (np, nm, nv) = kernels::norm::adam(&$p[..len], g, m, v, h);
+                Ok((
+                    boxed(CpuStorage::$v(np))?,
+                    boxed(CpuStorage::$v(nm))?,
+                    boxed(CpuStorage::$v(nv))?,
+                ))
+            }};
+        }
+        match sp {
+            CpuStorage::F32(d) => run!(F32, f32, d),
+            CpuStorage::F64(d) => run!(F64, f64, d),
+            s => Err(unsupported("adam_update", s, &l)),
+        }
     }
 }
 

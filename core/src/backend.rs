@@ -127,6 +127,46 @@ pub enum ReduceOp {
 /// Owned, not yet shared storage: kernels return it, scatter kernels write into it.
 pub type BoxStorage = Box<dyn BackendStorage>;
 
+/// Constants of one fused Adam / AdamW update ([`Backend::adam_update`]).
+///
+/// With `g` the gradient (plus `weight_decay · p` when not `decoupled`):
+/// `m ← β1·m + (1−β1)·g`, `v ← β2·v + (1−β2)·g²`, and, when `lr ≠ 0`,
+/// `p ← p·(1 − lr·wd if decoupled) − lr/bc1 · m / (√v/√bc2 + eps)`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamStep {
+    /// Learning rate.
+    pub lr: f64,
+    /// First-moment decay β1.
+    pub beta1: f64,
+    /// Second-moment decay β2.
+    pub beta2: f64,
+    /// Added to the bias-corrected `√v`.
+    pub eps: f64,
+    /// Weight decay coefficient.
+    pub weight_decay: f64,
+    /// AdamW (decay applied to the weights) instead of Adam's L2 term.
+    pub decoupled: bool,
+    /// `1 − β1^t` for this step `t`.
+    pub bias_correction1: f64,
+    /// `1 − β2^t`.
+    pub bias_correction2: f64,
+}
+
+impl AdamStep {
+    /// The update written as `p·decay − m / (√v·a + c)`: returns `(decay, a, c)`.
+    /// Both the fused kernels and the composed default use this form, so they agree.
+    pub fn folded(&self) -> (f64, f64, f64) {
+        let decay = if self.decoupled {
+            1.0 - self.lr * self.weight_decay
+        } else {
+            1.0
+        };
+        let a = self.bias_correction1 / (self.lr * self.bias_correction2.sqrt());
+        let c = self.eps * self.bias_correction1 / self.lr;
+        (decay, a, c)
+    }
+}
+
 /// A compute device. Implemented by `unigrad-cpu` and `unigrad-cuda`.
 ///
 /// Conventions for every kernel: input layouts may be arbitrary strided views
@@ -323,6 +363,154 @@ pub trait Backend: Send + Sync + Debug {
         let var = self.unary(UnaryOp::Affine(1.0 / n, 0.0), &*ss, &stat)?;
         Ok((mean, var))
     }
+
+    /// LayerNorm (`rms == false`) or RMSNorm (`rms == true`) over the rows of dense
+    /// `x` viewed as `[rows, n]`: `y = x̂·γ + β` with `x̂ = (x − μ)·r`,
+    /// `r = 1/√(σ² + eps)` (RMS: `μ = 0`, `r = 1/√(mean(x²) + eps)`). `weight` and
+    /// `bias` are dense `[n]` or absent. Returns `(y, μ, r)`, the statistics dense
+    /// `[rows]` (μ all zero for RMS), which [`Backend::norm_last_backward`] takes.
+    /// Fused override point; the default composes primitives.
+    #[allow(clippy::too_many_arguments)]
+    fn norm_last(
+        &self,
+        x: &dyn BackendStorage,
+        rows: usize,
+        n: usize,
+        weight: Option<&dyn BackendStorage>,
+        bias: Option<&dyn BackendStorage>,
+        eps: f64,
+        rms: bool,
+    ) -> Result<(BoxStorage, BoxStorage, BoxStorage)> {
+        let l = Layout::contiguous(&[rows, n]);
+        let stat = Layout::contiguous(&[rows, 1]);
+        let (mean, var) = if rms {
+            let sq = self.unary(UnaryOp::Sqr, x, &l)?;
+            let ss = self.reduce(ReduceOp::Sum, &*sq, &l, &[1])?;
+            let ms = self.unary(UnaryOp::Affine(1.0 / n.max(1) as f64, 0.0), &*ss, &stat)?;
+            (self.zeros(rows, x.dtype())?, ms)
+        } else {
+            self.moments_last(x, &l)?
+        };
+        let rstd = self.unary(
+            UnaryOp::Rsqrt,
+            &*self.unary(UnaryOp::Affine(1.0, eps), &*var, &stat)?,
+            &stat,
+        )?;
+        let xhat = composed::normalized(self, x, &*mean, &*rstd, rows, n)?;
+        let chan = composed::channel_layout(rows, n);
+        let mut y = match weight {
+            Some(w) => self.binary(BinaryOp::Mul, &*xhat, &l, w, &chan)?,
+            None => xhat,
+        };
+        if let Some(b) = bias {
+            y = self.binary(BinaryOp::Add, &*y, &l, b, &chan)?;
+        }
+        Ok((y, mean, rstd))
+    }
+
+    /// Backward of [`Backend::norm_last`] from the forward's input `x`, its
+    /// statistics `mean`, `rstd` and the upstream gradient `dy` (all dense; `x`, `dy`
+    /// `[rows, n]`). Returns `(dx, dγ, dβ)`: `dγ = Σ_rows dy·x̂` when `weight` is
+    /// given, `dβ = Σ_rows dy` when `weight` is given and `rms` is false, and
+    /// `dx = r·(g − x̂·mean(g·x̂) − mean(g))` with `g = dy·γ` (RMS: without the last
+    /// term). Fused override point; the default composes primitives.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn norm_last_backward(
+        &self,
+        x: &dyn BackendStorage,
+        mean: &dyn BackendStorage,
+        rstd: &dyn BackendStorage,
+        weight: Option<&dyn BackendStorage>,
+        dy: &dyn BackendStorage,
+        rows: usize,
+        n: usize,
+        rms: bool,
+    ) -> Result<(BoxStorage, Option<BoxStorage>, Option<BoxStorage>)> {
+        let l = Layout::contiguous(&[rows, n]);
+        let stat = Layout::contiguous(&[rows, 1]);
+        let per_row = composed::row_stat_layout(&l);
+        let inv_n = UnaryOp::Affine(1.0 / n.max(1) as f64, 0.0);
+        let xhat = composed::normalized(self, x, mean, rstd, rows, n)?;
+        let (g, dw, db) = match weight {
+            Some(w) => {
+                let dw = self.reduce(
+                    ReduceOp::Sum,
+                    &*self.binary(BinaryOp::Mul, dy, &l, &*xhat, &l)?,
+                    &l,
+                    &[0],
+                )?;
+                let db = if rms {
+                    None
+                } else {
+                    Some(self.reduce(ReduceOp::Sum, dy, &l, &[0])?)
+                };
+                let g = self.binary(BinaryOp::Mul, dy, &l, w, &composed::channel_layout(rows, n))?;
+                (g, Some(dw), db)
+            }
+            None => (self.unary(UnaryOp::Affine(1.0, 0.0), dy, &l)?, None, None),
+        };
+        let gx = self.binary(BinaryOp::Mul, &*g, &l, &*xhat, &l)?;
+        let proj = self.unary(inv_n, &*self.reduce(ReduceOp::Sum, &*gx, &l, &[1])?, &stat)?;
+        let mut t = self.binary(
+            BinaryOp::Sub,
+            &*g,
+            &l,
+            &*self.binary(BinaryOp::Mul, &*xhat, &l, &*proj, &per_row)?,
+            &l,
+        )?;
+        if !rms {
+            let mg = self.unary(inv_n, &*self.reduce(ReduceOp::Sum, &*g, &l, &[1])?, &stat)?;
+            t = self.binary(BinaryOp::Sub, &*t, &l, &*mg, &per_row)?;
+        }
+        let dx = self.binary(BinaryOp::Mul, &*t, &l, rstd, &per_row)?;
+        Ok((dx, dw, db))
+    }
+
+    /// One Adam / AdamW step over dense `param`, `grad` and moments `m`, `v` (absent
+    /// on the first step: zeros), all of `len` elements. Returns the new
+    /// `(param, m, v)` as fresh storage (see [`AdamStep`]). Fused override point; the
+    /// default composes primitives.
+    fn adam_update(
+        &self,
+        param: &dyn BackendStorage,
+        grad: &dyn BackendStorage,
+        m: Option<&dyn BackendStorage>,
+        v: Option<&dyn BackendStorage>,
+        len: usize,
+        h: &AdamStep,
+    ) -> Result<(BoxStorage, BoxStorage, BoxStorage)> {
+        let l = Layout::contiguous(&[len]);
+        let g = if !h.decoupled && h.weight_decay != 0.0 {
+            let wp = self.unary(UnaryOp::Affine(h.weight_decay, 0.0), param, &l)?;
+            self.binary(BinaryOp::Add, grad, &l, &*wp, &l)?
+        } else {
+            self.unary(UnaryOp::Affine(1.0, 0.0), grad, &l)?
+        };
+        // m + (x − m)·(1 − β): the same rounding as the fused kernels
+        let ema = |old: Option<&dyn BackendStorage>, x: &dyn BackendStorage, beta: f64| -> Result<BoxStorage> {
+            match old {
+                Some(o) => {
+                    let d = self.binary(BinaryOp::Sub, x, &l, o, &l)?;
+                    let d = self.unary(UnaryOp::Affine(1.0 - beta, 0.0), &*d, &l)?;
+                    self.binary(BinaryOp::Add, o, &l, &*d, &l)
+                }
+                None => self.unary(UnaryOp::Affine(1.0 - beta, 0.0), x, &l),
+            }
+        };
+        let new_m = ema(m, &*g, h.beta1)?;
+        let g2 = self.unary(UnaryOp::Sqr, &*g, &l)?;
+        let new_v = ema(v, &*g2, h.beta2)?;
+        let new_p = if h.lr != 0.0 {
+            let (decay, a, c) = h.folded();
+            let denom = self.unary(UnaryOp::Affine(a, c), &*self.unary(UnaryOp::Sqrt, &*new_v, &l)?, &l)?;
+            let upd = self.binary(BinaryOp::Div, &*new_m, &l, &*denom, &l)?;
+            let base = self.unary(UnaryOp::Affine(decay, 0.0), param, &l)?;
+            self.binary(BinaryOp::Sub, &*base, &l, &*upd, &l)?
+        } else {
+            self.unary(UnaryOp::Affine(1.0, 0.0), param, &l)?
+        };
+        Ok((new_p, new_m, new_v))
+    }
 }
 
 fn reduced_last(shape: &[usize]) -> Vec<usize> {
@@ -342,6 +530,28 @@ mod composed {
         Layout::contiguous(&reduced_last(l.shape()))
             .broadcast_to(l.shape())
             .expect("a [.., 1] statistic always broadcasts over its rows")
+    }
+
+    /// Layout of a dense `[n]` per-channel vector broadcast over `[rows, n]`.
+    pub fn channel_layout(rows: usize, n: usize) -> Layout {
+        Layout::contiguous(&[n])
+            .broadcast_to(&[rows, n])
+            .expect("[n] always broadcasts to [rows, n]")
+    }
+
+    /// `x̂ = (x − μ)·r` for dense `x` `[rows, n]` and dense row statistics `[rows]`.
+    pub fn normalized<B: Backend + ?Sized>(
+        b: &B,
+        x: &dyn BackendStorage,
+        mean: &dyn BackendStorage,
+        rstd: &dyn BackendStorage,
+        rows: usize,
+        n: usize,
+    ) -> Result<BoxStorage> {
+        let l = Layout::contiguous(&[rows, n]);
+        let per_row = row_stat_layout(&l);
+        let c = b.binary(BinaryOp::Sub, x, &l, mean, &per_row)?;
+        b.binary(BinaryOp::Mul, &*c, &l, rstd, &per_row)
     }
 
     /// `x − max(x)` along the last axis, as dense storage with its layout.

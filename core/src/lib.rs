@@ -37,7 +37,7 @@ pub mod shape;
 pub mod tensor;
 
 pub use autograd::{anomaly_detection, is_grad_enabled, no_grad, set_anomaly_detection, NoGradGuard};
-pub use backend::{Backend, BackendStorage, BinaryOp, BoxStorage, ReduceOp, UnaryOp};
+pub use backend::{AdamStep, Backend, BackendStorage, BinaryOp, BoxStorage, ReduceOp, UnaryOp};
 pub use device::Device;
 pub use dtype::{DType, HostData};
 pub use error::{Error, Result};

@@ -91,6 +91,17 @@ type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
 /// One timed eval forward.
 type Forward<'a> = Box<dyn Fn() -> unigrad_core::Result<Tensor> + 'a>;
 
+/// The options of a run as a string, without the fields that do not change its result
+/// (progress label, quietness): a saved run is reused only when this matches.
+macro_rules! settings_of {
+    ($o:expr) => {{
+        let mut k = $o.clone();
+        k.label.clear();
+        k.quiet = false;
+        format!("{k:?}")
+    }};
+}
+
 fn to_json<T: serde::Serialize>(r: T) -> Result<Value, TrainError> {
     serde_json::to_value(r).map_err(|e| TrainError::Invalid(e.to_string()))
 }
@@ -262,7 +273,7 @@ fn run(a: Args) -> AnyResult<()> {
     let (mut lm_o, mut mt_o, mut vit_o) = if a.quick {
         (LmOptions::quick(), TranslateOptions::quick(), VitOptions::quick())
     } else {
-        (LmOptions::default(), paper_mt_defaults(), paper_vit_defaults())
+        (LmOptions::default(), TranslateOptions::default(), VitOptions::default())
     };
     if let Some(s) = a.lm_steps {
         lm_o.steps = s;
@@ -301,7 +312,7 @@ fn run(a: Args) -> AnyResult<()> {
             let mut o = lm_o.clone();
             o.norm = n;
             o.label = label("lm", n);
-            let settings = format!("{o:?}").replace(&format!("label: {:?}, ", o.label), "");
+            let settings = settings_of!(o);
             let mut model = None;
             let v = runner.run("lm", n, &settings, |ckpt| {
                 o.checkpoint = ckpt;
@@ -334,7 +345,7 @@ fn run(a: Args) -> AnyResult<()> {
             let mut o = mt_o.clone();
             o.norm = n;
             o.label = label("translate", n);
-            let settings = format!("{o:?}").replace(&format!("label: {:?}, ", o.label), "");
+            let settings = settings_of!(o);
             let v = runner.run("mt", n, &settings, |ckpt| {
                 o.checkpoint = ckpt;
                 let r = train_translate(&o, &dev)?;
@@ -350,7 +361,7 @@ fn run(a: Args) -> AnyResult<()> {
             let mut o = vit_o.clone();
             o.norm = n;
             o.label = label("vit", n);
-            let settings = format!("{o:?}").replace(&format!("label: {:?}, ", o.label), "");
+            let settings = settings_of!(o);
             let v = runner.run("vit", n, &settings, |ckpt| {
                 o.checkpoint = ckpt;
                 let r = train_vit(&o, &dev)?;
@@ -477,14 +488,4 @@ fn run(a: Args) -> AnyResult<()> {
     results.insert("wall_s".into(), json!(t_all.elapsed().as_secs_f64()));
     print_json_line(&Value::Object(results))?;
     Ok(())
-}
-
-/// The translation setting of the default table (sized for the 30-minute budget).
-fn paper_mt_defaults() -> TranslateOptions {
-    TranslateOptions::default()
-}
-
-/// The ViT setting of the default table.
-fn paper_vit_defaults() -> VitOptions {
-    VitOptions::default()
 }

@@ -52,7 +52,7 @@ struct Args {
     #[arg(long, default_value_t = 128)]
     seq: usize,
     /// Training steps (total, including steps done before a --resume).
-    #[arg(long, default_value_t = 1500)]
+    #[arg(long, default_value_t = 1200)]
     steps: u64,
     /// Sequences per batch.
     #[arg(long, default_value_t = 16)]

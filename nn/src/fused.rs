@@ -72,3 +72,155 @@ pub fn unary(x: &Tensor, op: UnaryOp) -> Result<Tensor> {
     let out = dev.backend().unary(op, &*s, x.layout())?;
     Tensor::from_backend_storage(out, x.shape(), dev)
 }
+
+/// Rows and row length of `x` seen as `[rows, n]` over its last axis.
+fn rows_of(op: &'static str, x: &Tensor) -> Result<(usize, usize)> {
+    match x.shape().split_last() {
+        Some((&n, rest)) => Ok((rest.iter().product(), n)),
+        None => Err(Error::invalid(op, "needs a tensor of rank >= 1")),
+    }
+}
+
+/// Check that an optional per-channel vector is `[n]` of `x`'s dtype and device.
+fn check_channel(op: &'static str, x: &Tensor, p: Option<&Tensor>, n: usize) -> Result<()> {
+    if let Some(p) = p {
+        if p.shape() != [n] {
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: x.shape().to_vec(),
+                rhs: p.shape().to_vec(),
+            });
+        }
+        if p.dtype() != x.dtype() {
+            return Err(Error::DTypeMismatch {
+                op,
+                lhs: x.dtype(),
+                rhs: p.dtype(),
+            });
+        }
+        if p.device() != x.device() {
+            return Err(Error::DeviceMismatch {
+                op,
+                lhs: x.device().to_string(),
+                rhs: p.device().to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// LayerNorm (or RMSNorm with `rms`) over the last axis in one backend call
+/// ([`unigrad_core::Backend::norm_last`]): returns `(y, μ, r)` with the statistics
+/// shaped `[.., 1]`. Records nothing.
+pub fn norm_last(
+    x: &Tensor,
+    weight: Option<&Tensor>,
+    bias: Option<&Tensor>,
+    eps: f64,
+    rms: bool,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let op = if rms { "rms_norm" } else { "layer_norm" };
+    let (rows, n) = rows_of(op, x)?;
+    check_channel(op, x, weight, n)?;
+    check_channel(op, x, bias, n)?;
+    let x = dense(x)?;
+    let (w, b) = (weight.map(dense).transpose()?, bias.map(dense).transpose()?);
+    let dev = x.device();
+    let (sx, sw, sb) = (
+        x.storage(),
+        w.as_ref().map(|w| w.storage()),
+        b.as_ref().map(|b| b.storage()),
+    );
+    let (y, m, r) = dev
+        .backend()
+        .norm_last(&*sx, rows, n, sw.as_deref(), sb.as_deref(), eps, rms)?;
+    let stat = stat_shape(x.shape());
+    Ok((
+        Tensor::from_backend_storage(y, x.shape(), dev)?,
+        Tensor::from_backend_storage(m, &stat, dev)?,
+        Tensor::from_backend_storage(r, &stat, dev)?,
+    ))
+}
+
+/// Backward of [`norm_last`] ([`unigrad_core::Backend::norm_last_backward`]):
+/// `(dx, dγ, dβ)`, `dγ`/`dβ` shaped `[n]` and present as documented there.
+#[allow(clippy::type_complexity)]
+pub fn norm_last_backward(
+    x: &Tensor,
+    mean: &Tensor,
+    rstd: &Tensor,
+    weight: Option<&Tensor>,
+    dy: &Tensor,
+    rms: bool,
+) -> Result<(Tensor, Option<Tensor>, Option<Tensor>)> {
+    let op = if rms {
+        "rms_norm_backward"
+    } else {
+        "layer_norm_backward"
+    };
+    let (rows, n) = rows_of(op, x)?;
+    if dy.shape() != x.shape() {
+        return Err(Error::ShapeMismatch {
+            op,
+            lhs: x.shape().to_vec(),
+            rhs: dy.shape().to_vec(),
+        });
+    }
+    check_channel(op, x, weight, n)?;
+    let (x, mean, rstd, dy) = (dense(x)?, dense(mean)?, dense(rstd)?, dense(dy)?);
+    let w = weight.map(dense).transpose()?;
+    let dev = x.device();
+    let sw = w.as_ref().map(|w| w.storage());
+    let (dx, dw, db) = dev.backend().norm_last_backward(
+        &*x.storage(),
+        &*mean.storage(),
+        &*rstd.storage(),
+        sw.as_deref(),
+        &*dy.storage(),
+        rows,
+        n,
+        rms,
+    )?;
+    let chan = |s: Option<unigrad_core::BoxStorage>| s.map(|s| Tensor::from_backend_storage(s, &[n], dev)).transpose();
+    Ok((Tensor::from_backend_storage(dx, x.shape(), dev)?, chan(dw)?, chan(db)?))
+}
+
+/// One fused Adam / AdamW update of `param` ([`unigrad_core::Backend::adam_update`]):
+/// returns the new `(param, m, v)`; `m`, `v` absent means zeros (the first step).
+pub fn adam_update(
+    param: &Tensor,
+    grad: &Tensor,
+    m: Option<&Tensor>,
+    v: Option<&Tensor>,
+    h: &unigrad_core::AdamStep,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    for t in [Some(grad), m, v].into_iter().flatten() {
+        if t.shape() != param.shape() || t.dtype() != param.dtype() || t.device() != param.device() {
+            return Err(Error::invalid(
+                "adam_update",
+                format!(
+                    "parameter {:?} {:?} on {} and state {:?} {:?} on {} differ",
+                    param.shape(),
+                    param.dtype(),
+                    param.device(),
+                    t.shape(),
+                    t.dtype(),
+                    t.device()
+                ),
+            ));
+        }
+    }
+    let (p, g) = (dense(param)?, dense(grad)?);
+    let (m, v) = (m.map(dense).transpose()?, v.map(dense).transpose()?);
+    let dev = p.device();
+    let (sm, sv) = (m.as_ref().map(|t| t.storage()), v.as_ref().map(|t| t.storage()));
+    let (np, nm, nv) =
+        dev.backend()
+            .adam_update(&*p.storage(), &*g.storage(), sm.as_deref(), sv.as_deref(), p.numel(), h)?;
+    let shape = p.shape();
+    Ok((
+        Tensor::from_backend_storage(np, shape, dev)?,
+        Tensor::from_backend_storage(nm, shape, dev)?,
+        Tensor::from_backend_storage(nv, shape, dev)?,
+    ))
+}

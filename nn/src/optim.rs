@@ -13,7 +13,7 @@
 //! parameter name ([`Optimizer::state`], [`Optimizer::load_state`]) for `--resume`.
 
 use std::collections::HashMap;
-use unigrad_core::{no_grad, Error, Result, Tensor};
+use unigrad_core::{no_grad, AdamStep, Error, Result, Tensor};
 
 /// Parameters sharing optimizer settings.
 #[derive(Clone, Debug)]
@@ -370,31 +370,21 @@ impl Optimizer for Adam {
             for ((g, ms), vs) in self.groups.iter().zip(self.m.iter_mut()).zip(self.v.iter_mut()) {
                 let wd = g.weight_decay;
                 for (((_, p), m), v) in g.params.iter().zip(ms.iter_mut()).zip(vs.iter_mut()) {
-                    let Some(mut grad) = p.grad() else { continue };
-                    if !c.decoupled && wd != 0.0 {
-                        grad = grad.add(&p.mul_scalar(wd)?)?;
-                    }
-                    // m ← β1·m + (1−β1)·g ; v ← β2·v + (1−β2)·g²  (m, v start at 0)
-                    let g2 = grad.sqr()?;
-                    let new_m = match m.take() {
-                        Some(m) => m.add(&grad.sub(&m)?.mul_scalar(1.0 - c.beta1)?)?,
-                        None => grad.mul_scalar(1.0 - c.beta1)?,
+                    let Some(grad) = p.grad() else { continue };
+                    // one fused pass per parameter (see `AdamStep` for the update)
+                    let h = AdamStep {
+                        lr: c.lr,
+                        beta1: c.beta1,
+                        beta2: c.beta2,
+                        eps: c.eps,
+                        weight_decay: wd,
+                        decoupled: c.decoupled,
+                        bias_correction1: bc1,
+                        bias_correction2: bc2,
                     };
-                    let new_v = match v.take() {
-                        Some(v) => v.add(&g2.sub(&v)?.mul_scalar(1.0 - c.beta2)?)?,
-                        None => g2.mul_scalar(1.0 - c.beta2)?,
-                    };
+                    let (new_p, new_m, new_v) = crate::fused::adam_update(p, &grad, m.as_ref(), v.as_ref(), &h)?;
                     if c.lr != 0.0 {
-                        // p ← p − lr/bc1 · m / (√v/√bc2 + eps), with the scalars folded
-                        // into one affine: denom = √v·bc1/(lr√bc2) + eps·bc1/lr
-                        let denom = new_v.sqrt()?.affine(bc1 / (c.lr * bc2.sqrt()), c.eps * bc1 / c.lr)?;
-                        let upd = new_m.div(&denom)?;
-                        let base = if c.decoupled && wd != 0.0 {
-                            p.mul_scalar(1.0 - c.lr * wd)?
-                        } else {
-                            p.clone()
-                        };
-                        p.assign(&base.sub(&upd)?)?;
+                        p.assign(&new_p)?;
                     }
                     *m = Some(new_m);
                     *v = Some(new_v);

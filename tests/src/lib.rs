@@ -26,6 +26,7 @@
 //! | [`views`] | storage sharing of views, rank-0 and zero-size tensors |
 //! | [`errors`] | bad inputs return errors naming the op and shapes |
 //! | [`training`] | a 1,000-step MLP run learns and keeps memory flat |
+//! | [`fused`] | the backend's fused kernels against the composed defaults they replace |
 //!
 //! ## Extension point: more suites, same mechanism
 //!
@@ -63,6 +64,7 @@
 pub mod autograd;
 pub mod errors;
 pub mod forward;
+pub mod fused;
 pub mod gradcheck_ops;
 pub mod harness;
 pub mod reference;
@@ -141,6 +143,7 @@ macro_rules! backend_suite {
                     shape_errors, dtype_errors, axis_errors, index_errors, argument_errors,
                 }
                 training(Exclusive) = $crate::training { mlp_memory_flat }
+                fused(Shared) = $crate::fused { softmax_and_moments, layer_norm, adam_update }
             }
         }
     };
@@ -185,6 +188,7 @@ mod registry {
             ("views", include_str!("views.rs")),
             ("errors", include_str!("errors.rs")),
             ("training", include_str!("training.rs")),
+            ("fused", include_str!("fused.rs")),
         ];
         let mut n = 0;
         for (module, src) in sources {

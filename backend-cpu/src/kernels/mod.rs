@@ -4,6 +4,7 @@ pub mod copy;
 pub mod elementwise;
 pub mod index;
 pub mod matmul;
+pub mod norm;
 pub mod reduce;
 pub mod softmax;
 

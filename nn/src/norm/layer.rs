@@ -10,7 +10,7 @@
 //! RMSNorm (Zhang & Sennrich 2019): `x̂ = x/√(mean(x²) + ε)`, `y = γ x̂`;
 //! `dx = (γg − x̂·mean(γg ⊙ x̂)) / √(mean(x²) + ε)`.
 
-use crate::fused::moments_last;
+use crate::fused::{norm_last, norm_last_backward};
 use crate::init;
 use crate::module::{join, Module, ParamVisitor};
 use unigrad_core::custom::{apply, CustomOp};
@@ -24,15 +24,6 @@ fn check_channels(op: &'static str, x: &Tensor, c: usize) -> Result<()> {
         ));
     }
     Ok(())
-}
-
-/// Sum over every axis but the last, giving `[C]`.
-fn sum_rows(t: &Tensor) -> Result<Tensor> {
-    let axes: Vec<isize> = (0..t.rank() as isize - 1).collect();
-    if axes.is_empty() {
-        return Ok(t.clone());
-    }
-    t.sum(&axes, false)
 }
 
 /// Layer normalization (Ba et al. 2016) with PyTorch's names (`weight`, `bias`).
@@ -146,12 +137,13 @@ impl Module for RmsNorm {
     }
 }
 
-/// Shared custom op: inputs `[x]`, `[x, γ]` (RMS) or `[x, γ, β]` (LayerNorm).
+/// Shared custom op: inputs `[x]`, `[x, γ]` (RMS) or `[x, γ, β]` (LayerNorm). Both
+/// directions are one fused backend call each ([`crate::fused::norm_last`]).
 struct NormOp {
     rms: bool,
     eps: f64,
-    /// `(x̂, 1/√(σ² + ε) as [.., 1], γ)`.
-    saved: Option<(Tensor, Tensor, Option<Tensor>)>,
+    /// `(x, μ, 1/√(σ² + ε), γ)`, the statistics `[.., 1]`.
+    saved: Option<(Tensor, Tensor, Tensor, Option<Tensor>)>,
 }
 
 impl CustomOp for NormOp {
@@ -162,47 +154,23 @@ impl CustomOp for NormOp {
     fn forward(&mut self, inputs: &[Tensor]) -> Result<Tensor> {
         let _p = crate::profile::scope("layer_norm.fwd", Some(inputs[0].device()));
         let x = &inputs[0];
-        let (mean, var) = moments_last(x)?;
-        let (xhat, rstd) = if self.rms {
-            // mean(x²) = var + mean²: both terms non-negative, no cancellation
-            let rstd = var.add(&mean.sqr()?)?.add_scalar(self.eps)?.rsqrt()?;
-            (x.mul(&rstd)?, rstd)
-        } else {
-            let rstd = var.add_scalar(self.eps)?.rsqrt()?;
-            (x.sub(&mean)?.mul(&rstd)?, rstd)
-        };
         let w = inputs.get(1).cloned();
-        let mut y = match &w {
-            Some(w) => xhat.mul(w)?,
-            None => xhat.clone(),
-        };
-        if let Some(b) = inputs.get(2) {
-            y = y.add(b)?;
-        }
-        self.saved = Some((xhat, rstd, w));
+        let (y, mean, rstd) = norm_last(x, w.as_ref(), inputs.get(2), self.eps, self.rms)?;
+        self.saved = Some((x.clone(), mean, rstd, w));
         Ok(y)
     }
 
     fn backward(self: Box<Self>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let _p = crate::profile::scope("layer_norm.bwd", Some(g.device()));
-        let (xhat, rstd, w) = self.saved.ok_or_else(|| crate::not_run("layer_norm"))?;
-        let mut grads = vec![None];
-        let gxhat = match &w {
-            Some(w) => {
-                grads.push(Some(sum_rows(&g.mul(&xhat)?)?));
-                if !self.rms {
-                    grads.push(Some(sum_rows(g)?));
-                }
-                g.mul(w)?
+        let (x, mean, rstd, w) = self.saved.ok_or_else(|| crate::not_run("layer_norm"))?;
+        let (dx, dw, db) = norm_last_backward(&x, &mean, &rstd, w.as_ref(), g, self.rms)?;
+        let mut grads = vec![Some(dx)];
+        if w.is_some() {
+            grads.push(dw);
+            if !self.rms {
+                grads.push(db);
             }
-            None => g.clone(),
-        };
-        let proj = gxhat.mul(&xhat)?.mean(&[-1], true)?;
-        let mut dx = gxhat.sub(&xhat.mul(&proj)?)?;
-        if !self.rms {
-            dx = dx.sub(&gxhat.mean(&[-1], true)?)?;
         }
-        grads[0] = Some(dx.mul(&rstd)?);
         Ok(grads)
     }
 }
