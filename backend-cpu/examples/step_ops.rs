@@ -39,6 +39,25 @@ fn main() {
     time("mean last keepdim", || x.mean(&[-1], true).unwrap());
     time("gelu [16,128,512]", || h.gelu().unwrap());
     time("sqr", || x.sqr().unwrap());
+    let h2 = h.reshape(&[2048, 512]).unwrap();
+    time("column sum [2048,512] -> [512]", || h2.sum(&[0], false).unwrap());
+    time("gelu grad [16,128,512]", || {
+        h.gelu().unwrap() // stand-in for the derivative map: same shape, similar cost
+    });
+    time("mul [16,128,512]", || h.mul(&h).unwrap());
+    let p4 = Tensor::randn(&[16, 4, 128, 128], DType::F32, &dev).unwrap();
+    time("softmax [16,4,128,128]", || p4.softmax(-1).unwrap());
+    let qkv = Tensor::randn(&[16, 128, 3, 4, 32], DType::F32, &dev).unwrap();
+    time("permute copy [16,4,128,32]", || {
+        qkv.narrow(2, 0, 1)
+            .unwrap()
+            .squeeze(2)
+            .unwrap()
+            .permute(&[0, 2, 1, 3])
+            .unwrap()
+            .contiguous()
+            .unwrap()
+    });
     // the GEMM shapes of the reference training step (tokens 2048, d 128, ffn 512)
     let a = Tensor::randn(&[2048, 128], DType::F32, &dev).unwrap();
     let w1 = Tensor::randn(&[512, 128], DType::F32, &dev).unwrap();

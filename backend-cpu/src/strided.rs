@@ -91,6 +91,58 @@ impl<const N: usize> Plan<N> {
     }
 }
 
+/// Walks consecutive rows of a [`Plan`], keeping the row's multi-index and operand
+/// offsets up to date by carrying (an odometer) instead of dividing the row number
+/// by every outer dim for every row (short rows, such as the 32-element rows of the
+/// attention head permutes, paid several integer divisions per 32 elements).
+pub struct RowCursor<'a, const N: usize> {
+    plan: &'a Plan<N>,
+    idx: Vec<usize>,
+    off: [usize; N],
+}
+
+impl<'a, const N: usize> RowCursor<'a, N> {
+    /// A cursor at row `row`.
+    pub fn new(plan: &'a Plan<N>, row: usize) -> Self {
+        let mut idx = vec![0; plan.outer.len()];
+        let mut r = row;
+        for d in (0..idx.len()).rev() {
+            idx[d] = r % plan.outer[d];
+            r /= plan.outer[d];
+        }
+        RowCursor {
+            plan,
+            idx,
+            off: plan.row_offsets(row),
+        }
+    }
+
+    /// Operand offsets of the current row.
+    #[inline]
+    pub fn offsets(&self) -> [usize; N] {
+        self.off
+    }
+
+    /// Move to the next row (past the last row it wraps to row 0).
+    #[inline]
+    pub fn advance(&mut self) {
+        let p = self.plan;
+        for d in (0..self.idx.len()).rev() {
+            self.idx[d] += 1;
+            if self.idx[d] < p.outer[d] {
+                for (o, v) in self.off.iter_mut().enumerate() {
+                    *v += p.outer_strides[o][d];
+                }
+                return;
+            }
+            self.idx[d] = 0;
+            for (o, v) in self.off.iter_mut().enumerate() {
+                *v -= (p.outer[d] - 1) * p.outer_strides[o][d];
+            }
+        }
+    }
+}
+
 /// Default of [`par_threshold`]: below this many elements, kernels stay on the
 /// calling thread (a rayon fork/join costs a few microseconds, more than small
 /// tensors take: 32K f32 adds take ≈ 13 µs on one core). `examples/par_threshold.rs`
@@ -113,4 +165,26 @@ pub fn par_threshold() -> usize {
 /// fixed-size blocks whether or not the blocks run in parallel.
 pub fn set_par_threshold(elements: usize) {
     PAR_MIN.store(elements, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_cursor_walks_the_same_offsets_as_row_offsets() {
+        // a permuted view and a broadcast operand: three outer dims after coalescing
+        let a = Layout::contiguous(&[3, 5, 4, 6]).permute(&[0, 2, 1, 3]).unwrap();
+        let b = Layout::contiguous(&[1, 4, 1, 6]).broadcast_to(&[3, 4, 5, 6]).unwrap();
+        let plan = Plan::new([&a, &b]);
+        assert!(plan.outer.len() >= 2);
+        for start in [0, 1, 7, plan.rows() - 1] {
+            let mut cur = RowCursor::new(&plan, start);
+            for r in start..plan.rows() {
+                assert_eq!(cur.offsets(), plan.row_offsets(r), "row {r} from {start}");
+                cur.advance();
+            }
+            assert_eq!(cur.offsets(), plan.row_offsets(0), "wraps to row 0");
+        }
+    }
 }

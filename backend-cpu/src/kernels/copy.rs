@@ -4,14 +4,29 @@
 //! attention) runs its rows on rayon when large: the rows of a dense destination
 //! are consecutive disjoint chunks, so they split without unsafe code.
 
-use crate::strided::{par_threshold, Plan};
+use crate::strided::{par_threshold, Plan, RowCursor};
 use rayon::prelude::*;
 use unigrad_core::Layout;
 
 #[inline(always)]
 fn copy_row<T: Copy>(src: &[T], os: usize, ss: usize, dst: &mut [T], od: usize, sd: usize, n: usize) {
     if ss == 1 && sd == 1 {
-        dst[od..od + n].copy_from_slice(&src[os..os + n]);
+        let (s, d) = (&src[os..os + n], &mut dst[od..od + n]);
+        if n > 256 {
+            d.copy_from_slice(s);
+            return;
+        }
+        // short rows (attention heads: 32 elements) in fixed 8-element pieces, which
+        // compile to plain vector moves instead of a `memcpy` call per row
+        let mut dc = d.chunks_exact_mut(8);
+        let mut sc = s.chunks_exact(8);
+        for (a, b) in (&mut dc).zip(&mut sc) {
+            let piece: [T; 8] = b.try_into().expect("chunks_exact(8)");
+            a.copy_from_slice(&piece);
+        }
+        for (a, &b) in dc.into_remainder().iter_mut().zip(sc.remainder()) {
+            *a = b;
+        }
     } else {
         for j in 0..n {
             dst[od + j * sd] = src[os + j * ss];
@@ -29,19 +44,32 @@ pub fn copy_strided<T: Copy + Send + Sync>(src: &[T], ls: &Layout, dst: &mut [T]
     let [ss, sd] = plan.inner_stride;
     let n = plan.inner;
     if ld.is_contiguous() && numel >= par_threshold() && plan.rows() > 1 {
-        // dense destination: row r is dst[off + r·n .. off + (r+1)·n]
+        // dense destination: row r is dst[off + r·n .. off + (r+1)·n]; blocks of whole
+        // rows, each walked with a cursor
         let off = ld.offset();
+        let rows_per_block = (BLOCK / n).max(1);
         dst[off..off + numel]
-            .par_chunks_mut(n)
+            .par_chunks_mut(rows_per_block * n)
             .enumerate()
-            .for_each(|(r, d)| copy_row(src, plan.row_offsets(r)[0], ss, d, 0, 1, n));
+            .for_each(|(b, d)| {
+                let mut cur = RowCursor::new(&plan, b * rows_per_block);
+                for row in d.chunks_mut(n) {
+                    copy_row(src, cur.offsets()[0], ss, row, 0, 1, n);
+                    cur.advance();
+                }
+            });
         return;
     }
-    for r in 0..plan.rows() {
-        let [os, od] = plan.row_offsets(r);
+    let mut cur = RowCursor::new(&plan, 0);
+    for _ in 0..plan.rows() {
+        let [os, od] = cur.offsets();
         copy_row(src, os, ss, dst, od, sd, n);
+        cur.advance();
     }
 }
+
+/// Elements per parallel block of a copy.
+const BLOCK: usize = 1 << 13;
 
 /// Elements of `src` through `l` as a dense vector.
 pub fn to_dense<T: Copy + Default + Send + Sync>(src: &[T], l: &Layout) -> Vec<T> {

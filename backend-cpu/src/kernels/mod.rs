@@ -8,7 +8,7 @@ pub mod norm;
 pub mod reduce;
 pub mod softmax;
 
-use crate::strided::{par_threshold, Plan};
+use crate::strided::{par_threshold, Plan, RowCursor};
 use rayon::prelude::*;
 
 /// Elements per parallel chunk when a whole tensor is one dense row.
@@ -31,13 +31,22 @@ pub fn drive<T: Send, const N: usize>(out: &mut [T], plan: &Plan<N>, f: impl Fn(
         } else {
             out.chunks_mut(CHUNK).enumerate().for_each(|(c, o)| f(o, offs(c)));
         }
-    } else if par {
-        out.par_chunks_mut(plan.inner)
-            .enumerate()
-            .for_each(|(r, o)| f(o, plan.row_offsets(r)));
     } else {
-        out.chunks_mut(plan.inner)
-            .enumerate()
-            .for_each(|(r, o)| f(o, plan.row_offsets(r)));
+        // blocks of whole rows (about CHUNK elements), each walked with a cursor
+        let rows_per_block = (CHUNK / plan.inner).max(1);
+        let block = |b: usize, o: &mut [T]| {
+            let mut cur = RowCursor::new(plan, b * rows_per_block);
+            for row in o.chunks_mut(plan.inner) {
+                f(row, cur.offsets());
+                cur.advance();
+            }
+        };
+        if par {
+            out.par_chunks_mut(rows_per_block * plan.inner)
+                .enumerate()
+                .for_each(|(b, o)| block(b, o));
+        } else {
+            block(0, out);
+        }
     }
 }
