@@ -183,14 +183,8 @@ pub fn erf_f64(x: f64) -> f64 {
 #[inline(always)]
 #[allow(clippy::excessive_precision)]
 pub fn erf_f32(x: f32) -> f32 {
-    // NaN passes through the clamp (comparisons with NaN are false) and the rational
-    let xc = if x > 4.0 {
-        4.0
-    } else if x < -4.0 {
-        -4.0
-    } else {
-        x
-    };
+    // NaN stays NaN through the clamp and the rational
+    let xc = x.clamp(-4.0, 4.0);
     let x2 = xc * xc;
     let p = -2.726_142_258_013_06e-10f32;
     let p = p.mul_add(x2, 2.770_681_424_959_02e-08);
