@@ -23,7 +23,7 @@ use unigrad_nn::{
 
 /// Time training steps of the reference Transformer LM.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(version, long_about = None)]
 struct Args {
     /// Normalization: ln, bn, rms, un or pn.
     #[arg(long, default_value = "ln")]

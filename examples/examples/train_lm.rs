@@ -31,7 +31,7 @@ use unigrad_nn::{
 
 /// Train a byte-level Transformer LM on the bundled Shakespeare text.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None)]
+#[command(version, long_about = None)]
 struct Args {
     /// Normalization at every norm site: ln, rms, bn, pn or un.
     #[arg(long, default_value = "ln")]

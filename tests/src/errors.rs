@@ -84,9 +84,11 @@ pub fn shape_errors(dev: &Device) -> Result<()> {
     expect_err(
         "stack",
         Tensor::stack(&[&a, &a.t()?], 0),
-        "cat",
-        &["[1, 2, 3]", "[1, 3, 2]"],
+        "stack",
+        &["[2, 3]", "[3, 2]"],
     );
+    expect_err("stack none", Tensor::stack(&[], 0), "stack", &[]);
+    expect_err("stack axis", Tensor::stack(&[&a, &a], 3), "stack", &[]);
     // reshape to a wrong element count
     let e = expect_err("reshape", a.reshape(&[4, 2]), "reshape", &["[2, 3]", "[4, 2]"]);
     assert!(matches!(e, Error::ShapeMismatch { .. }));

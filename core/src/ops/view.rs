@@ -200,14 +200,17 @@ impl Tensor {
 
     /// Concatenate along `dim`; all other dims must agree.
     pub fn cat(tensors: &[&Tensor], dim: isize) -> Result<Tensor> {
-        let first = tensors
-            .first()
-            .ok_or_else(|| Error::invalid("cat", "no tensors given"))?;
-        let d = normalize_axis("cat", dim, first.shape())?;
+        Tensor::cat_as("cat", tensors, dim)
+    }
+
+    /// [`Tensor::cat`] reporting errors as `op` (`stack` goes through it too).
+    fn cat_as(op: &'static str, tensors: &[&Tensor], dim: isize) -> Result<Tensor> {
+        let first = tensors.first().ok_or_else(|| Error::invalid(op, "no tensors given"))?;
+        let d = normalize_axis(op, dim, first.shape())?;
         let mut shape = first.shape().to_vec();
         shape[d] = 0;
         for t in tensors {
-            check_same_kind("cat", first, t)?;
+            check_same_kind(op, first, t)?;
             let ok = t.rank() == first.rank()
                 && t.shape()
                     .iter()
@@ -216,7 +219,7 @@ impl Tensor {
                     .all(|(i, (a, b))| i == d || a == b);
             if !ok {
                 return Err(Error::ShapeMismatch {
-                    op: "cat",
+                    op,
                     lhs: first.shape().to_vec(),
                     rhs: t.shape().to_vec(),
                 });
@@ -246,9 +249,23 @@ impl Tensor {
 
     /// Stack equally shaped tensors along a new dimension `dim`.
     pub fn stack(tensors: &[&Tensor], dim: isize) -> Result<Tensor> {
-        let parts: Vec<Tensor> = tensors.iter().map(|t| t.unsqueeze(dim)).collect::<Result<_>>()?;
+        let first = tensors
+            .first()
+            .ok_or_else(|| Error::invalid("stack", "no tensors given"))?;
+        for t in tensors {
+            if t.shape() != first.shape() {
+                return Err(Error::ShapeMismatch {
+                    op: "stack",
+                    lhs: first.shape().to_vec(),
+                    rhs: t.shape().to_vec(),
+                });
+            }
+        }
+        // the new axis may be one past the last: validate against the output rank
+        let d = normalize_axis("stack", dim, &vec![1; first.rank() + 1])? as isize;
+        let parts: Vec<Tensor> = tensors.iter().map(|t| t.unsqueeze(d)).collect::<Result<_>>()?;
         let refs: Vec<&Tensor> = parts.iter().collect();
-        Tensor::cat(&refs, dim)
+        Tensor::cat_as("stack", &refs, d)
     }
 }
 
