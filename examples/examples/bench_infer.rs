@@ -3,10 +3,12 @@
 //!
 //! ```sh
 //! cargo run --release -p unigrad-examples --example bench_infer -- [--threads 2] [--iters 30] [--warmup 5]
+//! cargo run --release -p unigrad-examples --features cuda --example bench_infer -- --device cuda
 //! ```
 //!
 //! The model is `LmConfig::reference` (vocab 256, d_model 128, 4 heads, FFN 512, 4 pre-norm
-//! layers, learned positions), batch 16 × 128, f32, on the CPU. The UN model gets
+//! layers, learned positions), batch 16 × 128, f32, on `--device` (default the CPU;
+//! `--threads` sizes the CPU worker pool). The UN model gets
 //! non-trivial eval statistics the way the PyTorch reference (`transformer_ref.py infer`)
 //! sets them (γ ~ 1 + 0.2·N(0,1), β ~ 0.2·N(0,1), running_var ~ 0.25 + 2·U(0,1)), and the
 //! folded logits are checked against the unfolded ones before timing.
@@ -18,17 +20,40 @@
 //! norms replaced by identity" (same shapes, same Linear layers); `ln − un_folded` is
 //! therefore what the 9 LayerNorms cost inside the forward. A breakdown times the pieces
 //! of the forward one at a time on the same shapes (norm sites, each Linear, attention
-//! core, GELU, residual adds, embedding).
+//! core, GELU, residual adds, embedding). Every timed call ends with a device
+//! synchronization, so asynchronous backends (CUDA) are timed to completion.
 //!
 //! The last line on stdout is one JSON object with every number.
 
+use clap::Parser;
 use std::time::Instant;
 use unigrad_core::{manual_seed, no_grad, DType, Device, Tensor};
 use unigrad_nn::fold::fold_for_inference;
 use unigrad_nn::norm::Norm;
-use unigrad_nn::{init, LmConfig, Module, NormKind, TransformerLm};
+use unigrad_nn::{device_from_str, init, LmConfig, Module, NormKind, TransformerLm};
 
 type Res<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// Time the eval forward of the reference LM with LayerNorm, UN, and UN folded into the Linears.
+#[derive(Parser, Debug)]
+#[command(version, long_about = None)]
+struct Args {
+    /// CPU worker threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Timed rounds (one forward of every variant per round).
+    #[arg(long, default_value_t = 30, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    iters: usize,
+    /// Untimed warm-up rounds.
+    #[arg(long, default_value_t = 5)]
+    warmup: usize,
+    /// Timed calls per piece in the breakdown of the forward.
+    #[arg(long, default_value_t = 50, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    parts_iters: usize,
+    /// Device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
 
 const BATCH: usize = 16;
 const SEQ: usize = 128;
@@ -87,29 +112,25 @@ fn randomize_un(model: &TransformerLm, dev: &Device) -> Res<()> {
     Ok(())
 }
 
-fn arg(args: &[String], name: &str, default: usize) -> Res<usize> {
-    match args.iter().position(|a| a == name) {
-        Some(i) => Ok(args
-            .get(i + 1)
-            .ok_or_else(|| format!("{name} needs a value"))?
-            .parse()
-            .map_err(|e| format!("{name}: {e}"))?),
-        None => Ok(default),
+fn main() {
+    if let Err(e) = run(Args::parse()) {
+        eprintln!("bench_infer: error: {e}");
+        std::process::exit(1);
     }
 }
 
-fn main() -> Res<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("bench_infer [--threads N (2)] [--iters N (30)] [--warmup N (5)] [--parts-iters N (50)]");
-        return Ok(());
-    }
-    let iters = arg(&args, "--iters", 30)?;
-    let warmup = arg(&args, "--warmup", 5)?;
-    let parts_iters = arg(&args, "--parts-iters", 50)?;
-    let threads = arg(&args, "--threads", 2)?;
+fn run(a: Args) -> Res<()> {
+    let Args {
+        threads,
+        iters,
+        warmup,
+        parts_iters,
+        device,
+    } = a;
+    let dev = device_from_str(&device)?;
     rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
-    let dev = unigrad_cpu::cpu();
+    // waits for queued work on asynchronous devices (a no-op on the CPU)
+    let sync = || dev.backend().synchronize();
 
     manual_seed(0);
     let mut ln = TransformerLm::new(LmConfig::reference(NormKind::LayerNorm), DType::F32, &dev)?;
@@ -145,30 +166,32 @@ fn main() -> Res<()> {
 
     // interleaved rounds
     let names = ["ln", "un_unfolded", "un_folded"];
-    let run = |k: usize| -> Res<()> {
+    let forward = |k: usize| -> Res<()> {
         let out = match k {
             0 => no_grad(|| ln.forward(&ids, None))?,
             1 => no_grad(|| un.forward(&ids, None))?,
             _ => folded.forward(&ids, None)?,
         };
+        sync()?;
         std::hint::black_box(out);
         Ok(())
     };
     for _ in 0..warmup {
         for k in 0..names.len() {
-            run(k)?;
+            forward(k)?;
         }
     }
     let mut times = vec![Vec::with_capacity(iters); names.len()];
     for i in 0..iters {
         for j in 0..names.len() {
             let k = (i + j) % names.len();
-            let (t, r) = time_ms(|| run(k));
+            let (t, r) = time_ms(|| forward(k));
             r?;
             times[k].push(t);
         }
     }
     let med: Vec<f64> = times.iter().map(|t| median(t)).collect();
+    let dev_name = dev.name();
     let mins: Vec<f64> = times
         .iter()
         .map(|t| t.iter().cloned().fold(f64::INFINITY, f64::min))
@@ -176,7 +199,7 @@ fn main() -> Res<()> {
     let round_ratio = |k: usize| median(&times[k].iter().zip(&times[0]).map(|(a, b)| a / b).collect::<Vec<_>>());
     for (k, n) in names.iter().enumerate() {
         eprintln!(
-            "infer {n:<12} threads={threads}: median {:8.3} ms (min {:8.3}, max {:8.3}) per 16x128 forward; median per-round ratio to ln {:.3}",
+            "infer {n:<12} {dev_name} threads={threads}: median {:8.3} ms (min {:8.3}, max {:8.3}) per 16x128 forward; median per-round ratio to ln {:.3}",
             med[k],
             mins[k],
             times[k].iter().cloned().fold(0.0, f64::max),
@@ -193,7 +216,9 @@ fn main() -> Res<()> {
     let qkv = blk.attn.qkv.as_ref().ok_or("no qkv")?;
     let p = |f: &mut dyn FnMut() -> unigrad_core::Result<Tensor>| -> Res<f64> {
         bench(parts_iters, || {
-            std::hint::black_box(no_grad(&mut *f)?);
+            let out = no_grad(&mut *f)?;
+            sync()?;
+            std::hint::black_box(out);
             Ok(())
         })
     };
@@ -239,7 +264,7 @@ fn main() -> Res<()> {
 
     let json = serde_json::json!({
         "bench": "infer",
-        "device": "cpu",
+        "device": dev_name,
         "dtype": "f32",
         "threads": threads,
         "batch": BATCH,

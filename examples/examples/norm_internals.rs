@@ -4,6 +4,7 @@
 //!
 //! ```sh
 //! cargo run --release -p unigrad-examples --example norm_internals -- [--steps 300] [--out runs/norm_internals]
+//! cargo run --release -p unigrad-examples --example norm_internals -- --help   # every flag and its default
 //! ```
 //!
 //! # Part A: clean runs
@@ -42,7 +43,10 @@
 //!
 //! Output (default `runs/norm_internals/`, git-ignored): `trace_<run>.csv` (every traced
 //! record), `loss_<run>.csv`, SVG plots, a table on stderr and one JSON line last on stdout.
+//! While a run trains, a progress bar (loss, steps/s, ETA) shows on stderr when stderr is a
+//! terminal. `--device` (cpu, cuda, cuda:N; default cpu) picks where the models train.
 
+use clap::Parser;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -52,111 +56,76 @@ use unigrad_examples::data::text::{eval_batches, Batch, BatchSampler, ByteCorpus
 use unigrad_examples::plot::LineChart;
 use unigrad_nn::norm::trace::{Stat, Traceable, Tracer};
 use unigrad_nn::norm::{NormConfig, UnConfig};
-use unigrad_nn::{decay_groups, Adam, AdamConfig, LmConfig, Module, NormKind, Optimizer, TransformerLm};
+use unigrad_nn::{
+    decay_groups, device_from_str, Adam, AdamConfig, LmConfig, Module, NormKind, Optimizer, TransformerLm,
+};
 
 type Res<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
-#[derive(Clone, Debug)]
+/// Trace what LayerNorm, BatchNorm, PowerNorm and UN see while a small byte-level LM trains.
+#[derive(Parser, Clone, Debug)]
+#[command(version, long_about = None)]
 struct Opts {
+    /// Training steps per run.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
     steps: u64,
+    /// Sequences per batch.
+    #[arg(long, default_value_t = 16)]
     batch: usize,
+    /// Context length in bytes.
+    #[arg(long, default_value_t = 64)]
     seq: usize,
+    /// Model width.
+    #[arg(long, default_value_t = 64)]
     d_model: usize,
+    /// Attention heads (must divide --d-model).
+    #[arg(long, default_value_t = 4)]
     heads: usize,
+    /// Feed-forward width.
+    #[arg(long, default_value_t = 256)]
     d_ff: usize,
+    /// Number of Transformer blocks.
+    #[arg(long, default_value_t = 2, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     layers: usize,
+    /// Learning rate (AdamW).
+    #[arg(long, default_value = "2e-3")]
     lr: f64,
+    /// Validation loss every N steps (and at the end).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     eval_every: u64,
+    /// Validation windows of --seq bytes per validation (a fixed prefix of the validation split).
+    #[arg(long, default_value_t = 64, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     val_windows: usize,
+    /// UN warm-up iterations (reference 4000).
+    #[arg(long, default_value_t = 50)]
     un_warmup: u64,
+    /// PowerNorm warm-up iterations (reference 10000).
+    #[arg(long, default_value_t = 50)]
     pn_warmup: u64,
+    /// First outlier step (outlier runs).
+    #[arg(long, default_value_t = 100)]
     outlier_start: u64,
+    /// Steps between outliers.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
     outlier_every: u64,
+    /// Factor on the token-embedding table for an outlier batch.
+    #[arg(long, default_value_t = 10.0)]
     outlier_scale: f64,
+    /// Seed for the weights and the batch order.
+    #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Output folder for the CSV traces and SVG plots.
+    #[arg(long, default_value = "runs/norm_internals")]
     out: PathBuf,
+    /// Skip part A (the clean runs).
+    #[arg(long)]
     skip_clean: bool,
+    /// Skip part B (the outlier runs).
+    #[arg(long)]
     skip_outlier: bool,
-}
-
-impl Default for Opts {
-    fn default() -> Self {
-        Opts {
-            steps: 300,
-            batch: 16,
-            seq: 64,
-            d_model: 64,
-            heads: 4,
-            d_ff: 256,
-            layers: 2,
-            lr: 2e-3,
-            eval_every: 10,
-            val_windows: 64,
-            un_warmup: 50,
-            pn_warmup: 50,
-            outlier_start: 100,
-            outlier_every: 50,
-            outlier_scale: 10.0,
-            seed: 0,
-            out: PathBuf::from("runs/norm_internals"),
-            skip_clean: false,
-            skip_outlier: false,
-        }
-    }
-}
-
-const HELP: &str = "norm_internals [--steps 300] [--batch 16] [--seq 64] [--d-model 64] [--heads 4] [--d-ff 256] \
-[--layers 2] [--lr 2e-3] [--eval-every 10] [--val-windows 64] [--un-warmup 50] [--pn-warmup 50] \
-[--outlier-start 100] [--outlier-every 50] [--outlier-scale 10] [--seed 0] [--out runs/norm_internals] \
-[--skip-clean] [--skip-outlier]";
-
-fn parse_args() -> Res<Opts> {
-    let mut o = Opts::default();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut i = 0;
-    while i < args.len() {
-        let a = args[i].as_str();
-        if a == "--help" || a == "-h" {
-            println!("{HELP}");
-            std::process::exit(0);
-        }
-        if a == "--skip-clean" || a == "--skip-outlier" {
-            if a == "--skip-clean" {
-                o.skip_clean = true;
-            } else {
-                o.skip_outlier = true;
-            }
-            i += 1;
-            continue;
-        }
-        let v = args.get(i + 1).ok_or_else(|| format!("{a} needs a value\n{HELP}"))?;
-        let bad = |e: &dyn std::fmt::Display| format!("{a} {v}: {e}");
-        match a {
-            "--steps" => o.steps = v.parse().map_err(|e| bad(&e))?,
-            "--batch" => o.batch = v.parse().map_err(|e| bad(&e))?,
-            "--seq" => o.seq = v.parse().map_err(|e| bad(&e))?,
-            "--d-model" => o.d_model = v.parse().map_err(|e| bad(&e))?,
-            "--heads" => o.heads = v.parse().map_err(|e| bad(&e))?,
-            "--d-ff" => o.d_ff = v.parse().map_err(|e| bad(&e))?,
-            "--layers" => o.layers = v.parse().map_err(|e| bad(&e))?,
-            "--lr" => o.lr = v.parse().map_err(|e| bad(&e))?,
-            "--eval-every" => o.eval_every = v.parse().map_err(|e| bad(&e))?,
-            "--val-windows" => o.val_windows = v.parse().map_err(|e| bad(&e))?,
-            "--un-warmup" => o.un_warmup = v.parse().map_err(|e| bad(&e))?,
-            "--pn-warmup" => o.pn_warmup = v.parse().map_err(|e| bad(&e))?,
-            "--outlier-start" => o.outlier_start = v.parse().map_err(|e| bad(&e))?,
-            "--outlier-every" => o.outlier_every = v.parse().map_err(|e| bad(&e))?,
-            "--outlier-scale" => o.outlier_scale = v.parse().map_err(|e| bad(&e))?,
-            "--seed" => o.seed = v.parse().map_err(|e| bad(&e))?,
-            "--out" => o.out = PathBuf::from(v),
-            _ => return Err(format!("unknown argument {a}\n{HELP}").into()),
-        }
-        i += 2;
-    }
-    if o.steps == 0 || o.eval_every == 0 || o.outlier_every == 0 {
-        return Err("--steps, --eval-every and --outlier-every must be positive".into());
-    }
-    Ok(o)
+    /// Device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
 }
 
 /// One training run's configuration.
@@ -216,14 +185,22 @@ fn is_outlier(o: &Opts, s: u64) -> bool {
     s >= o.outlier_start && (s - o.outlier_start) % o.outlier_every == 0 && s + 10 <= o.steps
 }
 
-fn train_run(o: &Opts, corpus: &ByteCorpus, val: &[(Tensor, Tensor)], rc: &RunCfg, dev: &Device) -> Res<RunOut> {
+/// One training run; `bar` labels its progress bar (drawn on stderr when it is a terminal).
+fn train_run(
+    o: &Opts,
+    corpus: &ByteCorpus,
+    val: &[(Tensor, Tensor)],
+    rc: &RunCfg,
+    dev: &Device,
+    bar: &str,
+) -> Res<RunOut> {
     manual_seed(o.seed);
     let mut model = TransformerLm::new(lm_config(o, rc.norm), DType::F32, dev)?;
     let tracer = Tracer::new();
     model.enable_trace(&tracer);
     let mut opt = Adam::new(decay_groups(model.named_params(), 0.01), AdamConfig::adamw(o.lr))?;
     let mut sampler = BatchSampler::new(&corpus.train, o.batch, o.seq, o.seed + 1)?;
-    let pb = unigrad_examples::cli::progress_bar(o.steps, rc.label);
+    let pb = unigrad_examples::cli::progress_bar(o.steps, bar);
     let (mut train, mut vals) = (Vec::new(), Vec::new());
     let (mut outlier_steps, mut val_around) = (Vec::new(), Vec::new());
     let mut pending: Vec<(usize, u64)> = Vec::new(); // (index into val_around, step to measure at)
@@ -569,9 +546,15 @@ fn outlier_plots(sv: &mut Saver, runs: &[RunOut], clean: &[RunOut]) -> Res<()> {
     Ok(())
 }
 
-fn main() -> Res<()> {
-    let o = parse_args()?;
-    let dev = unigrad_cpu::cpu();
+fn main() {
+    if let Err(e) = run(Opts::parse()) {
+        eprintln!("norm_internals: error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(o: Opts) -> Res<()> {
+    let dev = device_from_str(&o.device)?;
     let corpus = ByteCorpus::shakespeare(&unigrad_examples::data_dir())?;
     let val: Vec<(Tensor, Tensor)> = eval_batches(&corpus.val, o.batch, o.seq, Some(o.val_windows))?
         .iter()
@@ -596,9 +579,16 @@ fn main() -> Res<()> {
     let mut pn: NormConfig = NormKind::PowerNorm.into();
     pn.pn.warmup_iters = o.pn_warmup;
     eprintln!(
-        "model d_model {} heads {} d_ff {} layers {}, batch {}x{}, {} steps, AdamW lr {}; UN window 4 warm-up {}, PN warm-up {}",
-        o.d_model, o.heads, o.d_ff, o.layers, o.batch, o.seq, o.steps, o.lr, o.un_warmup, o.pn_warmup
+        "model d_model {} heads {} d_ff {} layers {}, batch {}x{}, {} steps, AdamW lr {}; UN window 4 warm-up {}, PN warm-up {}; on {}",
+        o.d_model, o.heads, o.d_ff, o.layers, o.batch, o.seq, o.steps, o.lr, o.un_warmup, o.pn_warmup, dev.name()
     );
+    // one progress bar per training run, labelled "[k/n] run"
+    let n_runs = if o.skip_clean { 0 } else { 4 } + if o.skip_outlier { 0 } else { 3 };
+    let mut run_no = 0;
+    let mut bar_label = |label: &str| {
+        run_no += 1;
+        format!("[{run_no}/{n_runs}] {label}")
+    };
     let mut sv = Saver {
         dir: o.out.clone(),
         files: Vec::new(),
@@ -630,7 +620,7 @@ fn main() -> Res<()> {
             },
         ];
         for rc in &cfgs {
-            let r = train_run(&o, &corpus, &val, rc, &dev)?;
+            let r = train_run(&o, &corpus, &val, rc, &dev, &bar_label(rc.label))?;
             r.tracer.write_csv(o.out.join(format!("trace_{}.csv", r.label)))?;
             write_loss_csv(&o.out, &r)?;
             sv.files.push(format!("trace_{}.csv", r.label));
@@ -661,7 +651,7 @@ fn main() -> Res<()> {
         ];
         let mut runs = Vec::new();
         for rc in &cfgs {
-            let r = train_run(&o, &corpus, &val, rc, &dev)?;
+            let r = train_run(&o, &corpus, &val, rc, &dev, &bar_label(rc.label))?;
             r.tracer.write_csv(o.out.join(format!("trace_{}.csv", r.label)))?;
             write_loss_csv(&o.out, &r)?;
             sv.files.push(format!("trace_{}.csv", r.label));
@@ -718,6 +708,7 @@ fn main() -> Res<()> {
     eprintln!("wrote {} files to {}", sv.files.len(), o.out.display());
     let json = serde_json::json!({
         "example": "norm_internals",
+        "device": dev.name(),
         "steps": o.steps,
         "model": {"d_model": o.d_model, "heads": o.heads, "d_ff": o.d_ff, "layers": o.layers},
         "batch": o.batch, "seq": o.seq, "lr": o.lr,
