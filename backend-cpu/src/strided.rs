@@ -145,11 +145,14 @@ impl<'a, const N: usize> RowCursor<'a, N> {
 
 /// Default of [`par_threshold`]: below this many elements, kernels stay on the
 /// calling thread (a rayon fork/join costs a few microseconds, more than small
-/// tensors take: 32K f32 adds take ≈ 13 µs on one core). `examples/par_threshold.rs`
-/// measures the crossover per op; on the shared development machine (load 10+ on
-/// 2 cores) the second core was rarely free and parallel runs lost below 1M
-/// elements, so the crossover of an idle machine could not be measured there and
-/// this value was kept rather than tuned to the noise.
+/// tensors take: 32K f32 adds take ≈ 13 µs on one core).
+///
+/// Measured on an idle 2-core machine (2026-11-28): in isolation
+/// (`examples/par_threshold.rs`, workers asleep between calls) the parallel path lost
+/// 2–3× from 16K to 256K elements and won 1.2–1.6× at 1M, because waking a sleeping
+/// worker costs more than the op. Inside a training step the workers are kept awake
+/// by the GEMMs, and there raising the threshold to 512K made the reference step
+/// slower (median 157–165 vs 127–148 ms, alternating, same session), so 32K stays.
 pub const PAR_THRESHOLD: usize = 1 << 15;
 
 static PAR_MIN: AtomicUsize = AtomicUsize::new(PAR_THRESHOLD);
