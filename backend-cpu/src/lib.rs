@@ -380,7 +380,7 @@ impl Backend for CpuBackend {
                     opt_slice_of::<$t>("norm_last", w, first)?,
                     opt_slice_of::<$t>("norm_last", b, first)?,
                 );
-                let (y, m, r) = kernels::norm::norm_forward(&$x[..rows * n], n, ws, bs, eps, rms);
+                let (y, m, r) = kernels::norm::norm_forward(&$x[..rows * n], rows, n, ws, bs, eps, rms);
                 Ok((
                     boxed(CpuStorage::$v(y))?,
                     boxed(CpuStorage::$v(m))?,

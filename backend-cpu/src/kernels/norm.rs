@@ -73,17 +73,19 @@ fn forward_rows<T: Float>(
     }
 }
 
-/// Forward of LayerNorm (`rms == false`) or RMSNorm over rows of length `n` of dense
-/// `x`: `(y, mean, rstd)` (mean all zero for RMS).
+/// Forward of LayerNorm (`rms == false`) or RMSNorm over `rows` rows of length `n` of
+/// dense `x`: `(y, mean, rstd)` (mean all zero for RMS; an empty row has mean 0 and
+/// `rstd = 1/√eps`, as the composed default gives).
+#[allow(clippy::too_many_arguments)]
 pub fn norm_forward<T: Float>(
     x: &[T],
+    rows: usize,
     n: usize,
     w: Option<&[T]>,
     b: Option<&[T]>,
     eps: f64,
     rms: bool,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
-    let rows = x.len().checked_div(n).unwrap_or(0);
     let mut y = pool::take::<T>(x.len());
     let mut mean = pool::take::<T>(rows);
     let mut rstd = pool::take::<T>(rows);
