@@ -88,6 +88,17 @@ fn slice_of<'a, T: StorageElem>(op: &'static str, s: &'a CpuStorage, first: &Cpu
     T::of(s).ok_or_else(|| mismatch(op, first, s))
 }
 
+/// The first `len` elements of `s`, or an error naming `op` when the storage is
+/// shorter than the sizes the caller passed (a fused kernel must not index past it).
+fn need<'a, T>(op: &'static str, s: &'a [T], len: usize) -> Result<&'a [T]> {
+    s.get(..len).ok_or_else(|| {
+        Error::invalid(
+            op,
+            format!("storage of {} elements where the given sizes need {len}", s.len()),
+        )
+    })
+}
+
 /// [`slice_of`] of an optional operand.
 fn opt_slice_of<'a, T: StorageElem>(
     op: &'static str,
@@ -380,7 +391,12 @@ impl Backend for CpuBackend {
                     opt_slice_of::<$t>("norm_last", w, first)?,
                     opt_slice_of::<$t>("norm_last", b, first)?,
                 );
-                let (y, m, r) = kernels::norm::norm_forward(&$x[..rows * n], rows, n, ws, bs, eps, rms);
+                let (ws, bs) = (
+                    ws.map(|w| need("norm_last", w, n)).transpose()?,
+                    bs.map(|b| need("norm_last", b, n)).transpose()?,
+                );
+                let xs = need("norm_last", &$x[..], rows * n)?;
+                let (y, m, r) = kernels::norm::norm_forward(xs, rows, n, ws, bs, eps, rms);
                 Ok((
                     boxed(CpuStorage::$v(y))?,
                     boxed(CpuStorage::$v(m))?,
@@ -414,13 +430,13 @@ impl Backend for CpuBackend {
                 let one = |s| slice_of::<$t>("norm_last_backward", s, sx);
                 let wd = match w {
                     None => None,
-                    Some(s) => Some(one(s)?),
+                    Some(s) => Some(need("norm_last_backward", one(s)?, n)?),
                 };
                 let (dx, dw, db) = kernels::norm::norm_backward(
-                    &$x[..rows * n],
-                    &one(sg)?[..rows * n],
-                    &one(sm)?[..rows],
-                    &one(sr)?[..rows],
+                    need("norm_last_backward", &$x[..], rows * n)?,
+                    need("norm_last_backward", one(sg)?, rows * n)?,
+                    need("norm_last_backward", one(sm)?, rows)?,
+                    need("norm_last_backward", one(sr)?, rows)?,
                     wd,
                     n,
                     rms,
@@ -451,10 +467,14 @@ impl Backend for CpuBackend {
         let (sm, sv) = (m.map(get).transpose()?, v.map(get).transpose()?);
         macro_rules! run {
             ($v:ident, $t:ty, $p:expr) => {{
-                let g = &slice_of::<$t>("adam_update", sg, sp)?[..len];
-                let m = opt_slice_of::<$t>("adam_update", sm, sp)?.map(|d| &d[..len]);
-                let v = opt_slice_of::<$t>("adam_update", sv, sp)?.map(|d| &d[..len]);
-                let (np, nm, nv) = kernels::norm::adam(&$p[..len], g, m, v, h);
+                let g = need("adam_update", slice_of::<$t>("adam_update", sg, sp)?, len)?;
+                let m = opt_slice_of::<$t>("adam_update", sm, sp)?
+                    .map(|d| need("adam_update", d, len))
+                    .transpose()?;
+                let v = opt_slice_of::<$t>("adam_update", sv, sp)?
+                    .map(|d| need("adam_update", d, len))
+                    .transpose()?;
+                let (np, nm, nv) = kernels::norm::adam(need("adam_update", &$p[..], len)?, g, m, v, h);
                 Ok((
                     boxed(CpuStorage::$v(np))?,
                     boxed(CpuStorage::$v(nm))?,

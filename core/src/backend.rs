@@ -155,6 +155,7 @@ pub struct AdamStep {
 impl AdamStep {
     /// The update written as `p·decay − m / (√v·a + c)`: returns `(decay, a, c)`.
     /// Both the fused kernels and the composed default use this form, so they agree.
+    /// With `lr == 0` `a` and `c` are infinite: callers skip the parameter update then.
     pub fn folded(&self) -> (f64, f64, f64) {
         let decay = if self.decoupled {
             1.0 - self.lr * self.weight_decay

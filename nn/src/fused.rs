@@ -1,7 +1,7 @@
 //! Thin wrappers that call a backend's fused kernels from inside custom ops.
 //!
-//! The backend trait exposes fused kernels (row moments, softmax backward) with
-//! composed defaults, so these wrappers work on every device; a backend that
+//! The backend trait exposes fused kernels (row moments, softmax backward, LayerNorm /
+//! RMSNorm forward and backward, the Adam update) with composed defaults, so these wrappers work on every device; a backend that
 //! overrides them (the CPU one does) runs one pass instead of several. They record
 //! nothing: callers use them inside `CustomOp::forward` / `backward`, whose
 //! gradients are written by hand.
@@ -81,6 +81,25 @@ fn rows_of(op: &'static str, x: &Tensor) -> Result<(usize, usize)> {
     }
 }
 
+/// Check that `t` has `x`'s dtype and device.
+fn same_kind(op: &'static str, x: &Tensor, t: &Tensor) -> Result<()> {
+    if t.dtype() != x.dtype() {
+        return Err(Error::DTypeMismatch {
+            op,
+            lhs: x.dtype(),
+            rhs: t.dtype(),
+        });
+    }
+    if t.device() != x.device() {
+        return Err(Error::DeviceMismatch {
+            op,
+            lhs: x.device().to_string(),
+            rhs: t.device().to_string(),
+        });
+    }
+    Ok(())
+}
+
 /// Check that an optional per-channel vector is `[n]` of `x`'s dtype and device.
 fn check_channel(op: &'static str, x: &Tensor, p: Option<&Tensor>, n: usize) -> Result<()> {
     if let Some(p) = p {
@@ -91,27 +110,15 @@ fn check_channel(op: &'static str, x: &Tensor, p: Option<&Tensor>, n: usize) -> 
                 rhs: p.shape().to_vec(),
             });
         }
-        if p.dtype() != x.dtype() {
-            return Err(Error::DTypeMismatch {
-                op,
-                lhs: x.dtype(),
-                rhs: p.dtype(),
-            });
-        }
-        if p.device() != x.device() {
-            return Err(Error::DeviceMismatch {
-                op,
-                lhs: x.device().to_string(),
-                rhs: p.device().to_string(),
-            });
-        }
+        same_kind(op, x, p)?;
     }
     Ok(())
 }
 
 /// LayerNorm (or RMSNorm with `rms`) over the last axis in one backend call
 /// ([`unigrad_core::Backend::norm_last`]): returns `(y, μ, r)` with the statistics
-/// shaped `[.., 1]`. Records nothing.
+/// shaped `[.., 1]`. Records nothing. [`norm_last_backward`] returns `dβ` only together
+/// with `dγ` (LayerNorm with both or neither affine parameter, as the layers use it).
 pub fn norm_last(
     x: &Tensor,
     weight: Option<&Tensor>,
@@ -167,6 +174,19 @@ pub fn norm_last_backward(
         });
     }
     check_channel(op, x, weight, n)?;
+    let stat = stat_shape(x.shape());
+    for t in [mean, rstd] {
+        if t.shape() != stat.as_slice() {
+            return Err(Error::ShapeMismatch {
+                op,
+                lhs: stat.clone(),
+                rhs: t.shape().to_vec(),
+            });
+        }
+    }
+    for t in [mean, rstd, dy] {
+        same_kind(op, x, t)?;
+    }
     let (x, mean, rstd, dy) = (dense(x)?, dense(mean)?, dense(rstd)?, dense(dy)?);
     let w = weight.map(dense).transpose()?;
     let dev = x.device();

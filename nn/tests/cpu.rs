@@ -558,3 +558,67 @@ fn train_eval_switch_reaches_every_layer() {
     m.forward(&ids(&[1, 2, 3], 1, 3), None).unwrap();
     assert_ne!(before, values(&m));
 }
+
+#[test]
+fn fused_wrappers_check_their_operands() {
+    use unigrad_core::Error;
+    use unigrad_nn::fused::{adam_update, norm_last, norm_last_backward};
+    let d = dev();
+    let x = Tensor::randn(&[4, 6], DType::F32, &d).unwrap();
+    let w = Tensor::ones(&[6], DType::F32, &d).unwrap();
+    let (y, mean, rstd) = norm_last(&x, Some(&w), None, 1e-5, false).unwrap();
+    assert_eq!(mean.shape(), &[4, 1]);
+    // weight of the wrong length or dtype
+    let w5 = Tensor::ones(&[5], DType::F32, &d).unwrap();
+    assert!(matches!(
+        norm_last(&x, Some(&w5), None, 1e-5, false),
+        Err(Error::ShapeMismatch { .. })
+    ));
+    let w64 = Tensor::ones(&[6], DType::F64, &d).unwrap();
+    assert!(matches!(
+        norm_last(&x, Some(&w64), None, 1e-5, false),
+        Err(Error::DTypeMismatch { .. })
+    ));
+    // statistics of the wrong shape, upstream gradient of the wrong shape or dtype
+    let short = mean.narrow(0, 0, 3).unwrap();
+    let e = norm_last_backward(&x, &short, &rstd, Some(&w), &y, false).unwrap_err();
+    assert!(matches!(e, Error::ShapeMismatch { .. }), "{e}");
+    let bad_dy = Tensor::ones(&[4, 5], DType::F32, &d).unwrap();
+    assert!(norm_last_backward(&x, &mean, &rstd, Some(&w), &bad_dy, false).is_err());
+    let dy64 = Tensor::ones(&[4, 6], DType::F64, &d).unwrap();
+    let e = norm_last_backward(&x, &mean, &rstd, Some(&w), &dy64, false).unwrap_err();
+    assert!(matches!(e, Error::DTypeMismatch { .. }), "{e}");
+    // Adam state that does not match the parameter
+    let h = unigrad_core::AdamStep {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+        decoupled: true,
+        bias_correction1: 0.1,
+        bias_correction2: 0.001,
+    };
+    assert!(adam_update(&x, &x, Some(&w), None, &h).is_err());
+    assert!(adam_update(&x, &x, None, None, &h).is_ok());
+}
+
+#[test]
+fn adam_with_zero_lr_keeps_the_parameters_then_steps_normally() {
+    let d = dev();
+    let p = Tensor::randn(&[3, 4], DType::F64, &d).unwrap().requires_grad();
+    let before = p.to_vec_f64().unwrap();
+    p.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    let cfg = AdamConfig::adam(0.0);
+    let mut opt = Adam::new(vec![ParamGroup::new(vec![("p".into(), p.clone())], 0.0)], cfg).unwrap();
+    opt.step().unwrap();
+    assert_eq!(p.to_vec_f64().unwrap(), before);
+    assert_eq!(opt.steps(), 1);
+    // the next step with a learning rate moves p by about lr (Adam's first steps are ≈ lr·sign)
+    opt.set_lr(0.01);
+    opt.step().unwrap();
+    let after = p.to_vec_f64().unwrap();
+    for (a, b) in after.iter().zip(&before) {
+        assert!((a - b).abs() > 1e-3 && (a - b).abs() < 0.02, "{a} vs {b}");
+    }
+}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side training-step timing: unigrad `bench_step` vs the PyTorch reference
 # (bench/transformer_ref.py), alternating ours/torch for each norm so that both see the same
-# machine state. Prints one TSV row per run and a ratio summary per norm.
+# machine state. Prints one TSV row per run (ratio = ours / PyTorch median).
 #
 #   scripts/bench/step-vs-torch.sh [PYTHON] [ROUNDS] [THREADS] [NORMS...]
 #
@@ -9,7 +9,7 @@
 # dependency). Build first: cargo build --release -p unigrad-examples --example bench_step
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-py=${1:-python3}; rounds=${2:-3}; threads=${3:-2}; shift 3 || true
+py=${1:-python3}; rounds=${2:-3}; threads=${3:-2}; shift $(( $# < 3 ? $# : 3 ))
 norms=("$@"); [[ ${#norms[@]} -eq 0 ]] && norms=(ln bn rms un)
 ours=target/release/examples/bench_step
 [[ -x $ours ]] || { echo "build $ours first" >&2; exit 1; }

@@ -18,7 +18,7 @@
 //!   block, on multiples of 16 rows/columns. Four rather than one block per thread
 //!   lets rayon balance the work when one core is briefly busy elsewhere: with one
 //!   block per thread the Linear shapes ran at 120–200 GFLOP/s, with four at
-//!   165–236 GFLOP/s (`examples/ln_ops.rs`, 2 threads, same session), at the cost of
+//!   165–236 GFLOP/s (`examples/step_ops.rs`, 2 threads, same session), at the cost of
 //!   packing the shared operand once per block.
 //!
 //! For single products, the `threading` feature (kept as the opt-in `mm-threading`

@@ -15,9 +15,11 @@ use crate::strided::par_threshold;
 use rayon::prelude::*;
 use unigrad_core::AdamStep;
 
-/// Rows per block: about 8K elements, at least one row.
-fn block_rows(n: usize) -> usize {
-    (8192 / n.max(1)).max(1)
+/// Rows per block: about 8K elements, at least one row, and at most 64 blocks in all
+/// (each backward block keeps two partial column sums of `n`). Depends only on the
+/// shape, never on the thread count, so the column sums are deterministic.
+fn block_rows(rows: usize, n: usize) -> usize {
+    (8192 / n.max(1)).max(rows.div_ceil(64)).max(1)
 }
 
 #[inline(always)]
@@ -95,7 +97,7 @@ pub fn norm_forward<T: Float>(
         return (y, mean, rstd);
     }
     let eps = T::from_f64(eps);
-    let br = block_rows(n);
+    let br = block_rows(rows, n);
     let work = |blk: usize, y: &mut [T], m: &mut [T], r: &mut [T]| {
         let xs = &x[blk * br * n..blk * br * n + y.len()];
         vectorized!(forward_rows(xs, y, m, r, w, b, n, eps, rms))
@@ -200,7 +202,7 @@ pub fn norm_backward<T: Float>(
         let (a, c) = zero();
         return (dx, want_w.then_some(a), want_w.then_some(c));
     }
-    let br = block_rows(n);
+    let br = block_rows(x.len() / n, n);
     let work = |blk: usize, d: &mut [T]| -> Partial<T> {
         let r0 = blk * br;
         let range = r0 * n..r0 * n + d.len();
@@ -307,4 +309,68 @@ pub fn adam<T: Float>(p: &[T], g: &[T], m: Option<&[T]>, v: Option<&[T]>, h: &Ad
         }
     }
     (np, nm, nv)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::strided::{par_threshold, set_par_threshold};
+    use unigrad_core::{Backend, DType, HostData};
+
+    fn data(len: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (0..len)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn column_sums_do_not_depend_on_threading() {
+        let (rows, n) = (3000, 96);
+        let (x, dy, w) = (data(rows * n, 1), data(rows * n, 2), data(n, 3));
+        let (_, mean, rstd) = norm_forward(&x, rows, n, Some(&w), None, 1e-5, false);
+        let run = || norm_backward(&x, &dy, &mean, &rstd, Some(&w), n, false);
+        let old = par_threshold();
+        set_par_threshold(usize::MAX);
+        let (dx1, dw1, db1) = run();
+        set_par_threshold(0);
+        let (dx2, dw2, db2) = run();
+        set_par_threshold(old);
+        assert_eq!(dx1, dx2);
+        assert_eq!(dw1, dw2, "dγ must be bit-identical on one thread and on the pool");
+        assert_eq!(db1, db2);
+    }
+
+    #[test]
+    fn storage_shorter_than_the_sizes_is_an_error_not_a_panic() {
+        let b = crate::CpuBackend::default();
+        let x = b.from_host(&HostData::F32(data(10, 4))).unwrap();
+        let w = b.from_host(&HostData::F32(data(3, 5))).unwrap();
+        // 4 rows of 5 need 20 elements; the weight needs 5
+        assert!(b.norm_last(&*x, 4, 5, None, None, 1e-5, false).is_err());
+        assert!(b.norm_last(&*x, 2, 5, Some(&*w), None, 1e-5, false).is_err());
+        let (_, m, r) = b.norm_last(&*x, 2, 5, None, None, 1e-5, false).unwrap();
+        assert!(b.norm_last_backward(&*x, &*m, &*r, None, &*x, 3, 5, false).is_err());
+        assert!(b
+            .norm_last_backward(&*x, &*m, &*r, Some(&*w), &*x, 2, 5, false)
+            .is_err());
+        let h = AdamStep {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            decoupled: true,
+            bias_correction1: 0.1,
+            bias_correction2: 0.001,
+        };
+        assert!(b.adam_update(&*x, &*w, None, None, 10, &h).is_err());
+        assert!(b.adam_update(&*x, &*x, Some(&*w), None, 10, &h).is_err());
+        assert!(b.adam_update(&*x, &*x, None, None, 10, &h).is_ok());
+        let z = b.zeros(10, DType::F64).unwrap();
+        assert!(b.adam_update(&*x, &*z, None, None, 10, &h).is_err(), "dtype mismatch");
+    }
 }
