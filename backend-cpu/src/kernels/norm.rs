@@ -346,7 +346,7 @@ mod tests {
 
     #[test]
     fn storage_shorter_than_the_sizes_is_an_error_not_a_panic() {
-        let b = crate::CpuBackend::default();
+        let b = crate::CpuBackend;
         let x = b.from_host(&HostData::F32(data(10, 4))).unwrap();
         let w = b.from_host(&HostData::F32(data(3, 5))).unwrap();
         // 4 rows of 5 need 20 elements; the weight needs 5
