@@ -49,8 +49,9 @@ pub fn softmax_last_backward(y: &Tensor, dy: &Tensor) -> Result<Tensor> {
 }
 
 /// `t` itself when its storage is exactly its dense elements, else a dense copy
-/// (what kernels that take bare storage need).
-fn dense(t: &Tensor) -> Result<Tensor> {
+/// (what kernels that take bare storage need). Callers that keep an input for the
+/// backward keep this result, so a strided input is copied once, not per direction.
+pub fn dense(t: &Tensor) -> Result<Tensor> {
     if t.is_contiguous() && t.layout().offset() == 0 && t.storage().len() == t.numel() {
         Ok(t.clone())
     } else {

@@ -48,26 +48,19 @@ fn forward_rows<T: Float>(
             *d = (v - mu) * (v - mu);
         }
         let rs = T::ONE / (sum_slice(yr) * inv + eps).sqrt();
-        match (w, b) {
-            (Some(w), Some(b)) => {
-                for (((d, &v), &wv), &bv) in yr.iter_mut().zip(xr).zip(w).zip(b) {
-                    *d = (v - mu) * rs * wv + bv;
-                }
+        // the row is in L1 by now: the affine steps as separate passes cost nothing and
+        // round exactly like `(v − μ)·r·γ + β` in one expression
+        for (d, &v) in yr.iter_mut().zip(xr) {
+            *d = (v - mu) * rs;
+        }
+        if let Some(w) = w {
+            for (d, &wv) in yr.iter_mut().zip(w) {
+                *d = *d * wv;
             }
-            (Some(w), None) => {
-                for ((d, &v), &wv) in yr.iter_mut().zip(xr).zip(w) {
-                    *d = (v - mu) * rs * wv;
-                }
-            }
-            (None, Some(b)) => {
-                for ((d, &v), &bv) in yr.iter_mut().zip(xr).zip(b) {
-                    *d = (v - mu) * rs + bv;
-                }
-            }
-            (None, None) => {
-                for (d, &v) in yr.iter_mut().zip(xr) {
-                    *d = (v - mu) * rs;
-                }
+        }
+        if let Some(b) = b {
+            for (d, &bv) in yr.iter_mut().zip(b) {
+                *d = *d + bv;
             }
         }
         *m = mu;

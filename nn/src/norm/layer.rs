@@ -10,7 +10,7 @@
 //! RMSNorm (Zhang & Sennrich 2019): `x̂ = x/√(mean(x²) + ε)`, `y = γ x̂`;
 //! `dx = (γg − x̂·mean(γg ⊙ x̂)) / √(mean(x²) + ε)`.
 
-use crate::fused::{norm_last, norm_last_backward};
+use crate::fused::{dense, norm_last, norm_last_backward};
 use crate::init;
 use crate::module::{join, Module, ParamVisitor};
 use unigrad_core::custom::{apply, CustomOp};
@@ -153,10 +153,11 @@ impl CustomOp for NormOp {
 
     fn forward(&mut self, inputs: &[Tensor]) -> Result<Tensor> {
         let _p = crate::profile::scope("layer_norm.fwd", Some(inputs[0].device()));
-        let x = &inputs[0];
+        // saved dense: the backward then reads it without another copy
+        let x = dense(&inputs[0])?;
         let w = inputs.get(1).cloned();
-        let (y, mean, rstd) = norm_last(x, w.as_ref(), inputs.get(2), self.eps, self.rms)?;
-        self.saved = Some((x.clone(), mean, rstd, w));
+        let (y, mean, rstd) = norm_last(&x, w.as_ref(), inputs.get(2), self.eps, self.rms)?;
+        self.saved = Some((x, mean, rstd, w));
         Ok(y)
     }
 
