@@ -22,11 +22,10 @@ use unigrad_core::{manual_seed, no_grad, DType, Device, Tensor};
 use unigrad_examples::cli::print_json_line;
 use unigrad_examples::csv::CsvWriter;
 use unigrad_examples::data::text::{decode_bytes, eval_batches, Batch, BatchSampler, ByteCorpus};
-use unigrad_examples::train::{load_state, norm_config, opt_path, save_state, tail_mean, Reporter, TaskKind};
+use unigrad_examples::train::{adam_resumed, norm_config, opt_path, save_state, tail_mean, Reporter, TaskKind};
 use unigrad_nn::loss::nats_to_bits;
 use unigrad_nn::{
-    clip_grad_norm, decay_groups, device_from_str, Adam, AdamConfig, LmConfig, LrSchedule, Module, NormKind, Optimizer,
-    TransformerLm,
+    clip_grad_norm, device_from_str, AdamConfig, LmConfig, LrSchedule, Module, NormKind, Optimizer, TransformerLm,
 };
 
 /// Train a byte-level Transformer LM on the bundled Shakespeare text.
@@ -190,10 +189,6 @@ fn run(a: Args) -> AnyResult<()> {
     cfg.pre_norm = !a.post_norm;
     cfg.norm = norm_config(kind, TaskKind::Language, a.steps, Some(a.norm_warmup_frac));
     let mut model = TransformerLm::new(cfg, DType::F32, &dev)?;
-    let mut opt = Adam::new(
-        decay_groups(model.named_params(), a.weight_decay),
-        AdamConfig::adamw(a.lr),
-    )?;
     let sched = LrSchedule::WarmupCosine {
         lr: a.lr,
         warmup: a.warmup.min(a.steps),
@@ -203,10 +198,13 @@ fn run(a: Args) -> AnyResult<()> {
     sched.validate()?;
 
     let cfg_str = config_string(&cfg);
-    let start = match &a.resume {
-        Some(r) => load_state(&model, &mut opt, r, &cfg_str)?,
-        None => 0,
-    };
+    let (mut opt, start) = adam_resumed(
+        &model,
+        AdamConfig::adamw(a.lr),
+        a.weight_decay,
+        a.resume.as_deref(),
+        &cfg_str,
+    )?;
 
     let mut sampler = BatchSampler::new(&corpus.train, a.batch, a.seq, a.seed)?;
     for _ in 0..start {

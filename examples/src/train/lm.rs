@@ -8,7 +8,9 @@
 //! fixed windows of the last 10% (eval mode, so the batch-statistics norms use their
 //! running statistics).
 
-use super::{ids_tensor, load_state, norm_config, save_state, tail_mean, Reporter, TaskKind, TrainError, TrainResult};
+use super::{
+    adam_resumed, ids_tensor, norm_config, save_state, tail_mean, Reporter, TaskKind, TrainError, TrainResult,
+};
 use crate::data::text::{eval_batches, Batch, BatchSampler, ByteCorpus};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -16,9 +18,7 @@ use std::time::Instant;
 use unigrad_core::{manual_seed, no_grad, DType, Device};
 use unigrad_nn::loss::nats_to_bits;
 use unigrad_nn::optim::Optimizer;
-use unigrad_nn::{
-    clip_grad_norm, decay_groups, Adam, AdamConfig, LmConfig, LrSchedule, Module, NormKind, TransformerLm,
-};
+use unigrad_nn::{clip_grad_norm, AdamConfig, LmConfig, LrSchedule, Module, NormKind, TransformerLm};
 
 /// Options of [`train_lm`]; `Default` is `paper_table`'s LM setting.
 #[derive(Clone, Debug)]
@@ -181,10 +181,6 @@ pub fn train_lm(o: &LmOptions, dev: &Device) -> TrainResult<(LmResult, Transform
     manual_seed(o.seed);
     let cfg = o.model_config();
     let mut model = TransformerLm::new(cfg, DType::F32, dev)?;
-    let mut opt = Adam::new(
-        decay_groups(model.named_params(), o.weight_decay),
-        AdamConfig::adamw(o.lr),
-    )?;
     let sched = LrSchedule::WarmupCosine {
         lr: o.lr,
         warmup: o.warmup.min(o.steps),
@@ -193,10 +189,13 @@ pub fn train_lm(o: &LmOptions, dev: &Device) -> TrainResult<(LmResult, Transform
     };
     sched.validate()?;
     let cfg_str = config_string(&cfg);
-    let mut start = 0;
-    if let Some(r) = &o.resume {
-        start = load_state(&model, &mut opt, r, &cfg_str)?;
-    }
+    let (mut opt, start) = adam_resumed(
+        &model,
+        AdamConfig::adamw(o.lr),
+        o.weight_decay,
+        o.resume.as_deref(),
+        &cfg_str,
+    )?;
     let mut sampler = BatchSampler::new(&corpus.train, o.batch, o.seq, o.seed)?;
     for _ in 0..start {
         sampler.sample();

@@ -35,7 +35,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use unigrad_nn::checkpoint;
 use unigrad_nn::optim::Optimizer;
-use unigrad_nn::{Module, NormConfig, NormKind};
+use unigrad_nn::{decay_groups, Adam, AdamConfig, Module, NormConfig, NormKind};
 
 /// Everything that can stop a training run.
 #[derive(Debug, thiserror::Error)]
@@ -207,6 +207,24 @@ pub fn load_state<M: Module + ?Sized, O: Optimizer + ?Sized>(
         None => opt.steps(),
     };
     Ok(step)
+}
+
+/// The optimizer every trainer uses — Adam(W) over `model`'s parameters with no decay on
+/// norms and biases (`decay_groups`) — restored from `resume` when given (the checkpoint
+/// must have been written for `config`). Returns it with the step to continue from.
+pub fn adam_resumed<M: Module + ?Sized>(
+    model: &M,
+    cfg: AdamConfig,
+    weight_decay: f64,
+    resume: Option<&Path>,
+    config: &str,
+) -> TrainResult<(Adam, u64)> {
+    let mut opt = Adam::new(decay_groups(model.named_params(), weight_decay), cfg)?;
+    let start = match resume {
+        Some(r) => load_state(model, &mut opt, r, config)?,
+        None => 0,
+    };
+    Ok((opt, start))
 }
 
 /// Mean of the last `n` values (NaN when empty): the smoothed training loss the programs

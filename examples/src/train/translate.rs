@@ -25,7 +25,9 @@
 //! and applies the output projection to the last position only.
 
 use super::beam::{beam_search, greedy_search, BeamConfig};
-use super::{ids_tensor, load_state, norm_config, save_state, tail_mean, Reporter, TaskKind, TrainError, TrainResult};
+use super::{
+    adam_resumed, ids_tensor, norm_config, save_state, tail_mean, Reporter, TaskKind, TrainError, TrainResult,
+};
 use crate::bleu::{corpus_bleu_13a, BleuScore};
 use crate::bpe::{Bpe, BOS, EOS, PAD};
 use crate::csv::CsvWriter;
@@ -38,8 +40,7 @@ use unigrad_core::{manual_seed, no_grad, DType, Device, Tensor};
 use unigrad_nn::attention::attention_bias;
 use unigrad_nn::optim::Optimizer;
 use unigrad_nn::{
-    clip_grad_norm, cross_entropy, decay_groups, Adam, AdamConfig, LrSchedule, Module, NormKind, PositionKind, Seq2Seq,
-    Seq2SeqConfig,
+    clip_grad_norm, cross_entropy, AdamConfig, LrSchedule, Module, NormKind, PositionKind, Seq2Seq, Seq2SeqConfig,
 };
 
 /// Options of [`train_translate`]; `Default` is the `translate` example's default run.
@@ -514,13 +515,6 @@ pub fn train_translate(o: &TranslateOptions, dev: &Device) -> TrainResult<Transl
     manual_seed(o.seed);
     let cfg = o.model_config(vocab, o.steps);
     let mut model = Seq2Seq::new(cfg, DType::F32, dev)?;
-    let mut opt = Adam::new(
-        decay_groups(model.named_params(), o.weight_decay),
-        AdamConfig {
-            beta2: 0.98,
-            ..AdamConfig::adamw(o.lr)
-        },
-    )?;
     let sched = LrSchedule::InverseSqrt {
         lr: o.lr,
         warmup: o.warmup.max(1),
@@ -528,10 +522,11 @@ pub fn train_translate(o: &TranslateOptions, dev: &Device) -> TrainResult<Transl
     };
     sched.validate()?;
     let cfg_str = config_string(&cfg);
-    let mut start = 0;
-    if let Some(r) = &o.resume {
-        start = load_state(&model, &mut opt, r, &cfg_str)?;
-    }
+    let adam = AdamConfig {
+        beta2: 0.98,
+        ..AdamConfig::adamw(o.lr)
+    };
+    let (mut opt, start) = adam_resumed(&model, adam, o.weight_decay, o.resume.as_deref(), &cfg_str)?;
     manual_seed(o.seed.wrapping_add(start)); // dropout stream of this (possibly resumed) run
 
     let rep = Reporter::new(o.steps, &o.label, o.quiet);

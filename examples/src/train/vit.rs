@@ -7,7 +7,7 @@
 //! batches reshuffled every epoch from the seed. The metric is top-1 accuracy on the 2,000
 //! test images in eval mode (batch-statistics norms use their running statistics).
 
-use super::{load_state, norm_config, save_state, tail_mean, Reporter, TaskKind, TrainError, TrainResult};
+use super::{adam_resumed, norm_config, save_state, tail_mean, Reporter, TaskKind, TrainError, TrainResult};
 use crate::csv::CsvWriter;
 use crate::data::mnist::{load_fashion_mnist, ImageSet, NUM_CLASSES};
 use crate::rng::Rng;
@@ -16,9 +16,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 use unigrad_core::{manual_seed, no_grad, DType, Device, Tensor};
 use unigrad_nn::optim::Optimizer;
-use unigrad_nn::{
-    clip_grad_norm, cross_entropy, decay_groups, Adam, AdamConfig, LrSchedule, Module, NormKind, Vit, VitConfig,
-};
+use unigrad_nn::{clip_grad_norm, cross_entropy, AdamConfig, LrSchedule, Module, NormKind, Vit, VitConfig};
 
 /// Fashion-MNIST pixel mean (on `[0, 1]` pixels), used to standardise inputs.
 pub const PIXEL_MEAN: f32 = 0.286;
@@ -272,10 +270,6 @@ pub fn train_vit(o: &VitOptions, dev: &Device) -> TrainResult<VitResult> {
     manual_seed(o.seed);
     let cfg = o.model_config();
     let mut model = Vit::new(cfg, DType::F32, dev)?;
-    let mut opt = Adam::new(
-        decay_groups(model.named_params(), o.weight_decay),
-        AdamConfig::adamw(o.lr),
-    )?;
     let sched = LrSchedule::WarmupCosine {
         lr: o.lr,
         warmup: o.warmup.min(o.steps),
@@ -284,10 +278,13 @@ pub fn train_vit(o: &VitOptions, dev: &Device) -> TrainResult<VitResult> {
     };
     sched.validate()?;
     let cfg_str = config_string(&cfg);
-    let mut start = 0;
-    if let Some(r) = &o.resume {
-        start = load_state(&model, &mut opt, r, &cfg_str)?;
-    }
+    let (mut opt, start) = adam_resumed(
+        &model,
+        AdamConfig::adamw(o.lr),
+        o.weight_decay,
+        o.resume.as_deref(),
+        &cfg_str,
+    )?;
     manual_seed(o.seed.wrapping_add(start));
     let per_epoch = (train.len() / o.batch) as u64; // drop the last partial batch
     let mut flip_rng = Rng::new(o.seed.wrapping_add(start).wrapping_mul(31).wrapping_add(7));
