@@ -415,8 +415,8 @@ impl Tensor {
     }
 }
 
-/// Check that two tensors agree in shape, dtype and device.
-pub(crate) fn check_same_meta(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+/// Check that two tensors agree in shape, dtype and device (errors name `op`).
+pub fn check_same_meta(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
     if a.shape() != b.shape() {
         return Err(Error::ShapeMismatch {
             op,
@@ -427,8 +427,9 @@ pub(crate) fn check_same_meta(op: &'static str, a: &Tensor, b: &Tensor) -> Resul
     check_same_kind(op, a, b)
 }
 
-/// Check that two tensors agree in dtype and device.
-pub(crate) fn check_same_kind(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
+/// Check that two tensors agree in dtype and device; the error names `op` and both
+/// dtypes (or devices). Public for layers and custom ops that take several tensors.
+pub fn check_same_kind(op: &'static str, a: &Tensor, b: &Tensor) -> Result<()> {
     if a.dtype() != b.dtype() {
         return Err(Error::DTypeMismatch {
             op,

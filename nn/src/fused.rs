@@ -6,6 +6,7 @@
 //! nothing: callers use them inside `CustomOp::forward` / `backward`, whose
 //! gradients are written by hand.
 
+use unigrad_core::tensor::{check_same_kind, check_same_meta};
 use unigrad_core::{Error, Result, Tensor, UnaryOp};
 
 /// Shape with the last dimension replaced by 1.
@@ -82,25 +83,6 @@ fn rows_of(op: &'static str, x: &Tensor) -> Result<(usize, usize)> {
     }
 }
 
-/// Check that `t` has `x`'s dtype and device.
-fn same_kind(op: &'static str, x: &Tensor, t: &Tensor) -> Result<()> {
-    if t.dtype() != x.dtype() {
-        return Err(Error::DTypeMismatch {
-            op,
-            lhs: x.dtype(),
-            rhs: t.dtype(),
-        });
-    }
-    if t.device() != x.device() {
-        return Err(Error::DeviceMismatch {
-            op,
-            lhs: x.device().to_string(),
-            rhs: t.device().to_string(),
-        });
-    }
-    Ok(())
-}
-
 /// Check that an optional per-channel vector is `[n]` of `x`'s dtype and device.
 fn check_channel(op: &'static str, x: &Tensor, p: Option<&Tensor>, n: usize) -> Result<()> {
     if let Some(p) = p {
@@ -111,7 +93,7 @@ fn check_channel(op: &'static str, x: &Tensor, p: Option<&Tensor>, n: usize) -> 
                 rhs: p.shape().to_vec(),
             });
         }
-        same_kind(op, x, p)?;
+        check_same_kind(op, x, p)?;
     }
     Ok(())
 }
@@ -186,7 +168,7 @@ pub fn norm_last_backward(
         }
     }
     for t in [mean, rstd, dy] {
-        same_kind(op, x, t)?;
+        check_same_kind(op, x, t)?;
     }
     let (x, mean, rstd, dy) = (dense(x)?, dense(mean)?, dense(rstd)?, dense(dy)?);
     let w = weight.map(dense).transpose()?;
@@ -216,20 +198,7 @@ pub fn adam_update(
     h: &unigrad_core::AdamStep,
 ) -> Result<(Tensor, Tensor, Tensor)> {
     for t in [Some(grad), m, v].into_iter().flatten() {
-        if t.shape() != param.shape() || t.dtype() != param.dtype() || t.device() != param.device() {
-            return Err(Error::invalid(
-                "adam_update",
-                format!(
-                    "parameter {:?} {:?} on {} and state {:?} {:?} on {} differ",
-                    param.shape(),
-                    param.dtype(),
-                    param.device(),
-                    t.shape(),
-                    t.dtype(),
-                    t.device()
-                ),
-            ));
-        }
+        check_same_meta("adam_update", param, t)?;
     }
     let (p, g) = (dense(param)?, dense(grad)?);
     let (m, v) = (m.map(dense).transpose()?, v.map(dense).transpose()?);
