@@ -20,10 +20,10 @@
 //! backend's fused kernel in both directions.
 
 use crate::dropout::Dropout;
-use crate::fused::softmax_last_backward;
 use crate::linear::Linear;
 use crate::module::{join, Module, ParamVisitor};
 use unigrad_core::custom::{apply, CustomOp};
+use unigrad_core::ops::softmax::softmax_last_backward;
 use unigrad_core::{DType, Device, Error, Result, Tensor};
 
 /// Added to masked attention scores (finite so fully masked rows stay finite).

@@ -54,7 +54,6 @@ pub mod device;
 pub mod dropout;
 pub mod embedding;
 pub mod fold;
-pub mod fused;
 pub mod init;
 pub mod linear;
 pub mod loss;

@@ -382,7 +382,8 @@ impl Optimizer for Adam {
                         bias_correction1: bc1,
                         bias_correction2: bc2,
                     };
-                    let (new_p, new_m, new_v) = crate::fused::adam_update(p, &grad, m.as_ref(), v.as_ref(), &h)?;
+                    let (new_p, new_m, new_v) =
+                        unigrad_core::ops::optim::adam_update(p, &grad, m.as_ref(), v.as_ref(), &h)?;
                     if c.lr != 0.0 {
                         p.assign(&new_p)?;
                     }

@@ -15,11 +15,11 @@
 
 use crate::attention::{Init, MultiHeadAttention};
 use crate::dropout::Dropout;
-use crate::fused;
 use crate::linear::Linear;
 use crate::module::{join, BufferVisitor, Module, ParamVisitor};
 use crate::norm::{Norm, NormConfig};
 use unigrad_core::custom::{apply, CustomOp};
+use unigrad_core::ops::elementwise::unary;
 use unigrad_core::{DType, Device, Error, Result, Tensor, UnaryOp};
 
 /// Shape of one Transformer layer.
@@ -156,7 +156,7 @@ impl CustomOp for FfnOp {
         let a = h.gelu()?; // recomputed instead of kept alive since the forward
         let gw2 = g2.t()?.matmul(&a)?;
         drop(a);
-        let gh = g2.matmul(&w2)?.mul(&fused::unary(&h, UnaryOp::GeluErfGrad)?)?;
+        let gh = g2.matmul(&w2)?.mul(&unary(&h, UnaryOp::GeluErfGrad)?)?;
         let gw1 = gh.t()?.matmul(&x2)?;
         let gx = if self.need_x {
             Some(gh.matmul(&w1)?.reshape(&in_shape)?)

@@ -561,8 +561,11 @@ fn train_eval_switch_reaches_every_layer() {
 
 #[test]
 fn fused_wrappers_check_their_operands() {
+    use unigrad_core::ops::{
+        norm::{norm_last, norm_last_backward},
+        optim::adam_update,
+    };
     use unigrad_core::Error;
-    use unigrad_nn::fused::{adam_update, norm_last, norm_last_backward};
     let d = dev();
     let x = Tensor::randn(&[4, 6], DType::F32, &d).unwrap();
     let w = Tensor::ones(&[6], DType::F32, &d).unwrap();

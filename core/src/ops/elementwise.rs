@@ -1,5 +1,6 @@
-//! Elementwise ops: unary maps, broadcasting binary arithmetic, scalar forms,
-//! comparisons and `where`.
+//! The elementwise family: unary maps, broadcasting binary arithmetic, scalar forms,
+//! comparisons, `where`, and dropout (a random mask times `x`). Each op is one
+//! backend `unary` / `binary` / `where_cond` call forward and a few of them backward.
 
 use super::check_float;
 use crate::autograd::record;
@@ -343,4 +344,29 @@ impl Tensor {
             other => other,
         })
     }
+
+    /// Inverted dropout: zero each element with probability `p` and scale the rest
+    /// by `1/(1−p)`. Identity when `train` is false or `p == 0`.
+    pub fn dropout(&self, p: f64, train: bool) -> Result<Tensor> {
+        check_float("dropout", self)?;
+        if !(0.0..1.0).contains(&p) {
+            return Err(Error::invalid("dropout", format!("probability {p} is not in [0, 1)")));
+        }
+        if !train || p == 0.0 {
+            return Ok(self.clone());
+        }
+        let mask = Tensor::bernoulli(self.shape(), 1.0 - p, self.dtype(), self.device())?;
+        self.mul(&mask.mul_scalar(1.0 / (1.0 - p))?)
+    }
+}
+
+/// Apply a backend unary map without recording a gradient, including the derivative
+/// maps such as [`UnaryOp::GeluErfGrad`] that have no tensor op of their own: for
+/// the hand-written backward passes of custom ops.
+pub fn unary(x: &Tensor, op: UnaryOp) -> Result<Tensor> {
+    check_float("unary", x)?;
+    let dev = x.device();
+    let s = x.storage();
+    let out = dev.backend().unary(op, &*s, x.layout())?;
+    Tensor::from_backend_storage(out, x.shape(), dev)
 }

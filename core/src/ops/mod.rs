@@ -1,23 +1,34 @@
 //! Differentiable ops, one file per family. Each op validates its operands, calls a
-//! backend primitive for the forward, and records a backward written in tensor ops.
+//! backend method for the forward, and records its backward: written in tensor ops
+//! for most families, one fused backend call for softmax and norm (whose backward
+//! passes are device methods, [`Backend::softmax_last_backward`] and
+//! [`Backend::norm_last_backward`]). The optim family records nothing.
 //!
-//! | file | ops |
-//! | --- | --- |
-//! | `elementwise.rs` | unary maps, binary arithmetic with broadcasting, scalar forms, comparisons, where |
-//! | `reduce.rs` | sum / mean / max / min / var over axes, `sum_to` |
-//! | `matmul.rs` | batched matmul with broadcast batch dims |
-//! | `view.rs` | reshape, permute, transpose, narrow, squeeze, unsqueeze, expand, cat, stack |
-//! | `index.rs` | index_select, embedding, gather, scatter_add |
-//! | `nn.rs` | softmax, log_softmax, cross-entropy, dropout, casts and device moves |
+//! | family | file | ops |
+//! | --- | --- | --- |
+//! | elementwise | `elementwise.rs` | unary maps, binary arithmetic with broadcasting, scalar forms, comparisons, where, dropout |
+//! | reduce | `reduce.rs` | sum / mean / max / min / var over axes, `sum_to` |
+//! | matmul | `matmul.rs` | batched matmul with broadcast batch dims |
+//! | view | `view.rs` | reshape, permute, transpose, narrow, squeeze, unsqueeze, `broadcast_as` (PyTorch's `expand`), contiguous / dense copies, cat, stack, `to_dtype`, `to_device` |
+//! | index | `index.rs` | index_select, embedding, gather, scatter_add |
+//! | softmax | `softmax.rs` | softmax, log_softmax, cross-entropy (log_softmax + gather), the fused softmax backward |
+//! | norm | `norm.rs` | `layer_norm`, `rms_norm`, row moments |
+//! | optim | `optim.rs` | the fused Adam / AdamW update |
 //!
-//! The matching CPU kernels live in `backend-cpu/src/kernels/` and the CUDA kernels in
-//! `backend-cuda/kernels/`, under the same family names.
+//! The same family names hold at every layer: the CPU kernels live in
+//! `backend-cpu/src/kernels/<family>.rs`, the CUDA launches in
+//! `backend-cuda/src/ops/<family>.rs` and its kernels in `backend-cuda/kernels/<family>.cu`.
+//!
+//! [`Backend::softmax_last_backward`]: crate::Backend::softmax_last_backward
+//! [`Backend::norm_last_backward`]: crate::Backend::norm_last_backward
 
 pub mod elementwise;
 pub mod index;
 pub mod matmul;
-pub mod nn;
+pub mod norm;
+pub mod optim;
 pub mod reduce;
+pub mod softmax;
 pub mod view;
 
 use crate::dtype::DType;

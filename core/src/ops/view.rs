@@ -1,8 +1,14 @@
-//! Shape ops. Reshape (of contiguous data), permute/transpose, narrow, squeeze,
-//! unsqueeze and expand are views: they build a new [`Layout`] over the same
-//! storage. `contiguous`, `cat` and `stack` copy.
+//! The view family: shape ops, copies, casts and device moves. Reshape (of
+//! contiguous data), permute/transpose, narrow, squeeze, unsqueeze and
+//! [`broadcast_as`](Tensor::broadcast_as) (PyTorch's `expand`) are views: they build
+//! a new [`Layout`] over the same storage. `contiguous`, [`dense`], `cat` and
+//! `stack` copy; `to_dtype` and `to_device` convert. They share a file because their
+//! kernels do too: every one of them is a strided copy on the backend
+//! (`copy_strided`, `cast`).
 
 use crate::autograd::record;
+use crate::device::Device;
+use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::shape::{normalize_axis, numel};
@@ -266,6 +272,61 @@ impl Tensor {
         let parts: Vec<Tensor> = tensors.iter().map(|t| t.unsqueeze(d)).collect::<Result<_>>()?;
         let refs: Vec<&Tensor> = parts.iter().collect();
         Tensor::cat_as("stack", &refs, d)
+    }
+
+    /// Convert to another float dtype (gradient converts back).
+    pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
+        if dtype == self.dtype() {
+            return Ok(self.clone());
+        }
+        let s = self.storage();
+        let out = self.device().backend().cast(&*s, self.layout(), dtype)?;
+        let out = Tensor::from_storage(out, Layout::contiguous(self.shape()), self.device().clone());
+        if !(dtype.is_float() && self.dtype().is_float()) {
+            return Ok(out);
+        }
+        let from = self.dtype();
+        record(
+            "to_dtype",
+            out,
+            &[self],
+            Box::new(move |g| Ok(vec![Some(g.to_dtype(from)?)])),
+        )
+    }
+
+    /// Copy to another device through the host (gradient moves back).
+    pub fn to_device(&self, device: &Device) -> Result<Tensor> {
+        if device.same(self.device()) {
+            return Ok(self.clone());
+        }
+        let host = self.to_host()?;
+        let out = Tensor::from_host(host, self.shape(), device)?;
+        let from = self.device().clone();
+        record(
+            "to_device",
+            out,
+            &[self],
+            Box::new(move |g| Ok(vec![Some(g.to_device(&from)?)])),
+        )
+    }
+}
+
+/// `t` itself when its storage is exactly its dense elements (row-major, offset 0,
+/// nothing else in the buffer), else a dense copy: what kernels that take bare storage
+/// need. Differentiable like [`Tensor::contiguous`]. Callers that keep an input for a
+/// backward pass keep this result, so a strided input is copied once, not per
+/// direction.
+pub fn dense(t: &Tensor) -> Result<Tensor> {
+    if t.is_contiguous() && t.layout().offset() == 0 && t.storage().len() == t.numel() {
+        Ok(t.clone())
+    } else {
+        // `contiguous` alone keeps a dense view with an offset; force a fresh copy
+        let c = t.contiguous()?;
+        if c.layout().offset() == 0 && c.storage().len() == c.numel() {
+            Ok(c)
+        } else {
+            c.affine(1.0, 0.0)
+        }
     }
 }
 

@@ -1,19 +1,12 @@
-//! LayerNorm and RMSNorm over the last dimension.
+//! LayerNorm and RMSNorm layers over the last dimension.
 //!
-//! Both are custom ops with hand-derived backward passes: the statistics come from
-//! the backend's fused row-moments kernel, and the backward is the closed form
-//! (a handful of passes) instead of the dozen recorded ops a composed version would
-//! replay. Gradient checks in `crate::testing` pin both against finite differences.
-//!
-//! LayerNorm: `x̂ = (x − μ)/√(σ² + ε)`, `y = γ x̂ + β`;
-//! `dx = (γg − mean(γg) − x̂·mean(γg ⊙ x̂)) / √(σ² + ε)`.
-//! RMSNorm (Zhang & Sennrich 2019): `x̂ = x/√(mean(x²) + ε)`, `y = γ x̂`;
-//! `dx = (γg − x̂·mean(γg ⊙ x̂)) / √(mean(x²) + ε)`.
+//! The layers hold the parameters and the trace site; the op itself is core's norm
+//! family ([`Tensor::layer_norm`], [`Tensor::rms_norm`]): one fused backend call
+//! forward and one for the closed-form backward, on every backend. Gradient checks in
+//! `crate::testing` and in the shared suite pin both against finite differences.
 
-use crate::fused::{dense, norm_last, norm_last_backward};
 use crate::init;
 use crate::module::{join, Module, ParamVisitor};
-use unigrad_core::custom::{apply, CustomOp};
 use unigrad_core::{DType, Device, Error, Result, Tensor};
 
 fn check_channels(op: &'static str, x: &Tensor, c: usize) -> Result<()> {
@@ -76,15 +69,8 @@ impl LayerNorm {
         if let Some(t) = &self.trace {
             super::trace::record_layer_norm(t, x)?;
         }
-        let op = NormOp {
-            rms: false,
-            eps: self.eps,
-            saved: None,
-        };
-        match (&self.weight, &self.bias) {
-            (Some(w), Some(b)) => apply(op, &[x, w, b]),
-            _ => apply(op, &[x]),
-        }
+        let _p = crate::profile::scope("layer_norm.fwd", Some(x.device()));
+        x.layer_norm(self.weight.as_ref(), self.bias.as_ref(), self.eps)
     }
 }
 
@@ -120,58 +106,13 @@ impl RmsNorm {
     /// Normalize `x [.., C]` over its last dimension.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         check_channels("RmsNorm", x, self.weight.shape()[0])?;
-        apply(
-            NormOp {
-                rms: true,
-                eps: self.eps,
-                saved: None,
-            },
-            &[x, &self.weight],
-        )
+        let _p = crate::profile::scope("layer_norm.fwd", Some(x.device()));
+        x.rms_norm(Some(&self.weight), self.eps)
     }
 }
 
 impl Module for RmsNorm {
     fn visit_params(&self, prefix: &str, f: &mut ParamVisitor<'_>) {
         f(&join(prefix, "weight"), &self.weight);
-    }
-}
-
-/// Shared custom op: inputs `[x]`, `[x, γ]` (RMS) or `[x, γ, β]` (LayerNorm). Both
-/// directions are one fused backend call each ([`crate::fused::norm_last`]).
-struct NormOp {
-    rms: bool,
-    eps: f64,
-    /// `(x, μ, 1/√(σ² + ε), γ)`, the statistics `[.., 1]`.
-    saved: Option<(Tensor, Tensor, Tensor, Option<Tensor>)>,
-}
-
-impl CustomOp for NormOp {
-    fn name(&self) -> String {
-        if self.rms { "rms_norm" } else { "layer_norm" }.into()
-    }
-
-    fn forward(&mut self, inputs: &[Tensor]) -> Result<Tensor> {
-        let _p = crate::profile::scope("layer_norm.fwd", Some(inputs[0].device()));
-        // saved dense: the backward then reads it without another copy
-        let x = dense(&inputs[0])?;
-        let w = inputs.get(1).cloned();
-        let (y, mean, rstd) = norm_last(&x, w.as_ref(), inputs.get(2), self.eps, self.rms)?;
-        self.saved = Some((x, mean, rstd, w));
-        Ok(y)
-    }
-
-    fn backward(self: Box<Self>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let _p = crate::profile::scope("layer_norm.bwd", Some(g.device()));
-        let (x, mean, rstd, w) = self.saved.ok_or_else(|| crate::not_run("layer_norm"))?;
-        let (dx, dw, db) = norm_last_backward(&x, &mean, &rstd, w.as_ref(), g, self.rms)?;
-        let mut grads = vec![Some(dx)];
-        if w.is_some() {
-            grads.push(dw);
-            if !self.rms {
-                grads.push(db);
-            }
-        }
-        Ok(grads)
     }
 }

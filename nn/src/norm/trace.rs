@@ -45,7 +45,6 @@
 //!
 //! RMSNorm is not traced.
 
-use crate::fused::moments_last;
 use crate::models::TransformerLm;
 use crate::module::join;
 use crate::norm::Norm;
@@ -54,6 +53,7 @@ use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use unigrad_core::ops::norm::moments_last;
 use unigrad_core::{Error, Result, Tensor};
 
 /// One summarised quantity of one layer at one step.

@@ -1,11 +1,14 @@
-//! Neural-network ops: fused softmax / log-softmax (one backend kernel per
-//! direction), cross-entropy with `ignore_index` and label smoothing, dropout, and
-//! dtype / device moves.
+//! The softmax family: softmax and log-softmax over any axis (one fused backend
+//! kernel per direction, [`Backend::softmax_last`] and friends), cross-entropy, which
+//! is composed from `log_softmax` and `gather`, and [`softmax_last_backward`], the
+//! fused backward as a plain function for custom ops (attention's hand-written
+//! backward uses it).
+//!
+//! [`Backend::softmax_last`]: crate::Backend::softmax_last
 
+use super::view::dense;
 use super::{check_float, check_index};
 use crate::autograd::record;
-use crate::device::Device;
-use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::shape::normalize_axis;
@@ -140,54 +143,29 @@ impl Tensor {
         // mean over valid rows; with no valid row the loss is 0 (PyTorch gives NaN)
         per_row.mul(&valid)?.sum_all()?.mul_scalar(1.0 / count.max(1.0))
     }
+}
 
-    /// Inverted dropout: zero each element with probability `p` and scale the rest
-    /// by `1/(1−p)`. Identity when `train` is false or `p == 0`.
-    pub fn dropout(&self, p: f64, train: bool) -> Result<Tensor> {
-        check_float("dropout", self)?;
-        if !(0.0..1.0).contains(&p) {
-            return Err(Error::invalid("dropout", format!("probability {p} is not in [0, 1)")));
-        }
-        if !train || p == 0.0 {
-            return Ok(self.clone());
-        }
-        let mask = Tensor::bernoulli(self.shape(), 1.0 - p, self.dtype(), self.device())?;
-        self.mul(&mask.mul_scalar(1.0 / (1.0 - p))?)
+/// `dx = y ⊙ (dy − Σ dy ⊙ y)` over the last axis, in one backend call
+/// ([`Backend::softmax_last_backward`](crate::Backend::softmax_last_backward)): the
+/// softmax backward from its output `y` and upstream gradient `dy` (same shape). Records
+/// nothing; for custom ops whose backward is written by hand.
+pub fn softmax_last_backward(y: &Tensor, dy: &Tensor) -> Result<Tensor> {
+    const OP: &str = "softmax_last_backward";
+    if y.shape() != dy.shape() {
+        return Err(Error::ShapeMismatch {
+            op: OP,
+            lhs: y.shape().to_vec(),
+            rhs: dy.shape().to_vec(),
+        });
     }
-
-    /// Convert to another float dtype (gradient converts back).
-    pub fn to_dtype(&self, dtype: DType) -> Result<Tensor> {
-        if dtype == self.dtype() {
-            return Ok(self.clone());
-        }
-        let s = self.storage();
-        let out = self.device().backend().cast(&*s, self.layout(), dtype)?;
-        let out = Tensor::from_storage(out, Layout::contiguous(self.shape()), self.device().clone());
-        if !(dtype.is_float() && self.dtype().is_float()) {
-            return Ok(out);
-        }
-        let from = self.dtype();
-        record(
-            "to_dtype",
-            out,
-            &[self],
-            Box::new(move |g| Ok(vec![Some(g.to_dtype(from)?)])),
-        )
+    if y.rank() == 0 {
+        return Err(Error::invalid(OP, "needs a tensor of rank >= 1"));
     }
-
-    /// Copy to another device through the host (gradient moves back).
-    pub fn to_device(&self, device: &Device) -> Result<Tensor> {
-        if device.same(self.device()) {
-            return Ok(self.clone());
-        }
-        let host = self.to_host()?;
-        let out = Tensor::from_host(host, self.shape(), device)?;
-        let from = self.device().clone();
-        record(
-            "to_device",
-            out,
-            &[self],
-            Box::new(move |g| Ok(vec![Some(g.to_device(&from)?)])),
-        )
-    }
+    check_float(OP, y)?;
+    crate::tensor::check_same_kind(OP, y, dy)?;
+    let (y, dy) = (dense(y)?, dense(dy)?);
+    let dev = y.device();
+    let (sy, sg) = (y.storage(), dy.storage());
+    let dx = dev.backend().softmax_last_backward(&*sy, &*sg, y.shape())?;
+    Tensor::from_backend_storage(dx, y.shape(), dev)
 }
