@@ -22,9 +22,10 @@ pub mod simd;
 pub mod storage;
 pub mod strided;
 
-use kernels::copy::{copy_strided, to_dense};
+use kernels::view::to_dense;
 use std::sync::{Arc, OnceLock};
 pub use storage::CpuStorage;
+use storage::{mismatch, unsupported};
 use unigrad_core::{
     AdamStep, Backend, BackendStorage, BinaryOp, BoxStorage, DType, Device, Error, HostData, Layout, ReduceOp, Result,
     UnaryOp,
@@ -57,22 +58,6 @@ fn get_mut(s: &mut dyn BackendStorage) -> Result<&mut CpuStorage> {
         })
 }
 
-fn unsupported(op: &'static str, s: &CpuStorage, l: &Layout) -> Error {
-    Error::UnsupportedDType {
-        op,
-        dtype: s.dtype(),
-        shape: l.shape().to_vec(),
-    }
-}
-
-fn mismatch(op: &'static str, a: &CpuStorage, b: &CpuStorage) -> Error {
-    Error::DTypeMismatch {
-        op,
-        lhs: a.dtype(),
-        rhs: b.dtype(),
-    }
-}
-
 fn ids_of(s: &dyn BackendStorage, l: &Layout, op: &'static str) -> Result<Vec<i64>> {
     match get(s)? {
         CpuStorage::I64(v) => Ok(to_dense(v, l)),
@@ -83,56 +68,14 @@ fn ids_of(s: &dyn BackendStorage, l: &Layout, op: &'static str) -> Result<Vec<i6
     }
 }
 
-/// The elements of `s` as a slice of `T`, or a dtype-mismatch error against `first`.
-fn slice_of<'a, T: StorageElem>(op: &'static str, s: &'a CpuStorage, first: &CpuStorage) -> Result<&'a [T]> {
-    T::of(s).ok_or_else(|| mismatch(op, first, s))
-}
-
-/// The first `len` elements of `s`, or an error naming `op` when the storage is
-/// shorter than the sizes the caller passed (a fused kernel must not index past it).
-fn need<'a, T>(op: &'static str, s: &'a [T], len: usize) -> Result<&'a [T]> {
-    s.get(..len).ok_or_else(|| {
-        Error::invalid(
-            op,
-            format!("storage of {} elements where the given sizes need {len}", s.len()),
-        )
-    })
-}
-
-/// [`slice_of`] of an optional operand.
-fn opt_slice_of<'a, T: StorageElem>(
-    op: &'static str,
-    s: Option<&'a CpuStorage>,
-    first: &CpuStorage,
-) -> Result<Option<&'a [T]>> {
-    s.map(|s| slice_of(op, s, first)).transpose()
-}
-
-/// Float element types of [`CpuStorage`].
-trait StorageElem: Sized {
-    fn of(s: &CpuStorage) -> Option<&[Self]>;
-}
-
-impl StorageElem for f32 {
-    fn of(s: &CpuStorage) -> Option<&[f32]> {
-        match s {
-            CpuStorage::F32(d) => Some(d),
-            _ => None,
-        }
-    }
-}
-
-impl StorageElem for f64 {
-    fn of(s: &CpuStorage) -> Option<&[f64]> {
-        match s {
-            CpuStorage::F64(d) => Some(d),
-            _ => None,
-        }
-    }
-}
-
+/// Box one kernel output.
 fn boxed(s: CpuStorage) -> Result<BoxStorage> {
     Ok(Box::new(s))
+}
+
+/// Box the three outputs of a fused kernel.
+fn boxed3((a, b, c): (CpuStorage, CpuStorage, CpuStorage)) -> Result<(BoxStorage, BoxStorage, BoxStorage)> {
+    Ok((Box::new(a), Box::new(b), Box::new(c)))
 }
 
 impl Backend for CpuBackend {
@@ -149,11 +92,7 @@ impl Backend for CpuBackend {
     }
 
     fn to_host(&self, src: &dyn BackendStorage, layout: &Layout) -> Result<HostData> {
-        Ok(match get(src)? {
-            CpuStorage::F32(v) => HostData::F32(to_dense(v, layout)),
-            CpuStorage::F64(v) => HostData::F64(to_dense(v, layout)),
-            CpuStorage::I64(v) => HostData::I64(to_dense(v, layout)),
-        })
+        Ok(kernels::view::to_host(get(src)?, layout))
     }
 
     fn copy_strided(
@@ -163,42 +102,18 @@ impl Backend for CpuBackend {
         dst: &mut dyn BackendStorage,
         dl: &Layout,
     ) -> Result<()> {
-        if sl.shape() != dl.shape() {
-            return Err(Error::ShapeMismatch {
-                op: "copy_strided",
-                lhs: sl.shape().to_vec(),
-                rhs: dl.shape().to_vec(),
-            });
-        }
-        if dl.storage_extent() > dst.len() || sl.storage_extent() > src.len() {
-            return Err(Error::invalid("copy_strided", "layout exceeds its storage"));
-        }
-        let s = get(src)?;
-        match (s, get_mut(dst)?) {
-            (CpuStorage::F32(a), CpuStorage::F32(b)) => copy_strided(a, sl, b, dl),
-            (CpuStorage::F64(a), CpuStorage::F64(b)) => copy_strided(a, sl, b, dl),
-            (CpuStorage::I64(a), CpuStorage::I64(b)) => copy_strided(a, sl, b, dl),
-            (a, b) => return Err(mismatch("copy_strided", a, b)),
-        }
-        Ok(())
+        kernels::view::copy_into(get(src)?, sl, get_mut(dst)?, dl)
     }
 
     fn cast(&self, src: &dyn BackendStorage, l: &Layout, dtype: DType) -> Result<BoxStorage> {
-        let h = self.to_host(src, l)?;
-        let out = match (h, dtype) {
-            (HostData::F32(v), DType::F64) => HostData::F64(v.into_iter().map(|x| x as f64).collect()),
-            (HostData::F64(v), DType::F32) => HostData::F32(v.into_iter().map(|x| x as f32).collect()),
-            (h, d) if h.dtype() == d => h,
-            (h, d) => HostData::from_f64(h.to_f64(), d),
-        };
-        boxed(CpuStorage::from_host(out))
+        boxed(kernels::view::cast(get(src)?, l, dtype))
     }
 
     fn unary(&self, op: UnaryOp, src: &dyn BackendStorage, l: &Layout) -> Result<BoxStorage> {
         boxed(match get(src)? {
             CpuStorage::F32(v) => CpuStorage::F32(kernels::elementwise::unary(op, v, l)),
             CpuStorage::F64(v) => CpuStorage::F64(kernels::elementwise::unary(op, v, l)),
-            s => return Err(unsupported("unary", s, l)),
+            s => return Err(unsupported("unary", s, l.shape())),
         })
     }
 
@@ -242,7 +157,7 @@ impl Backend for CpuBackend {
         boxed(match get(src)? {
             CpuStorage::F32(v) => CpuStorage::F32(kernels::reduce::reduce(op, v, l, axes)),
             CpuStorage::F64(v) => CpuStorage::F64(kernels::reduce::reduce(op, v, l, axes)),
-            s => return Err(unsupported("reduce", s, l)),
+            s => return Err(unsupported("reduce", s, l.shape())),
         })
     }
 
@@ -327,11 +242,11 @@ impl Backend for CpuBackend {
     }
 
     fn softmax_last(&self, src: &dyn BackendStorage, l: &Layout) -> Result<BoxStorage> {
-        self.softmax_fwd(src, l, false)
+        boxed(kernels::softmax::softmax_last(get(src)?, l, false)?)
     }
 
     fn log_softmax_last(&self, src: &dyn BackendStorage, l: &Layout) -> Result<BoxStorage> {
-        self.softmax_fwd(src, l, true)
+        boxed(kernels::softmax::softmax_last(get(src)?, l, true)?)
     }
 
     fn softmax_last_backward(
@@ -340,7 +255,12 @@ impl Backend for CpuBackend {
         dy: &dyn BackendStorage,
         shape: &[usize],
     ) -> Result<BoxStorage> {
-        self.softmax_bwd(y, dy, shape, false)
+        boxed(kernels::softmax::softmax_last_backward(
+            get(y)?,
+            get(dy)?,
+            shape,
+            false,
+        )?)
     }
 
     fn log_softmax_last_backward(
@@ -349,26 +269,11 @@ impl Backend for CpuBackend {
         dy: &dyn BackendStorage,
         shape: &[usize],
     ) -> Result<BoxStorage> {
-        self.softmax_bwd(y, dy, shape, true)
+        boxed(kernels::softmax::softmax_last_backward(get(y)?, get(dy)?, shape, true)?)
     }
 
     fn moments_last(&self, src: &dyn BackendStorage, l: &Layout) -> Result<(BoxStorage, BoxStorage)> {
-        let (n, rows) = match l.shape().split_last() {
-            Some((&n, rest)) => (n, rest.iter().product()),
-            None => (1, 1),
-        };
-        use kernels::softmax::moments;
-        let (m, v) = match get(src)? {
-            CpuStorage::F32(x) => {
-                let (m, v) = moments(&kernels::copy::dense_cow(x, l), rows, n);
-                (CpuStorage::F32(m), CpuStorage::F32(v))
-            }
-            CpuStorage::F64(x) => {
-                let (m, v) = moments(&kernels::copy::dense_cow(x, l), rows, n);
-                (CpuStorage::F64(m), CpuStorage::F64(v))
-            }
-            s => return Err(unsupported("moments_last", s, l)),
-        };
+        let (m, v) = kernels::norm::moments_last(get(src)?, l)?;
         Ok((Box::new(m), Box::new(v)))
     }
 
@@ -382,33 +287,8 @@ impl Backend for CpuBackend {
         eps: f64,
         rms: bool,
     ) -> Result<(BoxStorage, BoxStorage, BoxStorage)> {
-        let l = Layout::contiguous(&[rows, n]);
         let (w, b) = (weight.map(get).transpose()?, bias.map(get).transpose()?);
-        macro_rules! run {
-            ($v:ident, $t:ty, $x:expr) => {{
-                let first = get(x)?;
-                let (ws, bs) = (
-                    opt_slice_of::<$t>("norm_last", w, first)?,
-                    opt_slice_of::<$t>("norm_last", b, first)?,
-                );
-                let (ws, bs) = (
-                    ws.map(|w| need("norm_last", w, n)).transpose()?,
-                    bs.map(|b| need("norm_last", b, n)).transpose()?,
-                );
-                let xs = need("norm_last", &$x[..], rows * n)?;
-                let (y, m, r) = kernels::norm::norm_forward(xs, rows, n, ws, bs, eps, rms);
-                Ok((
-                    boxed(CpuStorage::$v(y))?,
-                    boxed(CpuStorage::$v(m))?,
-                    boxed(CpuStorage::$v(r))?,
-                ))
-            }};
-        }
-        match get(x)? {
-            CpuStorage::F32(d) => run!(F32, f32, d),
-            CpuStorage::F64(d) => run!(F64, f64, d),
-            s => Err(unsupported("norm_last", s, &l)),
-        }
+        boxed3(kernels::norm::norm_last(get(x)?, rows, n, w, b, eps, rms)?)
     }
 
     fn norm_last_backward(
@@ -422,35 +302,11 @@ impl Backend for CpuBackend {
         n: usize,
         rms: bool,
     ) -> Result<(BoxStorage, Option<BoxStorage>, Option<BoxStorage>)> {
-        let l = Layout::contiguous(&[rows, n]);
         let w = weight.map(get).transpose()?;
-        let (sx, sm, sr, sg) = (get(x)?, get(mean)?, get(rstd)?, get(dy)?);
-        macro_rules! run {
-            ($v:ident, $t:ty, $x:expr) => {{
-                let one = |s| slice_of::<$t>("norm_last_backward", s, sx);
-                let wd = match w {
-                    None => None,
-                    Some(s) => Some(need("norm_last_backward", one(s)?, n)?),
-                };
-                let (dx, dw, db) = kernels::norm::norm_backward(
-                    need("norm_last_backward", &$x[..], rows * n)?,
-                    need("norm_last_backward", one(sg)?, rows * n)?,
-                    need("norm_last_backward", one(sm)?, rows)?,
-                    need("norm_last_backward", one(sr)?, rows)?,
-                    wd,
-                    n,
-                    rms,
-                );
-                let db = if rms { None } else { db };
-                let wrap = |v: Option<Vec<_>>| v.map(|v| Box::new(CpuStorage::$v(v)) as BoxStorage);
-                Ok((boxed(CpuStorage::$v(dx))?, wrap(dw), wrap(db)))
-            }};
-        }
-        match sx {
-            CpuStorage::F32(d) => run!(F32, f32, d),
-            CpuStorage::F64(d) => run!(F64, f64, d),
-            s => Err(unsupported("norm_last_backward", s, &l)),
-        }
+        let (dx, dw, db) =
+            kernels::norm::norm_last_backward(get(x)?, get(mean)?, get(rstd)?, w, get(dy)?, rows, n, rms)?;
+        let wrap = |s: Option<CpuStorage>| s.map(|s| Box::new(s) as BoxStorage);
+        Ok((Box::new(dx), wrap(dw), wrap(db)))
     }
 
     fn adam_update(
@@ -462,58 +318,7 @@ impl Backend for CpuBackend {
         len: usize,
         h: &AdamStep,
     ) -> Result<(BoxStorage, BoxStorage, BoxStorage)> {
-        let l = Layout::contiguous(&[len]);
-        let (sp, sg) = (get(param)?, get(grad)?);
-        let (sm, sv) = (m.map(get).transpose()?, v.map(get).transpose()?);
-        macro_rules! run {
-            ($v:ident, $t:ty, $p:expr) => {{
-                let g = need("adam_update", slice_of::<$t>("adam_update", sg, sp)?, len)?;
-                let m = opt_slice_of::<$t>("adam_update", sm, sp)?
-                    .map(|d| need("adam_update", d, len))
-                    .transpose()?;
-                let v = opt_slice_of::<$t>("adam_update", sv, sp)?
-                    .map(|d| need("adam_update", d, len))
-                    .transpose()?;
-                let (np, nm, nv) = kernels::norm::adam(need("adam_update", &$p[..], len)?, g, m, v, h);
-                Ok((
-                    boxed(CpuStorage::$v(np))?,
-                    boxed(CpuStorage::$v(nm))?,
-                    boxed(CpuStorage::$v(nv))?,
-                ))
-            }};
-        }
-        match sp {
-            CpuStorage::F32(d) => run!(F32, f32, d),
-            CpuStorage::F64(d) => run!(F64, f64, d),
-            s => Err(unsupported("adam_update", s, &l)),
-        }
-    }
-}
-
-impl CpuBackend {
-    fn softmax_fwd(&self, src: &dyn BackendStorage, l: &Layout, log: bool) -> Result<BoxStorage> {
-        let n = *l.shape().last().unwrap_or(&1);
-        use kernels::softmax::softmax;
-        boxed(match get(src)? {
-            CpuStorage::F32(x) => CpuStorage::F32(softmax(&kernels::copy::dense_cow(x, l), n, log)),
-            CpuStorage::F64(x) => CpuStorage::F64(softmax(&kernels::copy::dense_cow(x, l), n, log)),
-            s => return Err(unsupported("softmax", s, l)),
-        })
-    }
-
-    fn softmax_bwd(
-        &self,
-        y: &dyn BackendStorage,
-        dy: &dyn BackendStorage,
-        shape: &[usize],
-        log: bool,
-    ) -> Result<BoxStorage> {
-        let n = *shape.last().unwrap_or(&1);
-        use kernels::softmax::softmax_backward;
-        boxed(match (get(y)?, get(dy)?) {
-            (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32(softmax_backward(a, b, n, log)),
-            (CpuStorage::F64(a), CpuStorage::F64(b)) => CpuStorage::F64(softmax_backward(a, b, n, log)),
-            (a, b) => return Err(mismatch("softmax_backward", a, b)),
-        })
+        let (m, v) = (m.map(get).transpose()?, v.map(get).transpose()?);
+        boxed3(kernels::optim::adam_update(get(param)?, get(grad)?, m, v, len, h)?)
     }
 }

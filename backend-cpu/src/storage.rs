@@ -1,9 +1,10 @@
 //! CPU storage: a plain `Vec` per dtype, recycled through [`crate::pool`] when
 //! dropped so a training step reuses the previous step's buffers.
 
+use crate::elem::Float;
 use crate::pool;
 use std::any::Any;
-use unigrad_core::{BackendStorage, DType, HostData};
+use unigrad_core::{BackendStorage, DType, Error, HostData, Result};
 
 /// Host memory holding one tensor's elements.
 ///
@@ -69,6 +70,82 @@ impl CpuStorage {
             CpuStorage::I64(v) => HostData::I64(std::mem::take(v)),
         }
     }
+}
+
+/// Float element types of [`CpuStorage`]: typed access for the kernels' dtype dispatch.
+pub(crate) trait StorageElem: Float {
+    /// The elements when `s` holds this type.
+    fn of(s: &CpuStorage) -> Option<&[Self]>;
+    /// Wrap a kernel's output.
+    fn wrap(v: Vec<Self>) -> CpuStorage;
+}
+
+impl StorageElem for f32 {
+    fn of(s: &CpuStorage) -> Option<&[f32]> {
+        match s {
+            CpuStorage::F32(d) => Some(d),
+            _ => None,
+        }
+    }
+    fn wrap(v: Vec<f32>) -> CpuStorage {
+        CpuStorage::F32(v)
+    }
+}
+
+impl StorageElem for f64 {
+    fn of(s: &CpuStorage) -> Option<&[f64]> {
+        match s {
+            CpuStorage::F64(d) => Some(d),
+            _ => None,
+        }
+    }
+    fn wrap(v: Vec<f64>) -> CpuStorage {
+        CpuStorage::F64(v)
+    }
+}
+
+/// The error for a kernel that does not take `s`'s dtype (an i64 operand of a float op).
+pub(crate) fn unsupported(op: &'static str, s: &CpuStorage, shape: &[usize]) -> Error {
+    Error::UnsupportedDType {
+        op,
+        dtype: s.dtype(),
+        shape: shape.to_vec(),
+    }
+}
+
+/// The error for two operands of different dtypes.
+pub(crate) fn mismatch(op: &'static str, a: &CpuStorage, b: &CpuStorage) -> Error {
+    Error::DTypeMismatch {
+        op,
+        lhs: a.dtype(),
+        rhs: b.dtype(),
+    }
+}
+
+/// The elements of `s` as a slice of `T`, or a dtype-mismatch error against `first`.
+pub(crate) fn slice_of<'a, T: StorageElem>(op: &'static str, s: &'a CpuStorage, first: &CpuStorage) -> Result<&'a [T]> {
+    T::of(s).ok_or_else(|| mismatch(op, first, s))
+}
+
+/// The first `len` elements of `s`, or an error naming `op` when the storage is
+/// shorter than the sizes the caller passed (a fused kernel must not index past it).
+pub(crate) fn need<'a, T>(op: &'static str, s: &'a [T], len: usize) -> Result<&'a [T]> {
+    s.get(..len).ok_or_else(|| {
+        Error::invalid(
+            op,
+            format!("storage of {} elements where the given sizes need {len}", s.len()),
+        )
+    })
+}
+
+/// [`slice_of`] then [`need`] of an optional operand: its first `len` elements.
+pub(crate) fn opt_operand<'a, T: StorageElem>(
+    op: &'static str,
+    s: Option<&'a CpuStorage>,
+    first: &CpuStorage,
+    len: usize,
+) -> Result<Option<&'a [T]>> {
+    s.map(|s| need(op, slice_of(op, s, first)?, len)).transpose()
 }
 
 impl Drop for CpuStorage {

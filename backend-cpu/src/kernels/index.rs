@@ -2,7 +2,7 @@
 //! `scatter_add` (per-element indices). Every index is bounds-checked before any
 //! write, so a bad id is an error, not memory corruption.
 
-use super::copy::dense_cow;
+use super::view::dense_cow;
 use crate::pool::{self, Pooled};
 use unigrad_core::{Error, Layout, Result};
 

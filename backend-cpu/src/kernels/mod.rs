@@ -1,12 +1,17 @@
-//! CPU kernels, one file per op family (the same families as `core/src/ops/`).
+//! CPU kernels, one file per op family, under the same family names as
+//! `core/src/ops/<family>.rs`: elementwise, reduce, matmul, view, index, softmax,
+//! norm and optim. Each file holds the typed loops and the dtype dispatch that the
+//! `Backend` methods of [`CpuBackend`](crate::CpuBackend) call, so `lib.rs` only
+//! unwraps storage and forwards.
 
-pub mod copy;
 pub mod elementwise;
 pub mod index;
 pub mod matmul;
 pub mod norm;
+pub mod optim;
 pub mod reduce;
 pub mod softmax;
+pub mod view;
 
 use crate::strided::{par_threshold, Plan, RowCursor};
 use rayon::prelude::*;

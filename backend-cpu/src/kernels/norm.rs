@@ -1,19 +1,22 @@
-//! Fused LayerNorm / RMSNorm over the last axis (forward and backward) and the fused
-//! Adam update: the overrides of `Backend::norm_last`, `norm_last_backward` and
-//! `adam_update`. Each is one pass over memory (two for the backward's row sums)
-//! instead of the dozen primitive kernels of the composed defaults in core.
+//! The norm family: fused LayerNorm / RMSNorm over the last axis (forward and
+//! backward) and the row moments, the overrides of `Backend::norm_last`,
+//! `norm_last_backward` and `moments_last`. Each is one pass over memory (two for the
+//! backward's row sums and for the moments) instead of the dozen primitive kernels of
+//! the composed defaults in core.
 //!
 //! Work is split into blocks of whole rows of a fixed size, so column sums (dγ, dβ)
 //! are added in the same order whatever the number of threads: results are
 //! bit-identical from run to run.
 
 use super::reduce::sum_slice;
+use super::view::dense_cow;
 use crate::elem::Float;
 use crate::pool;
 use crate::simd::vectorized;
+use crate::storage::{need, opt_operand, slice_of, unsupported, CpuStorage, StorageElem};
 use crate::strided::par_threshold;
 use rayon::prelude::*;
-use unigrad_core::AdamStep;
+use unigrad_core::{Layout, Result};
 
 /// Rows per block: about 8K elements, at least one row, and at most 64 blocks in all
 /// (each backward block keeps two partial column sums of `n`). Depends only on the
@@ -236,79 +239,160 @@ pub fn norm_backward<T: Float>(
 }
 
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn adam_chunk<T: Float>(
-    p: &[T],
-    g: &[T],
-    m: Option<&[T]>,
-    v: Option<&[T]>,
-    np: &mut [T],
-    nm: &mut [T],
-    nv: &mut [T],
-    k: [T; 7],
-    step: bool,
-) {
-    let [wd_l2, one_m_b1, one_m_b2, decay, a, c, _] = k;
-    for i in 0..p.len() {
-        let gi = g[i] + wd_l2 * p[i];
-        let mi = match m {
-            Some(m) => m[i] + (gi - m[i]) * one_m_b1,
-            None => gi * one_m_b1,
-        };
-        let g2 = gi * gi;
-        let vi = match v {
-            Some(v) => v[i] + (g2 - v[i]) * one_m_b2,
-            None => g2 * one_m_b2,
-        };
-        nm[i] = mi;
-        nv[i] = vi;
-        np[i] = if step {
-            p[i] * decay - mi / (vi.sqrt() * a + c)
-        } else {
-            p[i]
-        };
+fn moments_rows<T: Float>(x: &[T], mean: &mut [T], var: &mut [T], n: usize) {
+    let inv = T::ONE / T::from_f64(n.max(1) as f64);
+    for (i, (m, v)) in mean.iter_mut().zip(var.iter_mut()).enumerate() {
+        let xr = &x[i * n..(i + 1) * n];
+        let mu = sum_slice(xr) * inv;
+        let mut acc = [T::ZERO; 16];
+        let chunks = xr.chunks_exact(16);
+        let rem = chunks.remainder();
+        for c in chunks {
+            for j in 0..16 {
+                let d = c[j] - mu;
+                acc[j] = acc[j] + d * d;
+            }
+        }
+        let mut ss = acc.iter().fold(T::ZERO, |a, &b| a + b);
+        for &x in rem {
+            ss = ss + (x - mu) * (x - mu);
+        }
+        *m = mu;
+        *v = ss * inv;
     }
 }
 
-/// One Adam / AdamW update over dense slices of one length: `(p, m, v)` after the
-/// step; absent `m`, `v` are zeros. Same arithmetic as core's composed default.
-pub fn adam<T: Float>(p: &[T], g: &[T], m: Option<&[T]>, v: Option<&[T]>, h: &AdamStep) -> (Vec<T>, Vec<T>, Vec<T>) {
-    let len = p.len();
-    let (mut np, mut nm, mut nv) = (pool::take::<T>(len), pool::take::<T>(len), pool::take::<T>(len));
-    let (decay, a, c) = h.folded();
-    let wd_l2 = if h.decoupled { 0.0 } else { h.weight_decay };
-    let k = [wd_l2, 1.0 - h.beta1, 1.0 - h.beta2, decay, a, c, 0.0].map(T::from_f64);
-    let step = h.lr != 0.0;
-    const CH: usize = 1 << 14;
-    let work = |i: usize, np: &mut [T], nm: &mut [T], nv: &mut [T]| {
-        let r = i * CH..i * CH + np.len();
-        let (m, v) = (m.map(|m| &m[r.clone()]), v.map(|v| &v[r.clone()]));
-        vectorized!(adam_chunk(&p[r.clone()], &g[r.clone()], m, v, np, nm, nv, k, step))
-    };
-    if len >= par_threshold() {
-        np.par_chunks_mut(CH)
-            .zip(nm.par_chunks_mut(CH))
-            .zip(nv.par_chunks_mut(CH))
-            .enumerate()
-            .for_each(|(i, ((a, b), c))| work(i, a, b, c));
-    } else {
-        for (i, ((a, b), c)) in np
-            .chunks_mut(CH)
-            .zip(nm.chunks_mut(CH))
-            .zip(nv.chunks_mut(CH))
-            .enumerate()
-        {
-            work(i, a, b, c);
-        }
+/// Per-row mean and biased variance (two passes, numerically stable) of `rows`
+/// rows of length `n` of dense `x`. An empty row has mean 0 and variance 0 (what
+/// the composed default in core computes).
+pub fn moments<T: Float>(x: &[T], rows: usize, n: usize) -> (Vec<T>, Vec<T>) {
+    let mut mean = pool::take::<T>(rows);
+    let mut var = pool::take::<T>(rows);
+    if n == 0 {
+        mean.fill(T::ZERO);
+        var.fill(T::ZERO);
+        return (mean, var);
     }
-    (np, nm, nv)
+    let block = (4096 / n).max(1);
+    let work = |b: usize, m: &mut [T], v: &mut [T]| {
+        let xs = &x[b * block * n..(b * block + m.len()) * n];
+        vectorized!(moments_rows(xs, m, v, n))
+    };
+    if x.len() >= par_threshold() {
+        mean.par_chunks_mut(block)
+            .zip(var.par_chunks_mut(block))
+            .enumerate()
+            .for_each(|(b, (m, v))| work(b, m, v));
+    } else {
+        work(0, &mut mean, &mut var);
+    }
+    (mean, var)
+}
+
+/// `Backend::moments_last`: per-row mean and biased variance over the last axis of
+/// `src` viewed through `l`, each dense with one element per row.
+pub fn moments_last(src: &CpuStorage, l: &Layout) -> Result<(CpuStorage, CpuStorage)> {
+    let (n, rows) = match l.shape().split_last() {
+        Some((&n, rest)) => (n, rest.iter().product()),
+        None => (1, 1),
+    };
+    Ok(match src {
+        CpuStorage::F32(x) => {
+            let (m, v) = moments(&dense_cow(x, l), rows, n);
+            (CpuStorage::F32(m), CpuStorage::F32(v))
+        }
+        CpuStorage::F64(x) => {
+            let (m, v) = moments(&dense_cow(x, l), rows, n);
+            (CpuStorage::F64(m), CpuStorage::F64(v))
+        }
+        s => return Err(unsupported("moments_last", s, l.shape())),
+    })
+}
+
+/// `Backend::norm_last` for dense `x` seen as `[rows, n]`: `(y, mean, rstd)`. Storage
+/// shorter than the sizes, or operands of another dtype, are errors.
+#[allow(clippy::too_many_arguments)]
+pub fn norm_last(
+    x: &CpuStorage,
+    rows: usize,
+    n: usize,
+    w: Option<&CpuStorage>,
+    b: Option<&CpuStorage>,
+    eps: f64,
+    rms: bool,
+) -> Result<(CpuStorage, CpuStorage, CpuStorage)> {
+    fn run<T: StorageElem>(
+        xs: &[T],
+        x: &CpuStorage,
+        (rows, n): (usize, usize),
+        w: Option<&CpuStorage>,
+        b: Option<&CpuStorage>,
+        eps: f64,
+        rms: bool,
+    ) -> Result<(CpuStorage, CpuStorage, CpuStorage)> {
+        const OP: &str = "norm_last";
+        let (ws, bs) = (opt_operand::<T>(OP, w, x, n)?, opt_operand::<T>(OP, b, x, n)?);
+        let (y, m, r) = norm_forward(need(OP, xs, rows * n)?, rows, n, ws, bs, eps, rms);
+        Ok((T::wrap(y), T::wrap(m), T::wrap(r)))
+    }
+    match x {
+        CpuStorage::F32(d) => run(d, x, (rows, n), w, b, eps, rms),
+        CpuStorage::F64(d) => run(d, x, (rows, n), w, b, eps, rms),
+        s => Err(unsupported("norm_last", s, &[rows, n])),
+    }
+}
+
+/// Outputs of `Backend::norm_last_backward`: `(dx, dγ, dβ)`.
+type NormGrads = (CpuStorage, Option<CpuStorage>, Option<CpuStorage>);
+
+/// `Backend::norm_last_backward` for dense operands (`x`, `dy` `[rows, n]`, the
+/// statistics `[rows]`, `w` `[n]`): `(dx, dγ, dβ)`, `dβ` absent for RMS. Storage
+/// shorter than the sizes, or operands of another dtype, are errors.
+#[allow(clippy::too_many_arguments)]
+pub fn norm_last_backward(
+    x: &CpuStorage,
+    mean: &CpuStorage,
+    rstd: &CpuStorage,
+    w: Option<&CpuStorage>,
+    dy: &CpuStorage,
+    rows: usize,
+    n: usize,
+    rms: bool,
+) -> Result<NormGrads> {
+    fn run<T: StorageElem>(
+        xs: &[T],
+        [x, mean, rstd, dy]: [&CpuStorage; 4],
+        w: Option<&CpuStorage>,
+        (rows, n): (usize, usize),
+        rms: bool,
+    ) -> Result<NormGrads> {
+        const OP: &str = "norm_last_backward";
+        let one = |s, len| need(OP, slice_of::<T>(OP, s, x)?, len);
+        let (dx, dw, db) = norm_backward(
+            need(OP, xs, rows * n)?,
+            one(dy, rows * n)?,
+            one(mean, rows)?,
+            one(rstd, rows)?,
+            opt_operand::<T>(OP, w, x, n)?,
+            n,
+            rms,
+        );
+        let db = if rms { None } else { db };
+        Ok((T::wrap(dx), dw.map(T::wrap), db.map(T::wrap)))
+    }
+    let ops = [x, mean, rstd, dy];
+    match x {
+        CpuStorage::F32(d) => run(d, ops, w, (rows, n), rms),
+        CpuStorage::F64(d) => run(d, ops, w, (rows, n), rms),
+        s => Err(unsupported("norm_last_backward", s, &[rows, n])),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::strided::{par_threshold, set_par_threshold};
-    use unigrad_core::{Backend, DType, HostData};
+    use unigrad_core::{Backend, HostData};
 
     fn data(len: usize, seed: u64) -> Vec<f32> {
         let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -350,20 +434,21 @@ mod tests {
         assert!(b
             .norm_last_backward(&*x, &*m, &*r, Some(&*w), &*x, 2, 5, false)
             .is_err());
-        let h = AdamStep {
-            lr: 1e-3,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-            decoupled: true,
-            bias_correction1: 0.1,
-            bias_correction2: 0.001,
-        };
-        assert!(b.adam_update(&*x, &*w, None, None, 10, &h).is_err());
-        assert!(b.adam_update(&*x, &*x, Some(&*w), None, 10, &h).is_err());
-        assert!(b.adam_update(&*x, &*x, None, None, 10, &h).is_ok());
-        let z = b.zeros(10, DType::F64).unwrap();
-        assert!(b.adam_update(&*x, &*z, None, None, 10, &h).is_err(), "dtype mismatch");
+    }
+
+    #[test]
+    fn moments_match_two_pass_reference_and_handle_empty_rows() {
+        for (rows, n) in [(3, 7), (300, 129), (5, 1)] {
+            let x: Vec<f64> = (0..rows * n).map(|i| ((i * 31) % 97) as f64 * 0.1 + 1e3).collect();
+            let (m, v) = moments(&x, rows, n);
+            for r in 0..rows {
+                let xr = &x[r * n..(r + 1) * n];
+                let mu = xr.iter().sum::<f64>() / n as f64;
+                let var = xr.iter().map(|a| (a - mu) * (a - mu)).sum::<f64>() / n as f64;
+                assert!((m[r] - mu).abs() < 1e-9 && (v[r] - var).abs() < 1e-9);
+            }
+        }
+        let (m, v) = moments::<f32>(&[], 4, 0);
+        assert_eq!((m, v), (vec![0.0; 4], vec![0.0; 4]));
     }
 }

@@ -1,15 +1,18 @@
-//! Fused row kernels over the last axis: softmax, log-softmax (forward and
-//! backward) and mean/variance. One pass over memory per direction instead of the
-//! five kernels the composed fallback in core launches; each row body runs through
-//! `simd::vectorized!`, with the libm-free f32 `exp` so the exponentials vectorise.
+//! The softmax family: softmax and log-softmax over the last axis, forward and
+//! backward (the overrides of `Backend::softmax_last` and friends). One pass over
+//! memory per direction instead of the five kernels the composed default in core
+//! launches; each row body runs through `simd::vectorized!`, with the libm-free f32
+//! `exp` so the exponentials vectorise.
 
 use super::reduce::{reduce_slice, sum_slice};
+use super::view::dense_cow;
 use crate::elem::Float;
 use crate::pool;
 use crate::simd::vectorized;
+use crate::storage::{mismatch, unsupported, CpuStorage};
 use crate::strided::par_threshold;
 use rayon::prelude::*;
-use unigrad_core::ReduceOp;
+use unigrad_core::{Layout, ReduceOp, Result};
 
 /// Run `f(first_row, rows)` over blocks of whole rows of length `n` of `out`, in
 /// parallel when large. Blocks hold about 4K elements so short rows are batched.
@@ -92,55 +95,26 @@ pub fn softmax_backward<T: Float>(y: &[T], dy: &[T], n: usize, log: bool) -> Vec
     out
 }
 
-#[inline(always)]
-fn moments_rows<T: Float>(x: &[T], mean: &mut [T], var: &mut [T], n: usize) {
-    let inv = T::ONE / T::from_f64(n.max(1) as f64);
-    for (i, (m, v)) in mean.iter_mut().zip(var.iter_mut()).enumerate() {
-        let xr = &x[i * n..(i + 1) * n];
-        let mu = sum_slice(xr) * inv;
-        let mut acc = [T::ZERO; 16];
-        let chunks = xr.chunks_exact(16);
-        let rem = chunks.remainder();
-        for c in chunks {
-            for j in 0..16 {
-                let d = c[j] - mu;
-                acc[j] = acc[j] + d * d;
-            }
-        }
-        let mut ss = acc.iter().fold(T::ZERO, |a, &b| a + b);
-        for &x in rem {
-            ss = ss + (x - mu) * (x - mu);
-        }
-        *m = mu;
-        *v = ss * inv;
-    }
+/// `Backend::softmax_last` / `log_softmax_last` (`log`) over the last axis of `src`
+/// viewed through `l`: dense output.
+pub fn softmax_last(src: &CpuStorage, l: &Layout, log: bool) -> Result<CpuStorage> {
+    let n = *l.shape().last().unwrap_or(&1);
+    Ok(match src {
+        CpuStorage::F32(x) => CpuStorage::F32(softmax(&dense_cow(x, l), n, log)),
+        CpuStorage::F64(x) => CpuStorage::F64(softmax(&dense_cow(x, l), n, log)),
+        s => return Err(unsupported("softmax", s, l.shape())),
+    })
 }
 
-/// Per-row mean and biased variance (two passes, numerically stable) of `rows`
-/// rows of length `n` of dense `x`. An empty row has mean 0 and variance 0 (what
-/// the composed default in core computes).
-pub fn moments<T: Float>(x: &[T], rows: usize, n: usize) -> (Vec<T>, Vec<T>) {
-    let mut mean = pool::take::<T>(rows);
-    let mut var = pool::take::<T>(rows);
-    if n == 0 {
-        mean.fill(T::ZERO);
-        var.fill(T::ZERO);
-        return (mean, var);
-    }
-    let block = (4096 / n).max(1);
-    let work = |b: usize, m: &mut [T], v: &mut [T]| {
-        let xs = &x[b * block * n..(b * block + m.len()) * n];
-        vectorized!(moments_rows(xs, m, v, n))
-    };
-    if x.len() >= par_threshold() {
-        mean.par_chunks_mut(block)
-            .zip(var.par_chunks_mut(block))
-            .enumerate()
-            .for_each(|(b, (m, v))| work(b, m, v));
-    } else {
-        work(0, &mut mean, &mut var);
-    }
-    (mean, var)
+/// `Backend::softmax_last_backward` / `log_softmax_last_backward` (`log`) for dense
+/// `y` and `dy` of `shape`.
+pub fn softmax_last_backward(y: &CpuStorage, dy: &CpuStorage, shape: &[usize], log: bool) -> Result<CpuStorage> {
+    let n = *shape.last().unwrap_or(&1);
+    Ok(match (y, dy) {
+        (CpuStorage::F32(a), CpuStorage::F32(b)) => CpuStorage::F32(softmax_backward(a, b, n, log)),
+        (CpuStorage::F64(a), CpuStorage::F64(b)) => CpuStorage::F64(softmax_backward(a, b, n, log)),
+        (a, b) => return Err(mismatch("softmax_backward", a, b)),
+    })
 }
 
 #[cfg(test)]
@@ -202,21 +176,5 @@ mod tests {
                 assert!((dx[i] - (dy[i] - y[i].exp() * s)).abs() < 1e-15);
             }
         }
-    }
-
-    #[test]
-    fn moments_match_two_pass_reference_and_handle_empty_rows() {
-        for (rows, n) in [(3, 7), (300, 129), (5, 1)] {
-            let x: Vec<f64> = (0..rows * n).map(|i| ((i * 31) % 97) as f64 * 0.1 + 1e3).collect();
-            let (m, v) = moments(&x, rows, n);
-            for r in 0..rows {
-                let xr = &x[r * n..(r + 1) * n];
-                let mu = xr.iter().sum::<f64>() / n as f64;
-                let var = xr.iter().map(|a| (a - mu) * (a - mu)).sum::<f64>() / n as f64;
-                assert!((m[r] - mu).abs() < 1e-9 && (v[r] - var).abs() < 1e-9);
-            }
-        }
-        let (m, v) = moments::<f32>(&[], 4, 0);
-        assert_eq!((m, v), (vec![0.0; 4], vec![0.0; 4]));
     }
 }

@@ -1,12 +1,15 @@
-//! Strided copies (`contiguous`, `cat`, slicing writes) and dtype casts.
+//! The view family: strided copies (`contiguous`, `cat`, slicing writes, reads to
+//! the host) and dtype casts, the kernels behind core's view ops (views themselves
+//! are layouts and need no kernel).
 //!
 //! A copy into a dense destination (`contiguous()`, the head permutes of
 //! attention) runs its rows on rayon when large: the rows of a dense destination
 //! are consecutive disjoint chunks, so they split without unsafe code.
 
+use crate::storage::{mismatch, CpuStorage};
 use crate::strided::{par_threshold, Plan, RowCursor};
 use rayon::prelude::*;
-use unigrad_core::Layout;
+use unigrad_core::{BackendStorage, DType, Error, HostData, Layout, Result};
 
 #[inline(always)]
 fn copy_row<T: Copy>(src: &[T], os: usize, ss: usize, dst: &mut [T], od: usize, sd: usize, n: usize) {
@@ -88,6 +91,47 @@ pub fn dense_cow<'a, T: Copy + Default + Send + Sync>(src: &'a [T], l: &Layout) 
     } else {
         std::borrow::Cow::Owned(to_dense(src, l))
     }
+}
+
+/// `Backend::copy_strided`: `src` through `sl` into `dst` through `dl` (same shape,
+/// same dtype, both layouts inside their storage).
+pub fn copy_into(src: &CpuStorage, sl: &Layout, dst: &mut CpuStorage, dl: &Layout) -> Result<()> {
+    if sl.shape() != dl.shape() {
+        return Err(Error::ShapeMismatch {
+            op: "copy_strided",
+            lhs: sl.shape().to_vec(),
+            rhs: dl.shape().to_vec(),
+        });
+    }
+    if dl.storage_extent() > dst.len() || sl.storage_extent() > src.len() {
+        return Err(Error::invalid("copy_strided", "layout exceeds its storage"));
+    }
+    match (src, dst) {
+        (CpuStorage::F32(a), CpuStorage::F32(b)) => copy_strided(a, sl, b, dl),
+        (CpuStorage::F64(a), CpuStorage::F64(b)) => copy_strided(a, sl, b, dl),
+        (CpuStorage::I64(a), CpuStorage::I64(b)) => copy_strided(a, sl, b, dl),
+        (a, b) => return Err(mismatch("copy_strided", a, b)),
+    }
+    Ok(())
+}
+
+/// `Backend::to_host`: the elements of `src` through `l` in row-major order.
+pub fn to_host(src: &CpuStorage, l: &Layout) -> HostData {
+    match src {
+        CpuStorage::F32(v) => HostData::F32(to_dense(v, l)),
+        CpuStorage::F64(v) => HostData::F64(to_dense(v, l)),
+        CpuStorage::I64(v) => HostData::I64(to_dense(v, l)),
+    }
+}
+
+/// `Backend::cast`: the elements of `src` through `l`, converted to `dtype` (dense).
+pub fn cast(src: &CpuStorage, l: &Layout, dtype: DType) -> CpuStorage {
+    CpuStorage::from_host(match (to_host(src, l), dtype) {
+        (HostData::F32(v), DType::F64) => HostData::F64(v.into_iter().map(|x| x as f64).collect()),
+        (HostData::F64(v), DType::F32) => HostData::F32(v.into_iter().map(|x| x as f32).collect()),
+        (h, d) if h.dtype() == d => h,
+        (h, d) => HostData::from_f64(h.to_f64(), d),
+    })
 }
 
 #[cfg(test)]
