@@ -2,17 +2,28 @@
 //!
 //! Designed for GPUs from day one: storage is opaque (device memory the host may
 //! not be able to address), data crosses to and from the host only through
-//! [`Backend::from_host`] / [`Backend::to_host`], every kernel receives strided
-//! [`Layout`]s and picks its own specialisation, and every call returns a
+//! [`Backend::from_host`] / [`Backend::to_host`], every primitive receives strided
+//! [`Layout`]s and picks its own specialisation (the fused methods take dense
+//! operands and their sizes, except where a method says otherwise), and every call
+//! returns a
 //! [`Result`] so device errors surface with context.
 //!
-//! Following tinygrad, the trait is a *small set of primitives* (elementwise unary and
-//! binary maps, reductions, batched matmul, strided copies, gathers and scatters).
-//! Everything in `ops/` is composed from them. Fused kernels (softmax, norm
-//! statistics) are *provided methods*: the default body composes primitives, and a
-//! backend overrides it only when it has something faster. Because backward passes
-//! are written in terms of tensor ops in core, a fused forward never loses its
-//! gradient.
+//! Following tinygrad, the required methods are a *small set of primitives*
+//! (elementwise unary and binary maps, reductions, batched matmul, strided copies and
+//! casts, gathers and scatters): a new backend that implements only these runs every
+//! op in `ops/`. The fused kernels are *provided methods* whose default body composes
+//! those primitives, and a backend overrides one only when it has something faster:
+//! softmax and log-softmax with their backward passes, row moments, LayerNorm /
+//! RMSNorm forward ([`Backend::norm_last`]) and backward
+//! ([`Backend::norm_last_backward`]), and the Adam update ([`Backend::adam_update`]).
+//!
+//! Most ops record a backward written in tensor ops. The softmax and norm families
+//! do not: their recorded backward calls a device method
+//! ([`Backend::softmax_last_backward`], [`Backend::log_softmax_last_backward`],
+//! [`Backend::norm_last_backward`]) on the saved forward results, so a backend's
+//! fused kernels serve both directions, and the composed defaults keep every backend
+//! differentiable. The Adam update has no gradient: optimizers call it under
+//! `no_grad`.
 
 use crate::dtype::{DType, HostData};
 use crate::error::Result;
@@ -298,8 +309,9 @@ pub trait Backend: Send + Sync + Debug {
         Ok(())
     }
 
-    /// Softmax over the last axis. Fused override point; the default composes
-    /// primitives (max-subtracted, so it is numerically stable).
+    /// Softmax over the last axis (`layout` any strided view; dense output). Fused
+    /// override point; the default composes primitives (max-subtracted, so it is
+    /// numerically stable).
     fn softmax_last(&self, src: &dyn BackendStorage, layout: &Layout) -> Result<BoxStorage> {
         let (shifted, sl) = composed::shift_by_max(self, src, layout)?;
         let e = self.unary(UnaryOp::Exp, &*shifted, &sl)?;
@@ -308,7 +320,8 @@ pub trait Backend: Send + Sync + Debug {
         self.binary(BinaryOp::Div, &*e, &sl, &*s, &s_l)
     }
 
-    /// Log-softmax over the last axis (fused override point, composed default).
+    /// Log-softmax over the last axis (`layout` any strided view; dense output).
+    /// Fused override point; the default composes primitives.
     fn log_softmax_last(&self, src: &dyn BackendStorage, layout: &Layout) -> Result<BoxStorage> {
         let (shifted, sl) = composed::shift_by_max(self, src, layout)?;
         let e = self.unary(UnaryOp::Exp, &*shifted, &sl)?;
@@ -348,8 +361,9 @@ pub trait Backend: Send + Sync + Debug {
         self.binary(BinaryOp::Sub, dy, &l, &*ps, &l)
     }
 
-    /// Mean and biased variance over the last axis (the statistics of LayerNorm).
-    /// Fused override point; outputs are dense with the last axis of size 1.
+    /// Mean and biased variance over the last axis of `src` viewed through `layout`
+    /// (any strided view). Fused override point; outputs are dense with the last axis
+    /// of size 1.
     fn moments_last(&self, src: &dyn BackendStorage, layout: &Layout) -> Result<(BoxStorage, BoxStorage)> {
         let rank = layout.rank();
         let n = layout.shape()[rank - 1].max(1) as f64;

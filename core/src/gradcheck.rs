@@ -61,8 +61,10 @@ impl GradcheckReport {
 }
 
 /// Check `f`'s gradients with respect to each of `inputs` (f64 tensors) by central
-/// differences. Returns the report; use [`GradcheckReport::passed`] or
-/// [`assert_gradcheck`]-style checks on it.
+/// differences. Returns the report: [`GradcheckReport::passed`] says whether every
+/// input passed, and [`GradcheckReport::inputs`] holds the worst errors per input for
+/// a failure message. Inputs are copied into fresh leaves, so `inputs` themselves
+/// need not require gradients.
 pub fn gradcheck(
     f: impl Fn(&[Tensor]) -> Result<Tensor>,
     inputs: &[Tensor],

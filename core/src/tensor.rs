@@ -225,7 +225,9 @@ impl Tensor {
         self.0.layout.rank()
     }
 
-    /// Size of dimension `dim` (negative counts from the end).
+    /// Size of dimension `dim` (negative counts from the end), like PyTorch's
+    /// `size(dim)`. Not the number of dimensions (that is [`Tensor::rank`], PyTorch's
+    /// `dim()`).
     pub fn dim(&self, dim: isize) -> Result<usize> {
         let d = crate::shape::normalize_axis("dim", dim, self.shape())?;
         Ok(self.shape()[d])
@@ -307,9 +309,14 @@ impl Tensor {
 
     // ----- autograd handles ---------------------------------------------------
 
-    /// A leaf that requires a gradient, sharing this tensor's data. Gradients of
+    /// A new leaf that requires a gradient, sharing this tensor's data. Gradients of
     /// later `backward` calls accumulate in [`Tensor::grad`] until
     /// [`Tensor::zero_grad`].
+    ///
+    /// Unlike PyTorch's in-place `requires_grad_()`, this consumes `self` and returns
+    /// another tensor with its own identity and no history: gradients reach the
+    /// returned handle, not other clones of the original, and an op result turned into
+    /// a leaf no longer passes gradients to its inputs.
     pub fn requires_grad(self) -> Tensor {
         Tensor(Arc::new(Inner {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -365,9 +372,14 @@ impl Tensor {
         self.view_of(self.layout().clone())
     }
 
-    /// Overwrite this tensor's data with `src`'s (same shape and dtype). Used by
-    /// optimizers on parameters: the parameter keeps its identity and grad slot.
-    /// Views created earlier keep the old data.
+    /// Overwrite this tensor's data with `src`'s (same shape, dtype and device). Used
+    /// by optimizers on parameters: the parameter keeps its identity and grad slot.
+    /// `self` must be dense (a strided view is an error).
+    ///
+    /// This swaps in new storage rather than writing into the old buffer. Clones of
+    /// this handle see the new data, but unlike with PyTorch's in-place `copy_`, views
+    /// taken before `assign` (`narrow`, `transpose`, `reshape`, `detach`, ...) keep
+    /// reading the old data.
     pub fn assign(&self, src: &Tensor) -> Result<()> {
         check_same_meta("assign", self, src)?;
         let dense = if src.is_contiguous() && src.layout().offset() == 0 && src.storage().len() == src.numel() {

@@ -688,3 +688,69 @@ pub fn large_tensors(dev: &Device) -> Result<()> {
     }
     Ok(())
 }
+
+/// `layer_norm` and `rms_norm` against the naive formula (mean, biased variance,
+/// `(x − μ)/√(σ² + ε)·γ + β`), on every layout, with and without affine parameters,
+/// and `moments_last` against the reference mean and variance.
+pub fn norms(dev: &Device) -> Result<()> {
+    use unigrad_core::ops::norm::moments_last;
+    let shape = [3, 4, 37];
+    let last = 2;
+    for dtype in FLOATS {
+        let tol = Tol::for_dtype(dtype).times(4.0);
+        let w = gen(dev, &[37], Domain::Positive, dtype)?;
+        let b = gen(dev, &[37], Domain::Normal, dtype)?;
+        let (nw, nb) = (Nd::of(&w)?, Nd::of(&b)?);
+        for view in VIEWS {
+            let x = view.make(&shape, |s| gen(dev, s, Domain::Normal, dtype))?;
+            let nx = Nd::of(&x)?;
+            let what = format!("{dtype} {view:?}");
+            let (mu, var) = (nx.mean(&[last], true), nx.var(&[last], true, false));
+            let ms = nx.map(|v| v * v).mean(&[last], true);
+            let scale = |xhat: Nd, w: Option<&Nd>, b: Option<&Nd>| {
+                let y = match w {
+                    Some(w) => xhat.zip(w, |a, g| a * g).expect("broadcasts"),
+                    None => xhat,
+                };
+                match b {
+                    Some(b) => y.zip(b, |a, c| a + c).expect("broadcasts"),
+                    None => y,
+                }
+            };
+            let centred = nx.zip(&mu, |a, m| a - m).expect("broadcasts");
+            let ln = centred.zip(&var, |c, v| c / (v + 1e-5).sqrt()).expect("broadcasts");
+            let rms = nx.zip(&ms, |a, s| a / (s + 1e-5).sqrt()).expect("broadcasts");
+            for (wo, bo) in [(None, None), (Some(&w), None), (None, Some(&b)), (Some(&w), Some(&b))] {
+                let want = scale(ln.clone(), wo.map(|_| &nw), bo.map(|_| &nb));
+                let tag = format!("layer_norm {what} w={} b={}", wo.is_some(), bo.is_some());
+                assert_nd(&tag, &x.layer_norm(wo, bo, 1e-5)?, &want, tol)?;
+            }
+            assert_nd(&format!("rms_norm {what}"), &x.rms_norm(None, 1e-5)?, &rms, tol)?;
+            let want = scale(rms, Some(&nw), None);
+            assert_nd(&format!("rms_norm w {what}"), &x.rms_norm(Some(&w), 1e-5)?, &want, tol)?;
+            let (m, v) = moments_last(&x)?;
+            assert_nd(&format!("moments mean {what}"), &m, &mu, tol)?;
+            assert_nd(&format!("moments var {what}"), &v, &var, tol)?;
+        }
+        // a row of one element normalises to β; large offsets stay stable
+        let one = gen(dev, &[5, 1], Domain::Normal, dtype)?;
+        let b1 = Tensor::from_f64s(&[0.25], &[1], dtype, dev)?;
+        assert_eq!(one.layer_norm(None, Some(&b1), 1e-5)?.to_vec_f64()?, vec![0.25; 5]);
+        let big = gen(dev, &[4, 64], Domain::Normal, dtype)?.add_scalar(1000.0)?;
+        let nbig = Nd::of(&big)?;
+        let want = nbig
+            .zip(&nbig.mean(&[1], true), |a, m| a - m)
+            .expect("broadcasts")
+            .zip(&nbig.var(&[1], true, false), |c, v| c / (v + 1e-5).sqrt())
+            .expect("broadcasts");
+        // centring cancels the offset: round-off of |1000|·ε on values of size 1
+        let big_tol = tol.times(1000.0);
+        assert_nd(
+            "layer_norm offset 1000",
+            &big.layer_norm(None, None, 1e-5)?,
+            &want,
+            big_tol,
+        )?;
+    }
+    Ok(())
+}

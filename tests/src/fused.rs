@@ -7,6 +7,11 @@
 //! Every backend's fused kernels are therefore compared with the primitive
 //! composition they replace (f64 to 1e-12, f32 to 1e-5 relative), which also keeps
 //! the defaults themselves tested although the CPU backend never uses them.
+//!
+//! [`core_entry_points`] checks the tensor-level entry points that reach these
+//! kernels (`unigrad_core::ops::{softmax, norm, optim}`): they reject bad operands
+//! with errors naming the op before any kernel runs, and return what the device
+//! method returns.
 
 use unigrad_core::{
     AdamStep, Backend, BackendStorage, BinaryOp, BoxStorage, DType, Device, Error, HostData, Layout, ReduceOp, Result,
@@ -284,6 +289,114 @@ pub fn adam_update(dev: &Device) -> Result<()> {
                 close(&tag("v"), b, &*v1, &*v2, tol(dtype))?;
             }
         }
+    }
+    Ok(())
+}
+
+/// The core entry points of the fused kernels: operand errors name the op and the
+/// offending shapes or dtypes, and valid calls return what the device methods return.
+pub fn core_entry_points(dev: &Device) -> Result<()> {
+    use unigrad_core::ops::norm::{moments_last, norm_last, norm_last_backward};
+    use unigrad_core::ops::optim::adam_update as adam;
+    use unigrad_core::ops::softmax::softmax_last_backward;
+    use unigrad_core::Tensor;
+    let expect = |what: &str, r: Result<()>, op: &str, needle: &str| -> Result<()> {
+        match r {
+            Err(e) if e.to_string().contains(op) && e.to_string().contains(needle) => Ok(()),
+            Err(e) => Err(Error::invalid(
+                "fused",
+                format!("{what}: error {e} does not name {op} / {needle}"),
+            )),
+            Ok(()) => Err(Error::invalid("fused", format!("{what}: accepted"))),
+        }
+    };
+    let x = Tensor::randn(&[4, 6], DType::F32, dev)?;
+    let w = Tensor::ones(&[6], DType::F32, dev)?;
+    let w5 = Tensor::ones(&[5], DType::F32, dev)?;
+    let w64 = Tensor::ones(&[6], DType::F64, dev)?;
+    // norm forward
+    let (y, mean, rstd) = norm_last(&x, Some(&w), None, 1e-5, false)?;
+    if mean.shape() != [4, 1] || rstd.shape() != [4, 1] || y.shape() != [4, 6] {
+        return Err(Error::invalid("fused", "norm_last returned the wrong shapes"));
+    }
+    let layer = |r: Result<Tensor>| r.map(|_| ());
+    expect(
+        "weight [5]",
+        layer(x.layer_norm(Some(&w5), None, 1e-5)),
+        "layer_norm",
+        "[5]",
+    )?;
+    expect("f64 weight", layer(x.rms_norm(Some(&w64), 1e-5)), "rms_norm", "f64")?;
+    expect(
+        "f64 bias",
+        layer(x.layer_norm(None, Some(&w64), 1e-5)),
+        "layer_norm",
+        "f64",
+    )?;
+    let s = Tensor::scalar(1.0, DType::F32, dev)?;
+    expect("rank 0", layer(s.layer_norm(None, None, 1e-5)), "layer_norm", "rank")?;
+    expect(
+        "negative eps",
+        layer(x.layer_norm(None, None, -1.0)),
+        "layer_norm",
+        "eps",
+    )?;
+    let ids = Tensor::from_vec(vec![1i64, 2, 3], &[3], dev)?;
+    expect("i64 input", layer(ids.rms_norm(None, 1e-5)), "rms_norm", "i64")?;
+    expect("moments rank 0", moments_last(&s).map(|_| ()), "moments_last", "rank")?;
+    // norm backward
+    let short = mean.narrow(0, 0, 3)?;
+    let bw = |m: &Tensor, dy: &Tensor| norm_last_backward(&x, m, &rstd, Some(&w), dy, false).map(|_| ());
+    expect("short statistics", bw(&short, &y), "layer_norm_backward", "[3, 1]")?;
+    let dy5 = Tensor::ones(&[4, 5], DType::F32, dev)?;
+    expect("dy [4, 5]", bw(&mean, &dy5), "layer_norm_backward", "[4, 5]")?;
+    let dy64 = Tensor::ones(&[4, 6], DType::F64, dev)?;
+    expect("f64 dy", bw(&mean, &dy64), "layer_norm_backward", "f64")?;
+    // softmax backward
+    let sb = |dy: &Tensor| softmax_last_backward(&y, dy).map(|_| ());
+    expect("softmax dy [4, 5]", sb(&dy5), "softmax_last_backward", "[4, 5]")?;
+    expect("softmax f64 dy", sb(&dy64), "softmax_last_backward", "f64")?;
+    // Adam: every operand must match the parameter
+    let h = AdamStep {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+        decoupled: true,
+        bias_correction1: 0.1,
+        bias_correction2: 0.001,
+    };
+    let a = |g: &Tensor, m: Option<&Tensor>, h: &AdamStep| adam(&x, g, m, None, h).map(|_| ());
+    expect("adam grad [6]", a(&w, None, &h), "adam_update", "[6]")?;
+    expect("adam m [6]", a(&x, Some(&w), &h), "adam_update", "[6]")?;
+    let x64 = x.to_dtype(DType::F64)?;
+    expect("adam f64 grad", a(&x64, None, &h), "adam_update", "f64")?;
+    let bad = AdamStep {
+        bias_correction1: 0.0,
+        ..h
+    };
+    expect("adam bias correction 0", a(&x, None, &bad), "adam_update", "bias")?;
+    let (np, nm, nv) = adam(&x, &x, None, None, &h)?;
+    let (bp, bm, bv) = dev.backend().adam_update(
+        &*x.contiguous()?.storage(),
+        &*x.contiguous()?.storage(),
+        None,
+        None,
+        24,
+        &h,
+    )?;
+    for (what, t, s) in [("p", np, bp), ("m", nm, bm), ("v", nv, bv)] {
+        if t.shape() != [4, 6] {
+            return Err(Error::invalid("fused", format!("adam {what}: shape {:?}", t.shape())));
+        }
+        close(
+            &format!("adam_update {what} vs the device method"),
+            dev.backend(),
+            &*t.contiguous()?.storage(),
+            &*s,
+            0.0,
+        )?;
     }
     Ok(())
 }

@@ -491,3 +491,42 @@ pub fn compositions(dev: &Device) -> Result<()> {
     )?;
     Ok(())
 }
+
+/// The fused norm ops (`layer_norm`, `rms_norm`) on dense and strided inputs, with
+/// every combination of affine parameters (weight and bias, weight only, bias only,
+/// neither), against finite differences of the whole op.
+pub fn norms(dev: &Device) -> Result<()> {
+    let shape = [3, 4, 6];
+    for view in [View::Contig, View::Transposed, View::Narrowed, View::Reversed] {
+        let leaf = randn(dev, &view.leaf_shape(&shape))?;
+        let w = uniform(dev, &[6], 0.5, 1.5)?;
+        let b = randn(dev, &[6])?;
+        let x = |xs: &[Tensor]| view.apply(&xs[0], &shape);
+        check_grad(
+            &format!("layer_norm w b {view:?}"),
+            &[leaf.clone(), w.clone(), b.clone()],
+            |xs| x(xs)?.layer_norm(Some(&xs[1]), Some(&xs[2]), 1e-5),
+        )?;
+        check_grad(&format!("layer_norm w {view:?}"), &[leaf.clone(), w.clone()], |xs| {
+            x(xs)?.layer_norm(Some(&xs[1]), None, 1e-5)
+        })?;
+        check_grad(&format!("layer_norm b {view:?}"), &[leaf.clone(), b], |xs| {
+            x(xs)?.layer_norm(None, Some(&xs[1]), 1e-5)
+        })?;
+        check_grad(&format!("layer_norm {view:?}"), from_ref(&leaf), |xs| {
+            x(xs)?.layer_norm(None, None, 1e-5)
+        })?;
+        check_grad(&format!("rms_norm w {view:?}"), &[leaf.clone(), w], |xs| {
+            x(xs)?.rms_norm(Some(&xs[1]), 1e-5)
+        })?;
+        check_grad(&format!("rms_norm {view:?}"), &[leaf], |xs| x(xs)?.rms_norm(None, 0.1))?;
+    }
+    // rank 1, and a norm whose output feeds another op
+    check_grad("layer_norm rank 1", &[randn(dev, &[7])?], |xs| {
+        xs[0].layer_norm(None, None, 1e-5)
+    })?;
+    check_grad("rms_norm then tanh", &[randn(dev, &[5, 4])?, randn(dev, &[4])?], |xs| {
+        xs[0].rms_norm(Some(&xs[1]), 1e-5)?.tanh()
+    })?;
+    Ok(())
+}

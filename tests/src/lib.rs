@@ -126,11 +126,11 @@ macro_rules! backend_suite {
                 device = $guard, reason = $reason;
                 forward(Shared) = $crate::forward {
                     unary_ops, binary_broadcast, select_ops, reductions, matmul, shape_ops,
-                    indexing, softmax, cross_entropy, to_dtype, large_tensors,
+                    indexing, softmax, cross_entropy, to_dtype, large_tensors, norms,
                 }
                 gradcheck_ops(Shared) = $crate::gradcheck_ops {
                     unary, binary, random_shapes, reductions, matmul, shape_ops, indexing,
-                    softmax, cross_entropy, dropout, to_dtype, compositions,
+                    softmax, cross_entropy, dropout, to_dtype, compositions, norms,
                 }
                 autograd(Shared) = $crate::autograd {
                     accumulation, shared_subgraphs, long_chains, no_grad_and_detach, backward_errors,
@@ -143,7 +143,9 @@ macro_rules! backend_suite {
                     shape_errors, dtype_errors, axis_errors, index_errors, argument_errors,
                 }
                 training(Exclusive) = $crate::training { mlp_memory_flat }
-                fused(Shared) = $crate::fused { softmax_and_moments, layer_norm, adam_update }
+                fused(Shared) = $crate::fused {
+                    softmax_and_moments, layer_norm, adam_update, core_entry_points,
+                }
             }
         }
     };

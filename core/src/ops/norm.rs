@@ -177,14 +177,14 @@ impl Tensor {
     /// LayerNorm over the last dimension: `(x − μ)/√(σ² + eps)·weight + bias`, with
     /// the biased variance σ² of each row, as PyTorch's `layer_norm(x, [C], weight,
     /// bias, eps)`. `weight` and `bias` are `[C]` or absent (then 1 and 0). One fused
-    /// backend call each way; the backward is not itself differentiable.
+    /// backend call each way.
     pub fn layer_norm(&self, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
         self.norm_impl(weight, bias, eps, false)
     }
 
     /// RMSNorm over the last dimension: `x/√(mean(x²) + eps)·weight`, with `weight`
     /// `[C]` or absent (then 1). No centering and no shift. One fused backend call
-    /// each way; the backward is not itself differentiable.
+    /// each way.
     pub fn rms_norm(&self, weight: Option<&Tensor>, eps: f64) -> Result<Tensor> {
         self.norm_impl(weight, None, eps, true)
     }
