@@ -560,53 +560,6 @@ fn train_eval_switch_reaches_every_layer() {
 }
 
 #[test]
-fn fused_wrappers_check_their_operands() {
-    use unigrad_core::ops::{
-        norm::{norm_last, norm_last_backward},
-        optim::adam_update,
-    };
-    use unigrad_core::Error;
-    let d = dev();
-    let x = Tensor::randn(&[4, 6], DType::F32, &d).unwrap();
-    let w = Tensor::ones(&[6], DType::F32, &d).unwrap();
-    let (y, mean, rstd) = norm_last(&x, Some(&w), None, 1e-5, false).unwrap();
-    assert_eq!(mean.shape(), &[4, 1]);
-    // weight of the wrong length or dtype
-    let w5 = Tensor::ones(&[5], DType::F32, &d).unwrap();
-    assert!(matches!(
-        norm_last(&x, Some(&w5), None, 1e-5, false),
-        Err(Error::ShapeMismatch { .. })
-    ));
-    let w64 = Tensor::ones(&[6], DType::F64, &d).unwrap();
-    assert!(matches!(
-        norm_last(&x, Some(&w64), None, 1e-5, false),
-        Err(Error::DTypeMismatch { .. })
-    ));
-    // statistics of the wrong shape, upstream gradient of the wrong shape or dtype
-    let short = mean.narrow(0, 0, 3).unwrap();
-    let e = norm_last_backward(&x, &short, &rstd, Some(&w), &y, false).unwrap_err();
-    assert!(matches!(e, Error::ShapeMismatch { .. }), "{e}");
-    let bad_dy = Tensor::ones(&[4, 5], DType::F32, &d).unwrap();
-    assert!(norm_last_backward(&x, &mean, &rstd, Some(&w), &bad_dy, false).is_err());
-    let dy64 = Tensor::ones(&[4, 6], DType::F64, &d).unwrap();
-    let e = norm_last_backward(&x, &mean, &rstd, Some(&w), &dy64, false).unwrap_err();
-    assert!(matches!(e, Error::DTypeMismatch { .. }), "{e}");
-    // Adam state that does not match the parameter
-    let h = unigrad_core::AdamStep {
-        lr: 1e-3,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.0,
-        decoupled: true,
-        bias_correction1: 0.1,
-        bias_correction2: 0.001,
-    };
-    assert!(adam_update(&x, &x, Some(&w), None, &h).is_err());
-    assert!(adam_update(&x, &x, None, None, &h).is_ok());
-}
-
-#[test]
 fn adam_with_zero_lr_keeps_the_parameters_then_steps_normally() {
     let d = dev();
     let p = Tensor::randn(&[3, 4], DType::F64, &d).unwrap().requires_grad();
