@@ -8,7 +8,7 @@
 //! training step reuses the previous step's memory instead of page-faulting fresh
 //! allocations.
 //!
-//! Layout: `storage.rs` (the `Vec` per dtype), `pool.rs` (buffer recycling),
+//! Layout: `storage.rs` (the `Vec` per dtype, typed access for the kernels), `pool.rs` (buffer recycling),
 //! `simd.rs` (run-time dispatch, libm-free `exp`/`log`/`tanh`), `strided.rs`
 //! (iteration plans over strided layouts), `elem.rs` (the float trait, erf), and
 //! `kernels/`, one file per op family matching `core/src/ops/`.

@@ -162,8 +162,8 @@ impl Layout {
         })
     }
 
-    /// Reshape without copying when possible: always for contiguous layouts.
-    /// Returns `None` when the data must be copied first.
+    /// Reshape without copying: `Some` for a contiguous layout (any offset), `None`
+    /// for every other one (the data must be copied first).
     pub fn reshape(&self, shape: &[usize]) -> Option<Layout> {
         if self.is_contiguous() {
             let mut l = Layout::contiguous(shape);

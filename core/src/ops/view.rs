@@ -15,8 +15,9 @@ use crate::shape::{normalize_axis, numel};
 use crate::tensor::{check_same_kind, Tensor};
 
 impl Tensor {
-    /// Same elements, new shape. A view when the data is contiguous, else a copy.
-    /// One dimension may be given as `usize::MAX`... use [`Tensor::reshape_infer`] for `-1`.
+    /// Same elements, new shape (PyTorch's `reshape`). A view when the layout is
+    /// contiguous, else a copy. Every size is explicit; use [`Tensor::reshape_infer`]
+    /// for a `-1` entry.
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
         if numel(shape) != self.numel() {
             return Err(Error::ShapeMismatch {
