@@ -1,7 +1,7 @@
 //! Tape-based reverse-mode autodiff, in the spirit of micrograd.
 //!
 //! Every op that runs while gradients are enabled and has an input that tracks
-//! gradients records a [`Node`]: its name, its inputs and a closure that maps the
+//! gradients records a `Node`: its name, its inputs and a closure that maps the
 //! output's gradient to the inputs' gradients. `backward` orders the recorded nodes
 //! topologically, runs the closures in reverse (with recording switched off), and
 //! accumulates into leaves. Each node's closure and inputs are *taken* as it runs,
