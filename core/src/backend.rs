@@ -164,6 +164,29 @@ pub struct AdamStep {
 }
 
 impl AdamStep {
+    /// The constants of update number `step` (1 for the first), with the bias
+    /// corrections `1 − β1^step` and `1 − β2^step` computed here.
+    pub fn at_step(
+        step: u64,
+        lr: f64,
+        (beta1, beta2): (f64, f64),
+        eps: f64,
+        weight_decay: f64,
+        decoupled: bool,
+    ) -> AdamStep {
+        let t = i32::try_from(step).unwrap_or(i32::MAX);
+        AdamStep {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+            decoupled,
+            bias_correction1: 1.0 - beta1.powi(t),
+            bias_correction2: 1.0 - beta2.powi(t),
+        }
+    }
+
     /// The update written as `p·decay − m / (√v·a + c)`: returns `(decay, a, c)`.
     /// Both the fused kernels and the composed default use this form, so they agree.
     /// With `lr == 0` `a` and `c` are infinite: callers skip the parameter update then.

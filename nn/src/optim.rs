@@ -364,24 +364,13 @@ impl Optimizer for Adam {
         let _p = crate::profile::scope("optimizer.step", None);
         let c = self.cfg;
         let t = self.steps + 1;
-        let bc1 = 1.0 - c.beta1.powi(t as i32);
-        let bc2 = 1.0 - c.beta2.powi(t as i32);
         no_grad(|| {
             for ((g, ms), vs) in self.groups.iter().zip(self.m.iter_mut()).zip(self.v.iter_mut()) {
                 let wd = g.weight_decay;
                 for (((_, p), m), v) in g.params.iter().zip(ms.iter_mut()).zip(vs.iter_mut()) {
                     let Some(grad) = p.grad() else { continue };
                     // one fused pass per parameter (see `AdamStep` for the update)
-                    let h = AdamStep {
-                        lr: c.lr,
-                        beta1: c.beta1,
-                        beta2: c.beta2,
-                        eps: c.eps,
-                        weight_decay: wd,
-                        decoupled: c.decoupled,
-                        bias_correction1: bc1,
-                        bias_correction2: bc2,
-                    };
+                    let h = AdamStep::at_step(t, c.lr, (c.beta1, c.beta2), c.eps, wd, c.decoupled);
                     let (new_p, new_m, new_v) =
                         unigrad_core::ops::optim::adam_update(p, &grad, m.as_ref(), v.as_ref(), &h)?;
                     if c.lr != 0.0 {

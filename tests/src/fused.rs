@@ -270,16 +270,7 @@ pub fn adam_update(dev: &Device) -> Result<()> {
                 (false, 0.01, 3e-4, false),
                 (true, 0.0, 0.0, false),
             ] {
-                let h = AdamStep {
-                    lr,
-                    beta1: 0.9,
-                    beta2: 0.999,
-                    eps: 1e-8,
-                    weight_decay: wd,
-                    decoupled,
-                    bias_correction1: 1.0 - 0.9f64.powi(if first { 1 } else { 7 }),
-                    bias_correction2: 1.0 - 0.999f64.powi(if first { 1 } else { 7 }),
-                };
+                let h = AdamStep::at_step(if first { 1 } else { 7 }, lr, (0.9, 0.999), 1e-8, wd, decoupled);
                 let (ms, vs) = if first { (None, None) } else { (Some(&*m), Some(&*v)) };
                 let (p1, m1, v1) = b.adam_update(&*p, &*g, ms, vs, len, &h)?;
                 let (p2, m2, v2) = c.adam_update(&*p, &*g, ms, vs, len, &h)?;
@@ -357,16 +348,7 @@ pub fn core_entry_points(dev: &Device) -> Result<()> {
     expect("softmax dy [4, 5]", sb(&dy5), "softmax_last_backward", "[4, 5]")?;
     expect("softmax f64 dy", sb(&dy64), "softmax_last_backward", "f64")?;
     // Adam: every operand must match the parameter
-    let h = AdamStep {
-        lr: 1e-3,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.0,
-        decoupled: true,
-        bias_correction1: 0.1,
-        bias_correction2: 0.001,
-    };
+    let h = AdamStep::at_step(1, 1e-3, (0.9, 0.999), 1e-8, 0.0, true);
     let a = |g: &Tensor, m: Option<&Tensor>, h: &AdamStep| adam(&x, g, m, None, h).map(|_| ());
     expect("adam grad [6]", a(&w, None, &h), "adam_update", "[6]")?;
     expect("adam m [6]", a(&x, Some(&w), &h), "adam_update", "[6]")?;

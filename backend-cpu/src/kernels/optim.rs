@@ -124,16 +124,7 @@ mod tests {
             .from_host(&HostData::F32((0..10).map(|i| i as f32 * 0.1).collect()))
             .unwrap();
         let w = b.from_host(&HostData::F32(vec![0.5; 3])).unwrap();
-        let h = AdamStep {
-            lr: 1e-3,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-            decoupled: true,
-            bias_correction1: 0.1,
-            bias_correction2: 0.001,
-        };
+        let h = AdamStep::at_step(1, 1e-3, (0.9, 0.999), 1e-8, 0.0, true);
         assert!(b.adam_update(&*x, &*w, None, None, 10, &h).is_err());
         assert!(b.adam_update(&*x, &*x, Some(&*w), None, 10, &h).is_err());
         assert!(b.adam_update(&*x, &*x, None, None, 10, &h).is_ok());
