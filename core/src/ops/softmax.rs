@@ -15,8 +15,9 @@ use crate::shape::normalize_axis;
 use crate::tensor::Tensor;
 
 impl Tensor {
-    /// Move `dim` to the end and make the data dense: the layout the fused softmax
-    /// kernels take. Returns the moved tensor and the permutation used.
+    /// Move `dim` to the end as a permuted view (no copy: the fused softmax kernels
+    /// take any strided layout and reduce over its last axis). Returns the view and
+    /// the permutation used.
     fn to_last(&self, dim: usize) -> Result<(Tensor, Option<Vec<usize>>)> {
         let r = self.rank();
         if dim == r - 1 {

@@ -2,8 +2,9 @@
 //!
 //! The layers hold the parameters and the trace site; the op itself is core's norm
 //! family ([`Tensor::layer_norm`], [`Tensor::rms_norm`]): one fused backend call
-//! forward and one for the closed-form backward, on every backend. Gradient checks in
-//! `crate::testing` and in the shared suite pin both against finite differences.
+//! forward and one for the closed-form backward, on every backend. The shared suite
+//! (`unigrad-tests`, `gradcheck_ops::norms`) checks the op against finite differences
+//! on every backend; the nn module gradchecks check the layers.
 
 use crate::init;
 use crate::module::{join, Module, ParamVisitor};
