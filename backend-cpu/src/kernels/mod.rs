@@ -1,8 +1,10 @@
 //! CPU kernels, one file per op family, under the same family names as
 //! `core/src/ops/<family>.rs`: elementwise, reduce, matmul, view, index, softmax,
-//! norm and optim. Each file holds the typed loops and the dtype dispatch that the
-//! `Backend` methods of [`CpuBackend`](crate::CpuBackend) call, so `lib.rs` only
-//! unwraps storage and forwards.
+//! norm and optim. Each file holds the typed loops; the view, softmax, norm and optim
+//! files also hold the dtype dispatch and operand-length checks of their `Backend`
+//! methods, so those methods of [`CpuBackend`](crate::CpuBackend) in `lib.rs` only
+//! unwrap storage and forward. For the primitives, `lib.rs` matches the dtype and
+//! calls the typed kernel directly.
 
 pub mod elementwise;
 pub mod index;
