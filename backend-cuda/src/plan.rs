@@ -8,7 +8,7 @@
 //! index division, a transposed matrix stays rank 2, and the fixed capacity of
 //! [`MAX_DIMS`] is only exceeded by genuinely irregular views of rank > 8.
 
-use crate::kernels::KernelArg;
+use crate::ptx::KernelArg;
 use unigrad_core::{Error, Result};
 
 /// Capacity of [`StridedIndex`]; `MAX_DIMS` in `kernels/common.cuh`.
