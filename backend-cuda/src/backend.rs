@@ -280,15 +280,9 @@ impl CudaBackend {
     ///
     /// # Safety
     /// As for [`Kernels::launch`].
-    pub(crate) unsafe fn launch(
-        &self,
-        name: &str,
-        grid: [u32; 3],
-        block: u32,
-        shared: u32,
-        params: &[KArg],
-    ) -> Result<()> {
-        self.kernels.launch(name, grid, block, shared, params)
+    /// No kernel uses dynamic shared memory, so none is requested.
+    pub(crate) unsafe fn launch(&self, name: &str, grid: [u32; 3], block: u32, params: &[KArg]) -> Result<()> {
+        self.kernels.launch(name, grid, block, 0, params)
     }
 
     /// Read `n` elements at device address `ptr` (waits for queued work).
@@ -540,6 +534,9 @@ impl Backend for CudaBackend {
 #[cfg(test)]
 pub(crate) mod dry_run {
     use super::*;
+    pub(crate) use unigrad_core::backend::{AdamStep, Backend, BinaryOp, ReduceOp, UnaryOp};
+    pub(crate) use unigrad_core::dtype::DType;
+    pub(crate) use unigrad_core::layout::Layout;
 
     /// A backend whose launches only check their arguments.
     pub(crate) fn backend() -> CudaBackend {

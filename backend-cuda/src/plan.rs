@@ -45,6 +45,11 @@ pub(crate) struct View<'a> {
 }
 
 impl<'a> View<'a> {
+    /// A view starting at element 0 with the given strides (e.g. a dense destination).
+    pub(crate) fn from_start(strides: &'a [usize]) -> View<'a> {
+        View { strides, offset: 0 }
+    }
+
     /// A view from a layout's strides and offset.
     pub(crate) fn of(layout: &'a unigrad_core::layout::Layout) -> View<'a> {
         View {

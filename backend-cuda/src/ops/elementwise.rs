@@ -68,7 +68,7 @@ pub(crate) fn unary(b: &CudaBackend, op: UnaryOp, src: &dyn BackendStorage, layo
         let name = format!("unary_{}", sfx(s.dtype));
         let grid = grid_for(n, BLOCK, b.gpu().sm_count);
         // SAFETY: params match unary_*(Index<1>, x, y, u64, int, double, double).
-        unsafe { b.launch(&name, [grid, 1, 1], BLOCK, 0, &kargs![ix, sp, dp, n, code, p0, p1])? };
+        unsafe { b.launch(&name, [grid, 1, 1], BLOCK, &kargs![ix, sp, dp, n, code, p0, p1])? };
     }
     Ok(Box::new(out))
 }
@@ -95,7 +95,7 @@ pub(crate) fn binary(
         let name = format!("binary_{}", sfx(x.dtype));
         let grid = grid_for(n, BLOCK, b.gpu().sm_count);
         // SAFETY: params match binary_*(Index<2>, a, b, y, u64, int); views checked.
-        unsafe { b.launch(&name, [grid, 1, 1], BLOCK, 0, &kargs![ix, ap, bp, dp, n, code])? };
+        unsafe { b.launch(&name, [grid, 1, 1], BLOCK, &kargs![ix, ap, bp, dp, n, code])? };
     }
     Ok(Box::new(out))
 }
@@ -126,17 +126,14 @@ pub(crate) fn where_cond(
         let name = format!("where_{}_{}", sfx(c.dtype), bytes_sfx(x.dtype));
         let grid = grid_for(n, BLOCK, b.gpu().sm_count);
         // SAFETY: params match where_*_*(Index<3>, cond, a, b, y, u64); views checked.
-        unsafe { b.launch(&name, [grid, 1, 1], BLOCK, 0, &kargs![ix, cp, xp, yp, dp, n])? };
+        unsafe { b.launch(&name, [grid, 1, 1], BLOCK, &kargs![ix, cp, xp, yp, dp, n])? };
     }
     Ok(Box::new(out))
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::backend::dry_run::{backend, put, transposed};
-    use unigrad_core::backend::{Backend, BinaryOp, UnaryOp};
-    use unigrad_core::dtype::DType;
-    use unigrad_core::layout::Layout;
+    use crate::backend::dry_run::*;
 
     #[test]
     fn every_elementwise_kernel_matches_its_call_site() {

@@ -18,6 +18,10 @@ use unigrad_core::dtype::DType;
 use unigrad_core::layout::Layout;
 use unigrad_core::{Error, Result};
 
+/// The destination of `index_add` / `scatter_add`: storage holding a dense tensor of
+/// the given shape.
+pub(crate) type Target<'a> = (&'a mut dyn BackendStorage, &'a [usize]);
+
 /// The read side of every index op: `src` and `ids` on this device with their views
 /// inside their storages, `ids` of dtype i64.
 fn index_operands<'a>(
@@ -40,21 +44,23 @@ fn index_operands<'a>(
     Ok((s, i))
 }
 
-/// The destination of an accumulating op: dense `shape` on this device, a float
-/// dtype equal to the source's, and `dim` an axis of it.
+/// The destination of an accumulating op, validated before it is touched: dense
+/// `shape` on this device with a float dtype equal to the source's, and every id in
+/// `0..shape[dim]` (`dim` must already be checked). Returns it with that size.
 fn accumulator<'a>(
     b: &CudaBackend,
     op: &'static str,
-    (dst, shape): (&'a mut dyn BackendStorage, &[usize]),
+    (dst, shape): Target<'a>,
     dim: usize,
     src_dtype: DType,
-) -> Result<&'a mut CudaStorage> {
+    (ids, ids_layout): (&CudaStorage, &Layout),
+) -> Result<(&'a mut CudaStorage, usize)> {
     let d = b.cuda_mut(op, dst)?;
     same_dtype(op, d.dtype, src_dtype)?;
     float_only(op, d.dtype, shape)?;
     b.check_view(op, d, &Layout::contiguous(shape))?;
-    check_dim(op, dim, shape)?;
-    Ok(d)
+    check_ids(b, op, ids, ids_layout, shape[dim], shape)?;
+    Ok((d, shape[dim]))
 }
 
 fn check_dim(op: &'static str, dim: usize, shape: &[usize]) -> Result<()> {
@@ -100,7 +106,7 @@ unsafe fn launch_flagged(
         let all: Vec<KArg> = params.iter().copied().chain([arg(&fp)]).collect();
         // SAFETY: the caller's contract, plus the flag address, which `with_flag` keeps
         // alive and zeroed for the launch.
-        unsafe { b.launch(name, [grid, 1, 1], BLOCK, 0, &all) }
+        unsafe { b.launch(name, [grid, 1, 1], BLOCK, &all) }
     })
 }
 
@@ -155,20 +161,20 @@ pub(crate) fn index_select(b: &CudaBackend, src: Operand<'_>, ids: Operand<'_>, 
 /// dense `dst` of shape `dst.1`.
 pub(crate) fn index_add(
     b: &CudaBackend,
-    (dst, dst_shape): (&mut dyn BackendStorage, &[usize]),
+    dst: Target<'_>,
     dim: usize,
     ids: Operand<'_>,
     src: Operand<'_>,
 ) -> Result<()> {
     const OP: &str = "index_add";
+    let dst_shape = dst.1;
     let (s, i) = index_operands(b, OP, src, ids)?;
     let (src_layout, ids_layout) = (src.1, ids.1);
-    let d = accumulator(b, OP, (dst, dst_shape), dim, s.dtype)?;
+    check_dim(OP, dim, dst_shape)?;
     let mut expected = dst_shape.to_vec();
     expected[dim] = ids_layout.numel();
     same_shape(OP, &expected, src_layout.shape())?;
-    let size = dst_shape[dim];
-    check_ids(b, OP, i, ids_layout, size, dst_shape)?;
+    let (d, size) = accumulator(b, OP, dst, dim, s.dtype, (i, ids_layout))?;
     let n = src_layout.numel() as u64;
     if n == 0 {
         return Ok(());
@@ -177,13 +183,7 @@ pub(crate) fn index_add(
     let ix = StridedIndex::<2>::unmerged(
         OP,
         src_layout.shape(),
-        [
-            View::of(src_layout),
-            View {
-                strides: &dst_strides,
-                offset: 0,
-            },
-        ],
+        [View::of(src_layout), View::from_start(&dst_strides)],
     )?;
     let ids_ix = StridedIndex::<1>::new(OP, ids_layout.shape(), [View::of(ids_layout)])?;
     let (dim32, ip, sp, dp, size64) = (dim as u32, i.ptr, s.ptr, d.ptr, size as u64);
@@ -223,20 +223,20 @@ pub(crate) fn gather(b: &CudaBackend, src: Operand<'_>, ids: Operand<'_>, dim: u
 /// `ids`, for dense `dst` of shape `dst.1`.
 pub(crate) fn scatter_add(
     b: &CudaBackend,
-    (dst, dst_shape): (&mut dyn BackendStorage, &[usize]),
+    dst: Target<'_>,
     dim: usize,
     ids: Operand<'_>,
     src: Operand<'_>,
 ) -> Result<()> {
     const OP: &str = "scatter_add";
+    let dst_shape = dst.1;
     let (s, i) = index_operands(b, OP, src, ids)?;
     let (src_layout, ids_layout) = (src.1, ids.1);
-    let d = accumulator(b, OP, (dst, dst_shape), dim, s.dtype)?;
     let ids_shape = ids_layout.shape();
+    check_dim(OP, dim, dst_shape)?;
     same_shape(OP, ids_shape, src_layout.shape())?;
     check_id_shape(OP, dst_shape, ids_shape, dim)?;
-    let size = dst_shape[dim];
-    check_ids(b, OP, i, ids_layout, size, dst_shape)?;
+    let (d, size) = accumulator(b, OP, dst, dim, s.dtype, (i, ids_layout))?;
     let n = ids_layout.numel() as u64;
     if n == 0 {
         return Ok(());
@@ -248,10 +248,7 @@ pub(crate) fn scatter_add(
         [
             View::of(src_layout),
             View::of(ids_layout),
-            View {
-                strides: &dst_strides,
-                offset: 0,
-            },
+            View::from_start(&dst_strides),
         ],
     )?;
     let (dim32, ip, sp, dp, size64) = (dim as u32, i.ptr, s.ptr, d.ptr, size as u64);
@@ -265,10 +262,7 @@ pub(crate) fn scatter_add(
 
 #[cfg(test)]
 mod tests {
-    use crate::backend::dry_run::{backend, put, transposed};
-    use unigrad_core::backend::Backend;
-    use unigrad_core::dtype::DType;
-    use unigrad_core::layout::Layout;
+    use crate::backend::dry_run::*;
 
     #[test]
     fn index_kernels_match_their_call_sites() {

@@ -102,7 +102,6 @@ pub(crate) fn matmul(
                 name,
                 grid,
                 256,
-                0,
                 &kargs![batch, nb, ap, bp, cp, m32, n32, k32, asm, ask, bsk, bsn],
             )?;
         }
@@ -114,7 +113,6 @@ pub(crate) fn matmul(
                 name,
                 grid,
                 256,
-                0,
                 &kargs![batch, nb, ap, bp, cp, m64, n64, k64, asm, ask, bsk, bsn],
             )?;
         }
@@ -124,10 +122,7 @@ pub(crate) fn matmul(
 
 #[cfg(test)]
 mod tests {
-    use crate::backend::dry_run::{backend, put};
-    use unigrad_core::backend::Backend;
-    use unigrad_core::dtype::DType;
-    use unigrad_core::layout::Layout;
+    use crate::backend::dry_run::*;
 
     #[test]
     fn every_gemm_variant_matches_its_call_site() {

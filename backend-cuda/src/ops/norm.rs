@@ -47,7 +47,6 @@ pub(crate) fn moments_last(
                 &name,
                 [grid, 1, 1],
                 block,
-                0,
                 &kargs![rows, cs, xp, mp, vp, n_rows, n_cols, warp],
             )?;
         }
@@ -98,7 +97,6 @@ pub(crate) fn forward(
                 &name,
                 [grid, 1, 1],
                 block,
-                0,
                 &kargs![xp, wp, bp, yp, mp, rp, n_rows, n_cols, eps, warp, rms],
             )?;
         }
@@ -149,7 +147,6 @@ pub(crate) fn backward(
                 &name,
                 [grid, 1, 1],
                 block,
-                0,
                 &kargs![xp, gp, mp, rp, wp, dp, n_rows, n_cols, warp, rms],
             )?;
         }
@@ -186,7 +183,6 @@ pub(crate) fn backward(
                 &name,
                 [grid, 1, 1],
                 BLOCK,
-                0,
                 &kargs![xp, gp, mp, rp, pwp, pbp, n_rows, n_cols, chunk64, chunks64],
             )?;
         }
@@ -202,9 +198,7 @@ pub(crate) fn backward(
 
 #[cfg(test)]
 mod tests {
-    use crate::backend::dry_run::{backend, put, transposed};
-    use unigrad_core::backend::Backend;
-    use unigrad_core::dtype::DType;
+    use crate::backend::dry_run::*;
 
     #[test]
     fn norm_kernels_match_their_call_sites() {

@@ -39,7 +39,6 @@ pub(crate) fn adam_update(
                 &name,
                 [grid, 1, 1],
                 BLOCK,
-                0,
                 &kargs![pp, gp, mp, vp, npp, nmp, nvp, n, wd_l2, one_m_b1, one_m_b2, decay, a, c, step],
             )?;
         }
@@ -49,9 +48,7 @@ pub(crate) fn adam_update(
 
 #[cfg(test)]
 mod tests {
-    use crate::backend::dry_run::{backend, put};
-    use unigrad_core::backend::{AdamStep, Backend};
-    use unigrad_core::dtype::DType;
+    use crate::backend::dry_run::*;
 
     #[test]
     fn adam_kernels_match_their_call_sites() {

@@ -83,7 +83,6 @@ fn reduce_into(b: &CudaBackend, r: ReduceLaunch, out: &CudaStorage, allow_split:
             &name,
             [blocks_o, splits as u32, 1],
             BLOCK,
-            0,
             &kargs![kept, red, sp, dp, n_out, n_red, per_split, to, tr, o_fast, code],
         )?;
     }
@@ -98,22 +97,8 @@ fn reduce_into(b: &CudaBackend, r: ReduceLaunch, out: &CudaStorage, allow_split:
 
 /// The reduction of dense `[rows, cols]` storage at `src` over its first axis.
 fn dense_columns(src: u64, dtype: DType, rows: u64, cols: u64, code: i32) -> Result<ReduceLaunch> {
-    let kept = StridedIndex::<1>::new(
-        "reduce",
-        &[cols as usize],
-        [View {
-            strides: &[1],
-            offset: 0,
-        }],
-    )?;
-    let red = StridedIndex::<1>::new(
-        "reduce",
-        &[rows as usize],
-        [View {
-            strides: &[cols as usize],
-            offset: 0,
-        }],
-    )?;
+    let kept = StridedIndex::<1>::new("reduce", &[cols as usize], [View::from_start(&[1])])?;
+    let red = StridedIndex::<1>::new("reduce", &[rows as usize], [View::from_start(&[cols as usize])])?;
     Ok(ReduceLaunch {
         kept,
         red,
@@ -189,14 +174,7 @@ pub(crate) fn reduce(
             offset: layout.offset(),
         }],
     )?;
-    let red = StridedIndex::<1>::new(
-        OP,
-        &red_shape,
-        [View {
-            strides: &red_strides,
-            offset: 0,
-        }],
-    )?;
+    let red = StridedIndex::<1>::new(OP, &red_shape, [View::from_start(&red_strides)])?;
     // Row mode when the reduced elements are the closer ones in memory.
     let min_stride = |shape: &[usize], strides: &[usize]| {
         shape
@@ -229,10 +207,7 @@ pub(crate) fn reduce(
 
 #[cfg(test)]
 mod tests {
-    use crate::backend::dry_run::{backend, put};
-    use unigrad_core::backend::{Backend, ReduceOp};
-    use unigrad_core::dtype::DType;
-    use unigrad_core::layout::Layout;
+    use crate::backend::dry_run::*;
 
     #[test]
     fn reductions_match_their_call_sites() {

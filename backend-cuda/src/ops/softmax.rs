@@ -34,7 +34,6 @@ pub(crate) fn forward(
             &name,
             [grid, 1, 1],
             block,
-            0,
             &kargs![rows, cs, xp, yp, n_rows, n_cols, warp, log],
         )?;
     }
@@ -77,7 +76,6 @@ pub(crate) fn backward(
             &name,
             [grid, 1, 1],
             block,
-            0,
             &kargs![yp, gp, dp, n_rows, n_cols, warp, log],
         )?;
     }
@@ -86,9 +84,7 @@ pub(crate) fn backward(
 
 #[cfg(test)]
 mod tests {
-    use crate::backend::dry_run::{backend, put, transposed};
-    use unigrad_core::backend::Backend;
-    use unigrad_core::dtype::DType;
+    use crate::backend::dry_run::*;
 
     #[test]
     fn softmax_kernels_match_their_call_sites() {

@@ -37,23 +37,14 @@ fn copy_kernel(
     let grid = grid_for(n, BLOCK, b.gpu().sm_count);
     // SAFETY: params match copy_b4/b8(Index<2>, src, dst, u64); both views were
     // checked to lie inside their storages.
-    unsafe { b.launch(&name, [grid, 1, 1], BLOCK, 0, &kargs![ix, sp, dp, n]) }
+    unsafe { b.launch(&name, [grid, 1, 1], BLOCK, &kargs![ix, sp, dp, n]) }
 }
 
 /// Dense copy of a view (a fresh storage).
 fn dense_copy(b: &CudaBackend, src: &CudaStorage, layout: &Layout) -> Result<CudaStorage> {
     let out = b.alloc(layout.numel(), src.dtype)?;
     let strides = dense_strides(layout.shape());
-    copy_kernel(
-        b,
-        src,
-        layout,
-        &out,
-        View {
-            strides: &strides,
-            offset: 0,
-        },
-    )?;
+    copy_kernel(b, src, layout, &out, View::from_start(&strides))?;
     Ok(out)
 }
 
@@ -137,17 +128,14 @@ pub(crate) fn cast(b: &CudaBackend, src: &dyn BackendStorage, layout: &Layout, d
         let grid = grid_for(n, BLOCK, b.gpu().sm_count);
         // SAFETY: params match cast_*_*(Index<1>, src, dst, u64); view checked,
         // output dense with n elements.
-        unsafe { b.launch(&name, [grid, 1, 1], BLOCK, 0, &kargs![ix, sp, dp, n])? };
+        unsafe { b.launch(&name, [grid, 1, 1], BLOCK, &kargs![ix, sp, dp, n])? };
     }
     Ok(Box::new(out))
 }
 
 #[cfg(test)]
 mod tests {
-    use crate::backend::dry_run::{backend, put, transposed};
-    use unigrad_core::backend::Backend;
-    use unigrad_core::dtype::DType;
-    use unigrad_core::layout::Layout;
+    use crate::backend::dry_run::*;
 
     #[test]
     fn every_view_kernel_matches_its_call_site() {
