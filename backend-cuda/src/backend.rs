@@ -534,7 +534,7 @@ impl Backend for CudaBackend {
 #[cfg(test)]
 pub(crate) mod dry_run {
     use super::*;
-    pub(crate) use unigrad_core::backend::{AdamStep, Backend, BinaryOp, ReduceOp, UnaryOp};
+    pub(crate) use unigrad_core::backend::{AdamStep, Backend, BackendStorage, BinaryOp, ReduceOp, UnaryOp};
     pub(crate) use unigrad_core::dtype::DType;
     pub(crate) use unigrad_core::layout::Layout;
 

@@ -6,10 +6,37 @@ use super::Operand;
 use crate::backend::{float_only, numel, same_dtype, CudaBackend};
 use crate::driver::backend_error;
 use crate::plan::{StridedIndex, View};
-use crate::ptx::kargs;
+use crate::ptx::{kargs, KernelArg};
 use unigrad_core::backend::BoxStorage;
 use unigrad_core::dtype::DType;
 use unigrad_core::{Error, Result};
+
+/// Launch GEMM kernel `name`: params `(Index<2> batch, u64 n_batch, A, B, C, T x 7)`
+/// with `dims` = m, n, k and the strides of A's rows and columns and B's rows and
+/// columns, as `T` (u32 for the tiled kernels, u64 for the `_big` ones).
+///
+/// # Safety
+/// `T` must be the type kernel `name` declares for its sizes and strides, the three
+/// device addresses must hold the matrices the batch index and `dims` describe, and
+/// C `n_batch * m * n` elements.
+unsafe fn launch_gemm<T: KernelArg>(
+    b: &CudaBackend,
+    name: &str,
+    grid: [u32; 3],
+    (batch, [nb, ap, bp, cp]): (StridedIndex<2>, [u64; 4]),
+    [m, n, k, asm, ask, bsk, bsn]: [T; 7],
+) -> Result<()> {
+    // SAFETY: the caller's contract; the launcher checks the argument sizes against
+    // the kernel's PTX signature.
+    unsafe {
+        b.launch(
+            name,
+            grid,
+            256,
+            &kargs![batch, nb, ap, bp, cp, m, n, k, asm, ask, bsk, bsn],
+        )
+    }
+}
 
 /// `Backend::matmul`: batched `[.., m, k] x [.., k, n]` over any strided views.
 pub(crate) fn matmul(
@@ -90,32 +117,17 @@ pub(crate) fn matmul(
         grid_y as u32,
         n_batch.min(65_535) as u32,
     ];
-    let (ap, bp, cp, nb) = (a.ptr, w.ptr, out.ptr, n_batch as u64);
+    let operands = (batch, [n_batch as u64, a.ptr, w.ptr, out.ptr]);
+    let dims = [m, n, k, a_sm, a_sk, b_sk, b_sn];
     // Both arms: the views were checked against their storages and C holds
     // n_batch * m * n elements.
     if fits32 {
-        let [m32, n32, k32, asm, ask, bsk, bsn] = [m, n, k, a_sm, a_sk, b_sk, b_sn].map(|v| v as u32);
-        // SAFETY: params match matmul_f*_t*(Index<2>, u64, A, B, C, u32 x 7), and
-        // `fits32` guarantees the kernels' 32-bit offsets do not wrap.
-        unsafe {
-            b.launch(
-                name,
-                grid,
-                256,
-                &kargs![batch, nb, ap, bp, cp, m32, n32, k32, asm, ask, bsk, bsn],
-            )?;
-        }
+        // SAFETY: the tiled kernels take their sizes and strides as u32, and `fits32`
+        // guarantees their 32-bit offsets do not wrap.
+        unsafe { launch_gemm(b, name, grid, operands, dims.map(|v| v as u32))? };
     } else {
-        let [m64, n64, k64, asm, ask, bsk, bsn] = [m, n, k, a_sm, a_sk, b_sk, b_sn].map(|v| v as u64);
-        // SAFETY: params match matmul_f*_big(Index<2>, u64, A, B, C, u64 x 7).
-        unsafe {
-            b.launch(
-                name,
-                grid,
-                256,
-                &kargs![batch, nb, ap, bp, cp, m64, n64, k64, asm, ask, bsk, bsn],
-            )?;
-        }
+        // SAFETY: the `_big` kernels take their sizes and strides as u64.
+        unsafe { launch_gemm(b, name, grid, operands, dims.map(|v| v as u64))? };
     }
     Ok(Box::new(out))
 }

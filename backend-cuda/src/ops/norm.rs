@@ -232,19 +232,39 @@ mod tests {
                 }
             }
         }
-        // Storage shorter than the sizes, mixed dtypes and integer input are errors.
-        let (x, w) = (put(&b, 10, DType::F32), put(&b, 3, DType::F32));
-        assert!(b.norm_last(&*x, 4, 5, None, None, 1e-5, false).is_err());
-        assert!(b.norm_last(&*x, 2, 5, Some(&*w), None, 1e-5, false).is_err());
+        // Rejected before any launch: storage shorter than the sizes, a weight of
+        // another dtype, integer input, and sizes whose product overflows.
+        let (x, short_w, w64, ints) = (
+            put(&b, 10, DType::F32),
+            put(&b, 3, DType::F32),
+            put(&b, 5, DType::F64),
+            put(&b, 10, DType::I64),
+        );
+        type Case<'a> = (
+            &'a str,
+            &'a dyn BackendStorage,
+            [usize; 2],
+            Option<&'a dyn BackendStorage>,
+        );
+        let forward_cases: [Case; 5] = [
+            ("x too short", &*x, [4, 5], None),
+            ("weight too short", &*x, [2, 5], Some(&*short_w)),
+            ("weight of another dtype", &*x, [2, 5], Some(&*w64)),
+            ("integer input", &*ints, [2, 5], None),
+            ("rows · n overflows", &*x, [usize::MAX, 2], None),
+        ];
+        for (what, x, [rows, n], w) in forward_cases {
+            assert!(b.norm_last(x, rows, n, w, None, 1e-5, false).is_err(), "{what}");
+        }
         let (_, m, r) = b.norm_last(&*x, 2, 5, None, None, 1e-5, false).unwrap();
-        assert!(b.norm_last_backward(&*x, &*m, &*r, None, &*x, 3, 5, false).is_err());
-        assert!(b
-            .norm_last_backward(&*x, &*m, &*r, Some(&*w), &*x, 2, 5, false)
-            .is_err());
-        let w64 = put(&b, 5, DType::F64);
-        assert!(b.norm_last(&*x, 2, 5, Some(&*w64), None, 1e-5, false).is_err());
-        let i = put(&b, 10, DType::I64);
-        assert!(b.norm_last(&*i, 2, 5, None, None, 1e-5, false).is_err());
-        assert!(b.norm_last(&*x, usize::MAX, 2, None, None, 1e-5, false).is_err());
+        for (what, rows, w) in [
+            ("statistics too short", 3, None),
+            ("weight too short", 2, Some(&*short_w)),
+        ] {
+            assert!(
+                b.norm_last_backward(&*x, &*m, &*r, w, &*x, rows, 5, true).is_err(),
+                "{what}"
+            );
+        }
     }
 }
