@@ -57,10 +57,12 @@ pub(crate) fn bytes_sfx(dtype: DType) -> &'static str {
     }
 }
 
+/// Number of elements of `shape` (1 for a scalar).
 pub(crate) fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
 
+/// Error unless `dtype` is a float type (the arithmetic kernels have no i64 variant).
 pub(crate) fn float_only(op: &'static str, dtype: DType, shape: &[usize]) -> Result<()> {
     if dtype.is_float() {
         Ok(())
@@ -73,6 +75,7 @@ pub(crate) fn float_only(op: &'static str, dtype: DType, shape: &[usize]) -> Res
     }
 }
 
+/// Error unless both operands of `op` have one dtype.
 pub(crate) fn same_dtype(op: &'static str, lhs: DType, rhs: DType) -> Result<()> {
     if lhs == rhs {
         Ok(())
@@ -81,6 +84,7 @@ pub(crate) fn same_dtype(op: &'static str, lhs: DType, rhs: DType) -> Result<()>
     }
 }
 
+/// Error unless both operands of `op` have one shape.
 pub(crate) fn same_shape(op: &'static str, lhs: &[usize], rhs: &[usize]) -> Result<()> {
     if lhs == rhs {
         Ok(())
@@ -264,10 +268,12 @@ impl CudaBackend {
         Ok(c)
     }
 
+    /// Uninitialised storage of `len` elements (from the caching allocator).
     pub(crate) fn alloc(&self, len: usize, dtype: DType) -> Result<CudaStorage> {
         CudaStorage::alloc(&self.gpu, len, dtype)
     }
 
+    /// Zero-filled storage of `len` elements.
     pub(crate) fn zeroed(&self, len: usize, dtype: DType) -> Result<CudaStorage> {
         let s = self.alloc(len, dtype)?;
         if s.len > 0 {
@@ -276,11 +282,11 @@ impl CudaBackend {
         Ok(s)
     }
 
-    /// Launch a kernel (see [`Kernels::launch`] for the contract on `params`).
+    /// Launch a kernel (see [`Kernels::launch`] for the contract on `params`). No
+    /// kernel uses dynamic shared memory, so none is requested.
     ///
     /// # Safety
     /// As for [`Kernels::launch`].
-    /// No kernel uses dynamic shared memory, so none is requested.
     pub(crate) unsafe fn launch(&self, name: &str, grid: [u32; 3], block: u32, params: &[KArg]) -> Result<()> {
         self.kernels.launch(name, grid, block, 0, params)
     }

@@ -63,6 +63,7 @@ fn accumulator<'a>(
     Ok((d, shape[dim]))
 }
 
+/// Error unless `dim` is an axis of `shape`.
 fn check_dim(op: &'static str, dim: usize, shape: &[usize]) -> Result<()> {
     if dim < shape.len() {
         Ok(())
