@@ -5,11 +5,13 @@
 //! Each function validates its operands on the host through the shared helpers of
 //! [`crate::backend`] before it queues anything, so no kernel reads or writes outside
 //! a storage; `impl Backend for CudaBackend` in `backend.rs` only dispatches here.
-//! Each module ends with dry-run unit tests that run every call site without a GPU.
+//! `dry_run` holds the unit tests that run every family's call sites without a GPU.
 
 use unigrad_core::backend::BackendStorage;
 use unigrad_core::layout::Layout;
 
+#[cfg(test)]
+mod dry_run;
 pub(crate) mod elementwise;
 pub(crate) mod index;
 pub(crate) mod matmul;

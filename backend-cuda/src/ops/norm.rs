@@ -40,16 +40,10 @@ pub(crate) fn moments_last(
         let (warp, grid, block) = b.row_config(n_rows, n_cols);
         let (xp, mp, vp) = (s.ptr, mean.ptr, var.ptr);
         let name = format!("moments_{}", sfx(s.dtype));
+        let params = kargs![rows, cs, xp, mp, vp, n_rows, n_cols, warp];
         // SAFETY: params match moments_*(Index<1>, u64, x, mean, var, u64, u64, u32);
         // view checked; mean/var hold n_rows elements.
-        unsafe {
-            b.launch(
-                &name,
-                [grid, 1, 1],
-                block,
-                &kargs![rows, cs, xp, mp, vp, n_rows, n_cols, warp],
-            )?;
-        }
+        unsafe { b.launch(&name, [grid, 1, 1], block, &params)? };
     }
     Ok((Box::new(mean), Box::new(var)))
 }
@@ -89,17 +83,11 @@ pub(crate) fn forward(
         let (xp, wp, bp) = (xs.ptr, ptr_or_null(w), ptr_or_null(bs));
         let (yp, mp, rp) = (y.ptr, mean.ptr, rstd.ptr);
         let name = format!("norm_fwd_{}", sfx(dtype));
+        let params = kargs![xp, wp, bp, yp, mp, rp, n_rows, n_cols, eps, warp, rms];
         // SAFETY: params match norm_fwd_*(x, w, b, y, mean, rstd, u64, u64, double, u32,
         // u32); x and y hold rows * n elements, w and b (when not null) n, mean and
         // rstd rows.
-        unsafe {
-            b.launch(
-                &name,
-                [grid, 1, 1],
-                block,
-                &kargs![xp, wp, bp, yp, mp, rp, n_rows, n_cols, eps, warp, rms],
-            )?;
-        }
+        unsafe { b.launch(&name, [grid, 1, 1], block, &params)? };
     }
     Ok((Box::new(y), Box::new(mean), Box::new(rstd)))
 }
@@ -140,16 +128,10 @@ pub(crate) fn backward(
         let (warp, grid, block) = b.row_config(n_rows, n_cols);
         let (wp, rms) = (ptr_or_null(w), u32::from(rms));
         let name = format!("norm_bwd_{}", sfx(dtype));
+        let params = kargs![xp, gp, mp, rp, wp, dp, n_rows, n_cols, warp, rms];
         // SAFETY: params match norm_bwd_*(x, dy, mean, rstd, w, dx, u64, u64, u32, u32);
         // x, dy and dx hold rows * n elements, mean and rstd rows, w (when not null) n.
-        unsafe {
-            b.launch(
-                &name,
-                [grid, 1, 1],
-                block,
-                &kargs![xp, gp, mp, rp, wp, dp, n_rows, n_cols, warp, rms],
-            )?;
-        }
+        unsafe { b.launch(&name, [grid, 1, 1], block, &params)? };
     }
     if w.is_none() {
         return Ok((Box::new(dx), None, None));
@@ -175,17 +157,11 @@ pub(crate) fn backward(
         let (chunk64, chunks64) = (chunk_rows as u64, n_chunks as u64);
         let grid = grid_for(chunks64 * n_cols, BLOCK, b.gpu().sm_count);
         let name = format!("norm_bwd_cols_{}", sfx(dtype));
+        let params = kargs![xp, gp, mp, rp, pwp, pbp, n_rows, n_cols, chunk64, chunks64];
         // SAFETY: params match norm_bwd_cols_*(x, dy, mean, rstd, pw, pb, u64 x 4); x and
         // dy hold rows * n elements, mean and rstd rows, pw and pb (when not null)
         // n_chunks * n, and n_chunks * chunk_rows >= rows.
-        unsafe {
-            b.launch(
-                &name,
-                [grid, 1, 1],
-                BLOCK,
-                &kargs![xp, gp, mp, rp, pwp, pbp, n_rows, n_cols, chunk64, chunks64],
-            )?;
-        }
+        unsafe { b.launch(&name, [grid, 1, 1], BLOCK, &params)? };
         for (p, out) in [(pw.as_ref(), Some(&dw)), (pb.as_ref(), db.as_ref())] {
             if let (Some(p), Some(out)) = (p, out) {
                 column_sums(b, p, n_chunks, n, out)?;
@@ -194,77 +170,4 @@ pub(crate) fn backward(
     }
     let boxed = |s: CudaStorage| Box::new(s) as BoxStorage;
     Ok((Box::new(dx), Some(boxed(dw)), db.map(boxed)))
-}
-
-#[cfg(test)]
-mod tests {
-    use crate::backend::dry_run::*;
-
-    #[test]
-    fn norm_kernels_match_their_call_sites() {
-        let b = backend();
-        for dtype in [DType::F32, DType::F64] {
-            for shape in [&[4usize, 7][..], &[2, 3000], &[]] {
-                let n = shape.iter().product();
-                let x = put(&b, n, dtype);
-                b.moments_last(&*x, &transposed(shape)).unwrap();
-            }
-            // Warp rows, block rows, one chunk and many chunks of column sums, empty.
-            for (rows, n) in [(4usize, 7usize), (2, 3000), (3000, 64), (0, 5), (3, 0)] {
-                let (x, dy, w, bias) = (
-                    put(&b, rows * n, dtype),
-                    put(&b, rows * n, dtype),
-                    put(&b, n, dtype),
-                    put(&b, n, dtype),
-                );
-                for rms in [false, true] {
-                    let (_, mean, rstd) = b.norm_last(&*x, rows, n, None, None, 1e-5, rms).unwrap();
-                    let (y, ..) = b.norm_last(&*x, rows, n, Some(&*w), Some(&*bias), 1e-5, rms).unwrap();
-                    assert_eq!(y.len(), rows * n);
-                    let (dx, dw, db) = b
-                        .norm_last_backward(&*x, &*mean, &*rstd, Some(&*w), &*dy, rows, n, rms)
-                        .unwrap();
-                    assert_eq!((dx.len(), dw.unwrap().len(), db.is_some()), (rows * n, n, !rms));
-                    let (_, dw, db) = b
-                        .norm_last_backward(&*x, &*mean, &*rstd, None, &*dy, rows, n, rms)
-                        .unwrap();
-                    assert!(dw.is_none() && db.is_none());
-                }
-            }
-        }
-        // Rejected before any launch: storage shorter than the sizes, a weight of
-        // another dtype, integer input, and sizes whose product overflows.
-        let (x, short_w, w64, ints) = (
-            put(&b, 10, DType::F32),
-            put(&b, 3, DType::F32),
-            put(&b, 5, DType::F64),
-            put(&b, 10, DType::I64),
-        );
-        type Case<'a> = (
-            &'a str,
-            &'a dyn BackendStorage,
-            [usize; 2],
-            Option<&'a dyn BackendStorage>,
-        );
-        let forward_cases: [Case; 5] = [
-            ("x too short", &*x, [4, 5], None),
-            ("weight too short", &*x, [2, 5], Some(&*short_w)),
-            ("weight of another dtype", &*x, [2, 5], Some(&*w64)),
-            ("integer input", &*ints, [2, 5], None),
-            ("rows · n overflows", &*x, [usize::MAX, 2], None),
-        ];
-        for (what, x, [rows, n], w) in forward_cases {
-            assert!(b.norm_last(x, rows, n, w, None, 1e-5, false).is_err(), "{what}");
-        }
-        let (_, m, r) = b.norm_last(&*x, 2, 5, None, None, 1e-5, false).unwrap();
-        for (what, rows, w) in [
-            ("statistics too short", 3, None),
-            ("weight too short", 2, Some(&*short_w)),
-        ] {
-            assert!(
-                b.norm_last_backward(&*x, &*m, &*r, w, &*x, rows, 5, true).is_err(),
-                "{what}"
-            );
-        }
-    }
 }

@@ -132,26 +132,3 @@ pub(crate) fn cast(b: &CudaBackend, src: &dyn BackendStorage, layout: &Layout, d
     }
     Ok(Box::new(out))
 }
-
-#[cfg(test)]
-mod tests {
-    use crate::backend::dry_run::*;
-
-    #[test]
-    fn every_view_kernel_matches_its_call_site() {
-        let b = backend();
-        let shape = [4usize, 5, 6];
-        let dense = Layout::contiguous(&shape);
-        for from in [DType::F32, DType::F64, DType::I64] {
-            let x = put(&b, 120, from);
-            for to in [DType::F32, DType::F64, DType::I64] {
-                assert_eq!(b.cast(&*x, &transposed(&shape), to).unwrap().dtype(), to);
-            }
-            let mut y = put(&b, 120, from);
-            b.copy_strided(&*x, &transposed(&shape), &mut *y, &dense).unwrap();
-            b.copy_strided(&*x, &dense, &mut *y, &dense).unwrap();
-            b.to_host(&*x, &transposed(&shape)).unwrap();
-            b.zeros(7, from).unwrap();
-        }
-    }
-}
