@@ -20,12 +20,14 @@
 #include <utility>
 #include <vector>
 
-#include "../kernels/copy.cu"
 #include "../kernels/elementwise.cu"
 #include "../kernels/index.cu"
 #include "../kernels/matmul.cu"
+#include "../kernels/norm.cu"
+#include "../kernels/optim.cu"
 #include "../kernels/reduce.cu"
 #include "../kernels/softmax.cu"
+#include "../kernels/view.cu"
 
 namespace emu {
 namespace {
@@ -167,7 +169,9 @@ const Entry KERNELS[] = {
     C(matmul_f32_t128), C(matmul_f32_t64), C(matmul_f64_t64), C(matmul_f32_big), C(matmul_f64_big),
     C(reduce_f32), C(reduce_f64),
     C(softmax_fwd_f32), C(softmax_fwd_f64), C(softmax_bwd_f32), C(softmax_bwd_f64),
-    C(moments_f32), C(moments_f64),
+    C(moments_f32), C(moments_f64), C(norm_fwd_f32), C(norm_fwd_f64), C(norm_bwd_f32), C(norm_bwd_f64),
+    K(norm_bwd_cols_f32), K(norm_bwd_cols_f64),
+    K(adam_f32), K(adam_f64),
 };
 #undef K
 #undef C

@@ -70,7 +70,7 @@ __device__ __forceinline__ u64 offset1(const Index<1> &ix, u64 i) {
     for (u64 i = (u64)blockIdx.x * blockDim.x + threadIdx.x; i < (n);            \
          i += (u64)blockDim.x * gridDim.x)
 
-// Reductions used by reduce.cu and softmax.cu.
+// Reductions used by reduce.cu and the row kernels (rows.cuh, softmax.cu, norm.cu).
 enum { RED_SUM = 0, RED_MAX = 1, RED_MIN = 2 };
 
 template <typename T> __device__ __forceinline__ T red_identity(int op);

@@ -6,7 +6,7 @@
 // (and the driver's JIT time) small compared with one kernel per op.
 #include "common.cuh"
 
-// Op codes: must match `unary_code` / `binary_code` in src/ops.rs.
+// Op codes: must match `unary_code` / `binary_code` in src/ops/elementwise.rs.
 enum {
     U_NEG = 0, U_EXP, U_LOG, U_SQRT, U_RSQRT, U_ABS, U_RELU, U_TANH, U_SIGMOID,
     U_GELU_ERF, U_GELU_TANH, U_GELU_ERF_GRAD, U_GELU_TANH_GRAD, U_STEP, U_SIGN,

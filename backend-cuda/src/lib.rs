@@ -25,7 +25,15 @@
 //! does not call `cuMemAlloc` per op; shapes and strides passed to kernels by value
 //! after merging dimensions, so dense tensors take the cheapest path and any
 //! strided view (transposes, broadcasts, narrows) is read in place; fused kernels
-//! for softmax, log-softmax (forward and backward) and LayerNorm statistics.
+//! for softmax and log-softmax (forward and backward), row moments, LayerNorm /
+//! RMSNorm (forward and backward) and the Adam / AdamW update.
+//!
+//! Layout: one name per op family (elementwise, reduce, matmul, view, index,
+//! softmax, norm, optim) at every layer: the launches in `src/ops/<family>.rs`, the
+//! CUDA C in `kernels/<family>.cu`, like core's `ops/<family>.rs` and the CPU
+//! backend's `kernels/<family>.rs`. `src/backend.rs` holds the shared validation and
+//! the `Backend` impl that dispatches to the families; [`ptx`] embeds and loads the
+//! PTX.
 #![warn(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
@@ -38,40 +46,25 @@ mod driver;
 #[cfg(feature = "cuda")]
 mod ffi;
 #[cfg(feature = "cuda")]
-pub mod kernels;
+mod ops;
 #[cfg(feature = "cuda")]
 mod plan;
+#[cfg(feature = "cuda")]
+pub mod ptx;
 #[cfg(feature = "cuda")]
 mod storage;
 
 #[cfg(feature = "cuda")]
 pub use alloc::MemoryStats;
 #[cfg(feature = "cuda")]
-pub use api::{cuda, device_info, empty_cache, is_available, memory_stats, skip_reason, try_device, DeviceInfo};
+pub use api::{
+    cuda, device_info, empty_cache, is_available, memory_stats, set_wide_gemm, skip_reason, try_device, DeviceInfo,
+};
 
 /// Environment variable that, with the `emulator` feature, makes [`cuda`] return the
 /// CPU kernel emulator instead of a GPU (for testing the backend without one).
 #[cfg(feature = "emulator")]
 pub const EMULATOR_ENV: &str = "UNIGRAD_CUDA_EMULATOR";
-
-/// Hooks for tests: force code paths that realistic inputs in a test cannot reach.
-#[cfg(feature = "cuda")]
-#[doc(hidden)]
-pub mod testing {
-    use std::sync::atomic::{AtomicBool, Ordering};
-
-    static WIDE_GEMM: AtomicBool = AtomicBool::new(false);
-
-    /// Make `matmul` use its 64-bit-index kernels (normally only taken for matrices
-    /// whose offsets exceed 32 bits, i.e. tens of GiB) so tests can check them.
-    pub fn force_wide_gemm(on: bool) {
-        WIDE_GEMM.store(on, Ordering::Relaxed);
-    }
-
-    pub(crate) fn wide_gemm_forced() -> bool {
-        WIDE_GEMM.load(Ordering::Relaxed)
-    }
-}
 
 #[cfg(feature = "cuda")]
 mod api {
@@ -235,6 +228,17 @@ mod api {
     /// device made by [`cuda`].
     pub fn memory_stats(device: &Device) -> Option<MemoryStats> {
         Some(of(device)?.gpu().memory_stats())
+    }
+
+    /// Make `matmul` on `device` always use its 64-bit-index GEMM kernels (`on`), or
+    /// go back to choosing by size (`!on`, the default). The 64-bit kernels are
+    /// normally taken only for matrices whose element offsets exceed 32 bits (tens
+    /// of GiB); forcing them lets tests and benchmarks check them on ordinary sizes.
+    /// They are slower, never less exact. A no-op for non-CUDA devices.
+    pub fn set_wide_gemm(device: &Device, on: bool) {
+        if let Some(b) = of(device) {
+            b.set_wide_gemm(on);
+        }
     }
 
     /// Wait for queued work, then give every cached (unused) block of `device` back

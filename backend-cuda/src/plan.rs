@@ -8,7 +8,7 @@
 //! index division, a transposed matrix stays rank 2, and the fixed capacity of
 //! [`MAX_DIMS`] is only exceeded by genuinely irregular views of rank > 8.
 
-use crate::kernels::KernelArg;
+use crate::ptx::KernelArg;
 use unigrad_core::{Error, Result};
 
 /// Capacity of [`StridedIndex`]; `MAX_DIMS` in `kernels/common.cuh`.
@@ -45,6 +45,11 @@ pub(crate) struct View<'a> {
 }
 
 impl<'a> View<'a> {
+    /// A view starting at element 0 with the given strides (e.g. a dense destination).
+    pub(crate) fn from_start(strides: &'a [usize]) -> View<'a> {
+        View { strides, offset: 0 }
+    }
+
     /// A view from a layout's strides and offset.
     pub(crate) fn of(layout: &'a unigrad_core::layout::Layout) -> View<'a> {
         View {

@@ -215,8 +215,8 @@ fn expected_kernels() -> Vec<(&'static str, Vec<String>)> {
         .flat_map(|t| [format!("unary_{t}"), format!("binary_{t}")])
         .collect();
     elementwise.extend(all.iter().flat_map(|c| b.iter().map(move |v| format!("where_{c}_{v}"))));
-    let mut copy: Vec<String> = b.iter().map(|v| format!("copy_{v}")).collect();
-    copy.extend(
+    let mut view: Vec<String> = b.iter().map(|v| format!("copy_{v}")).collect();
+    view.extend(
         all.iter()
             .flat_map(|s| all.iter().map(move |d| format!("cast_{s}_{d}"))),
     );
@@ -231,7 +231,7 @@ fn expected_kernels() -> Vec<(&'static str, Vec<String>)> {
     );
     vec![
         ("elementwise", elementwise),
-        ("copy", copy),
+        ("view", view),
         ("index", index),
         ("reduce", f.iter().map(|t| format!("reduce_{t}")).collect()),
         (
@@ -249,21 +249,29 @@ fn expected_kernels() -> Vec<(&'static str, Vec<String>)> {
         (
             "softmax",
             f.iter()
+                .flat_map(|t| [format!("softmax_fwd_{t}"), format!("softmax_bwd_{t}")])
+                .collect(),
+        ),
+        (
+            "norm",
+            f.iter()
                 .flat_map(|t| {
                     [
-                        format!("softmax_fwd_{t}"),
-                        format!("softmax_bwd_{t}"),
                         format!("moments_{t}"),
+                        format!("norm_fwd_{t}"),
+                        format!("norm_bwd_{t}"),
+                        format!("norm_bwd_cols_{t}"),
                     ]
                 })
                 .collect(),
         ),
+        ("optim", f.iter().map(|t| format!("adam_{t}")).collect()),
     ]
 }
 
 #[test]
 fn embedded_ptx_has_every_kernel_for_a_cuda_13_driver() {
-    use unigrad_cuda::kernels::{entry_names, ptx_directive, MODULES};
+    use unigrad_cuda::ptx::{entry_names, ptx_directive, MODULES};
     for (module, names) in expected_kernels() {
         let ptx = MODULES
             .iter()
@@ -702,7 +710,7 @@ fn matmul_matches_cpu() {
         rig.same("matmul k=0", &*want, &*got, &[3, 4], Tol::exact());
     }
     // The 64-bit-index kernels, forced on ordinary sizes.
-    unigrad_cuda::testing::force_wide_gemm(true);
+    unigrad_cuda::set_wide_gemm(&rig.gpu, true);
     for dtype in FLOATS {
         let (ll, rl) = (
             Layout::contiguous(&[2, 70, 50]),
@@ -722,7 +730,7 @@ fn matmul_matches_cpu() {
             Tol::of(dtype, (1e-4, 1e-5), (1e-12, 1e-12)),
         );
     }
-    unigrad_cuda::testing::force_wide_gemm(false);
+    unigrad_cuda::set_wide_gemm(&rig.gpu, false);
 }
 
 #[test]
@@ -798,6 +806,103 @@ fn softmax_and_moments_match_cpu() {
         &[2, 3],
         Tol::of(DType::F32, (1e-7, 1e-6), (0.0, 0.0)),
     );
+}
+
+#[test]
+fn norm_matches_cpu() {
+    let Some(rig) = Rig::new("norm_matches_cpu") else {
+        return;
+    };
+    let mut rng = Rng::new(12);
+    // Warp rows, block rows (> 1024 columns), many row chunks in the column sums, an
+    // empty row and no rows.
+    for (rows, n) in [(4usize, 7usize), (3, 3000), (600, 40), (5, 1), (3, 0), (0, 4)] {
+        for dtype in FLOATS {
+            let tol = Tol::of(dtype, (2e-6, 2e-5), (1e-13, 1e-12));
+            let grad_tol = Tol::of(dtype, (2e-5, 2e-4), (1e-12, 1e-11));
+            let (cx, gx) = rig.put(&rng.data(rows * n, dtype, -2.0, 3.0));
+            let (cdy, gdy) = rig.put(&rng.data(rows * n, dtype, -1.0, 1.0));
+            let (cw, gw) = rig.put(&rng.data(n, dtype, 0.5, 1.5));
+            let (cb, gb) = rig.put(&rng.data(n, dtype, -0.5, 0.5));
+            for rms in [false, true] {
+                for affine in [false, true] {
+                    let what = format!("{dtype} [{rows}, {n}] rms={rms} affine={affine}");
+                    let (cwo, gwo) = if affine { (Some(&*cw), Some(&*gw)) } else { (None, None) };
+                    let (cbo, gbo) = if affine && !rms {
+                        (Some(&*cb), Some(&*gb))
+                    } else {
+                        (None, None)
+                    };
+                    let (cy, cm, cr) = rig.c().norm_last(&*cx, rows, n, cwo, cbo, 1e-5, rms).unwrap();
+                    let (gy, gm, gr) = rig.g().norm_last(&*gx, rows, n, gwo, gbo, 1e-5, rms).unwrap();
+                    rig.same(&format!("norm y {what}"), &*cy, &*gy, &[rows, n], tol);
+                    rig.same(&format!("norm mean {what}"), &*cm, &*gm, &[rows], tol);
+                    rig.same(&format!("norm rstd {what}"), &*cr, &*gr, &[rows], tol);
+                    // The backward from the CPU's statistics, so both get equal inputs.
+                    let stats = |s: &dyn BackendStorage| rig.c().to_host(s, &Layout::contiguous(&[rows])).unwrap();
+                    let ((_, gm), (_, gr)) = (rig.put(&stats(&*cm)), rig.put(&stats(&*cr)));
+                    let (cdx, cdw, cdb) = rig
+                        .c()
+                        .norm_last_backward(&*cx, &*cm, &*cr, cwo, &*cdy, rows, n, rms)
+                        .unwrap();
+                    let (gdx, gdw, gdb) = rig
+                        .g()
+                        .norm_last_backward(&*gx, &*gm, &*gr, gwo, &*gdy, rows, n, rms)
+                        .unwrap();
+                    rig.same(&format!("norm dx {what}"), &*cdx, &*gdx, &[rows, n], grad_tol);
+                    assert_eq!((cdw.is_some(), cdb.is_some()), (gdw.is_some(), gdb.is_some()), "{what}");
+                    for (name, c, g) in [("dw", cdw, gdw), ("db", cdb, gdb)] {
+                        if let (Some(c), Some(g)) = (c, g) {
+                            rig.same(&format!("norm {name} {what}"), &*c, &*g, &[n], grad_tol);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn adam_matches_cpu() {
+    let Some(rig) = Rig::new("adam_matches_cpu") else {
+        return;
+    };
+    let mut rng = Rng::new(13);
+    for len in [1usize, 37, 70_000] {
+        for dtype in FLOATS {
+            let tol = Tol::of(dtype, (1e-6, 1e-5), (1e-14, 1e-12));
+            let (cp, gp) = rig.put(&rng.data(len, dtype, -1.0, 1.0));
+            let (cg, gg) = rig.put(&rng.data(len, dtype, -0.1, 0.1));
+            let (cm, gm) = rig.put(&rng.data(len, dtype, -0.01, 0.01));
+            let (cv, gv) = rig.put(&rng.data(len, dtype, 0.0, 1e-4));
+            for (decoupled, weight_decay, lr, t) in [
+                (true, 0.1, 1e-3, 1),
+                (true, 0.1, 1e-3, 7),
+                (false, 0.01, 3e-4, 7),
+                (true, 0.0, 0.0, 7),
+            ] {
+                let h = unigrad_core::AdamStep {
+                    lr,
+                    beta1: 0.9,
+                    beta2: 0.999,
+                    eps: 1e-8,
+                    weight_decay,
+                    decoupled,
+                    bias_correction1: 1.0 - 0.9f64.powi(t),
+                    bias_correction2: 1.0 - 0.999f64.powi(t),
+                };
+                let first = t == 1;
+                let (cmo, cvo) = if first { (None, None) } else { (Some(&*cm), Some(&*cv)) };
+                let (gmo, gvo) = if first { (None, None) } else { (Some(&*gm), Some(&*gv)) };
+                let want = rig.c().adam_update(&*cp, &*cg, cmo, cvo, len, &h).unwrap();
+                let got = rig.g().adam_update(&*gp, &*gg, gmo, gvo, len, &h).unwrap();
+                let what = format!("{dtype} len={len} {h:?}");
+                rig.same(&format!("adam p {what}"), &*want.0, &*got.0, &[len], tol);
+                rig.same(&format!("adam m {what}"), &*want.1, &*got.1, &[len], tol);
+                rig.same(&format!("adam v {what}"), &*want.2, &*got.2, &[len], tol);
+            }
+        }
+    }
 }
 
 #[test]

@@ -1,6 +1,8 @@
-//! The PTX modules, loading them into a context, and launching their kernels.
+//! PTX loading: the embedded PTX modules, loading them into a context, and launching
+//! their kernels with every argument checked against the kernel's PTX signature.
 //!
-//! The kernels are CUDA C in `kernels/*.cu`, compiled to PTX for compute capability
+//! The kernels are CUDA C in `kernels/<family>.cu` (one module per op family, named
+//! like the launches in `src/ops/<family>.rs`), compiled to PTX for compute capability
 //! 7.5 by the pinned nvcc 13.0 (PTX ISA 9.0) and committed; `build.rs` copies or
 //! regenerates them into `OUT_DIR` and they are embedded here. At device creation
 //! the driver JIT-compiles them for the actual GPU (and caches the result in
@@ -23,15 +25,17 @@ pub const PTX_DIR_ENV: &str = "UNIGRAD_CUDA_PTX_DIR";
 
 /// The embedded PTX modules: `(module name, PTX text)`.
 pub const MODULES: &[(&str, &str)] = &[
-    ("copy", include_str!(concat!(env!("OUT_DIR"), "/copy.ptx"))),
     (
         "elementwise",
         include_str!(concat!(env!("OUT_DIR"), "/elementwise.ptx")),
     ),
     ("index", include_str!(concat!(env!("OUT_DIR"), "/index.ptx"))),
     ("matmul", include_str!(concat!(env!("OUT_DIR"), "/matmul.ptx"))),
+    ("norm", include_str!(concat!(env!("OUT_DIR"), "/norm.ptx"))),
+    ("optim", include_str!(concat!(env!("OUT_DIR"), "/optim.ptx"))),
     ("reduce", include_str!(concat!(env!("OUT_DIR"), "/reduce.ptx"))),
     ("softmax", include_str!(concat!(env!("OUT_DIR"), "/softmax.ptx"))),
+    ("view", include_str!(concat!(env!("OUT_DIR"), "/view.ptx"))),
 ];
 
 /// Names of the `.visible .entry` kernels declared in a PTX text, in order.
@@ -345,7 +349,7 @@ pub(crate) fn arg<T: KernelArg>(v: &T) -> KArg {
 /// a named local that outlives the launch (a temporary would dangle).
 macro_rules! kargs {
     ($($a:ident),* $(,)?) => {
-        [$($crate::kernels::arg(&$a)),*]
+        [$($crate::ptx::arg(&$a)),*]
     };
 }
 pub(crate) use kargs;
@@ -373,10 +377,16 @@ mod tests {
             }
         }
         // Spot checks against the CUDA declarations.
-        let elementwise = entry_signatures(MODULES[1].1);
+        let module = |name: &str| MODULES.iter().find(|(m, _)| *m == name).unwrap().1;
+        let elementwise = entry_signatures(module("elementwise"));
         assert_eq!(elementwise["unary_f32"], vec![144, 8, 8, 8, 4, 8, 8]);
-        let matmul = entry_signatures(MODULES[3].1);
+        let matmul = entry_signatures(module("matmul"));
         assert_eq!(matmul["matmul_f32_t128"], vec![216, 8, 8, 8, 8, 4, 4, 4, 4, 4, 4, 4]);
         assert_eq!(matmul["matmul_f64_big"], vec![216, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8, 8]);
+        let norm = entry_signatures(module("norm"));
+        assert_eq!(norm["norm_fwd_f32"], vec![8, 8, 8, 8, 8, 8, 8, 8, 8, 4, 4]);
+        assert_eq!(norm["norm_bwd_cols_f64"], vec![8; 10]);
+        let optim = entry_signatures(module("optim"));
+        assert_eq!(optim["adam_f32"], [vec![8; 14], vec![4]].concat());
     }
 }
