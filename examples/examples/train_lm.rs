@@ -18,14 +18,13 @@
 use clap::Parser;
 use std::path::PathBuf;
 use std::time::Instant;
-use unigrad_core::{manual_seed, no_grad, DType, Device, Tensor};
-use unigrad_examples::cli::print_json_line;
+use unigrad::nn::loss::nats_to_bits;
+use unigrad::prelude::*;
+use unigrad_examples::cli::{main_with, print_json_line, AnyResult, CommonArgs};
 use unigrad_examples::csv::CsvWriter;
 use unigrad_examples::data::text::{decode_bytes, eval_batches, Batch, BatchSampler, ByteCorpus};
-use unigrad_examples::train::{adam_resumed, norm_config, opt_path, save_state, tail_mean, Reporter, TaskKind};
-use unigrad_nn::loss::nats_to_bits;
-use unigrad_nn::{
-    clip_grad_norm, device_from_str, AdamConfig, LmConfig, LrSchedule, Module, NormKind, Optimizer, TransformerLm,
+use unigrad_examples::train::{
+    adam_resumed, eval_due, norm_config, opt_path, save_state, tail_mean, update, warmup_cosine, Reporter, TaskKind,
 };
 
 /// Train a byte-level Transformer LM on the bundled Shakespeare text.
@@ -85,12 +84,8 @@ struct Args {
     /// Random seed (initialisation, batches, sampling).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Device: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// Worker threads for the CPU backend (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    common: CommonArgs,
     /// Save the model here (and the optimizer next to it, `<path>.opt`) at every
     /// evaluation and at the end.
     #[arg(long)]
@@ -122,21 +117,16 @@ struct Args {
     quiet: bool,
 }
 
-type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
-
 fn main() {
-    if let Err(e) = run(Args::parse()) {
-        eprintln!("train_lm: error: {e}");
-        std::process::exit(1);
-    }
+    main_with("train_lm", || run(Args::parse()));
 }
 
-fn to_ids(v: &[u32], b: usize, t: usize, dev: &Device) -> unigrad_core::Result<Tensor> {
+fn to_ids(v: &[u32], b: usize, t: usize, dev: &Device) -> Result<Tensor> {
     Tensor::from_vec(v.iter().map(|&x| x as i64).collect(), &[b, t], dev)
 }
 
 /// Mean validation cross-entropy in bits per byte over `batches` (eval mode, no grad).
-fn evaluate(model: &mut TransformerLm, batches: &[Batch], dev: &Device) -> unigrad_core::Result<f64> {
+fn evaluate(model: &mut TransformerLm, batches: &[Batch], dev: &Device) -> Result<f64> {
     model.eval();
     let result = no_grad(|| {
         let (mut total, mut count) = (0.0, 0usize);
@@ -169,10 +159,7 @@ fn config_string(cfg: &LmConfig) -> String {
 }
 
 fn run(a: Args) -> AnyResult<()> {
-    if let Some(n) = a.threads {
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
-    }
-    let dev = device_from_str(&a.device)?;
+    let dev = a.common.setup(None)?;
     let kind: NormKind = a.norm.parse()?;
     manual_seed(a.seed);
 
@@ -189,13 +176,7 @@ fn run(a: Args) -> AnyResult<()> {
     cfg.pre_norm = !a.post_norm;
     cfg.norm = norm_config(kind, TaskKind::Language, a.steps, Some(a.norm_warmup_frac));
     let mut model = TransformerLm::new(cfg, DType::F32, &dev)?;
-    let sched = LrSchedule::WarmupCosine {
-        lr: a.lr,
-        warmup: a.warmup.min(a.steps),
-        total: a.steps,
-        min_lr: a.lr * 0.1,
-    };
-    sched.validate()?;
+    let sched = warmup_cosine(a.lr, a.warmup, a.steps, 0.1)?;
 
     let cfg_str = config_string(&cfg);
     let (mut opt, start) = adam_resumed(
@@ -212,13 +193,8 @@ fn run(a: Args) -> AnyResult<()> {
     }
     let quick_val = eval_batches(&corpus.val, a.batch, a.seq, Some(a.eval_windows))?;
     let full_val = eval_batches(&corpus.val, a.batch, a.seq, None)?;
-    let mut csv = match &a.csv {
-        Some(p) => Some(CsvWriter::create(
-            p,
-            &["step", "train_loss", "val_bpb", "lr", "tokens_per_s"],
-        )?),
-        None => None,
-    };
+    let cols = ["step", "train_loss", "val_bpb", "lr", "tokens_per_s"];
+    let mut csv = a.csv.as_ref().map(|p| CsvWriter::create(p, &cols)).transpose()?;
 
     let rep = Reporter::new(a.steps, &format!("train_lm --norm {kind}"), a.quiet);
     let pb = rep.bar();
@@ -244,27 +220,15 @@ fn run(a: Args) -> AnyResult<()> {
         let x = to_ids(&batch.inputs, a.batch, a.seq, &dev)?;
         let y = to_ids(&batch.targets, a.batch, a.seq, &dev)?;
         let lr = sched.lr_at(step);
-        opt.set_lr(lr);
-        opt.zero_grad();
-        let loss = model.loss(&x, &y)?;
-        loss.backward()?;
-        if a.clip > 0.0 {
-            clip_grad_norm(&opt.params(), a.clip)?;
-        }
-        opt.step()?;
-        let lv = loss.to_scalar()?;
-        let dt = t0.elapsed().as_secs_f64();
-        train_time += dt;
-        if !lv.is_finite() {
-            return Err(format!("training diverged at step {}: loss {lv}", step + 1).into());
-        }
-        losses.push(lv);
         let done = step + 1;
+        let lv = update(&mut opt, &model.loss(&x, &y)?, lr, a.clip, done)?;
+        train_time += t0.elapsed().as_secs_f64();
+        losses.push(lv);
         let tps = tokens_per_step * (done - start) as f64 / train_time;
         pb.set_message(format!("loss {lv:.4} | {tps:.0} tok/s"));
         pb.inc(1);
         let mut val = None;
-        if a.eval_every > 0 && done % a.eval_every == 0 && done < a.steps {
+        if eval_due(a.eval_every, done, a.steps) {
             let v = evaluate(&mut model, &quick_val, &dev)?;
             log(format!(
                 "step {done}: train loss {lv:.4} ({:.3} bpb), val {v:.3} bpb ({} windows), lr {lr:.2e}",

@@ -11,14 +11,14 @@
 //! `unigrad_examples::train::vit`. Progress shows on stderr; the last stdout line is one
 //! JSON object with the metrics (test accuracy in percent).
 
-use clap::Parser;
 use std::path::PathBuf;
-use unigrad_examples::cli::print_json_line;
+use unigrad::prelude::*;
+use unigrad_examples::cli::{main_with, print_json_line, AnyResult, CommonArgs, Parsed};
+use unigrad_examples::options_from_flags;
 use unigrad_examples::train::vit::{train_vit, VitOptions};
-use unigrad_nn::{device_from_str, NormKind};
 
 /// Train a Vision Transformer on Fashion-MNIST (8,000 train / 2,000 test images); report test accuracy.
-#[derive(Parser, Debug)]
+#[derive(clap::Parser, Debug)]
 #[command(version, long_about = None)]
 struct Args {
     /// Normalization at every norm site: ln, rms, bn, pn or un.
@@ -84,12 +84,8 @@ struct Args {
     /// Random seed.
     #[arg(long, default_value_t = defaults().seed)]
     seed: u64,
-    /// Device: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// Worker threads for the CPU backend (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    common: CommonArgs,
     /// Save model and optimizer (`<path>`, `<path>.opt`) at every evaluation and at the end.
     #[arg(long)]
     checkpoint: Option<PathBuf>,
@@ -113,64 +109,40 @@ fn defaults() -> VitOptions {
 }
 
 fn main() {
-    if let Err(e) = run() {
-        eprintln!("vit: error: {e}");
-        std::process::exit(1);
-    }
+    main_with("vit", run);
 }
 
-fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let matches = <Args as clap::CommandFactory>::command().get_matches();
-    let a = <Args as clap::FromArgMatches>::from_arg_matches(&matches)?;
-    if let Some(n) = a.threads {
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
-    }
-    let dev = device_from_str(&a.device)?;
+fn run() -> AnyResult<()> {
+    let p = Parsed::<Args>::from_env()?;
+    let a = &p.args;
+    let dev = a.common.setup(None)?;
     let norm: NormKind = a.norm.parse()?;
-    let explicit = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+    // --quick picks the tiny preset; flags given explicitly on the command line win
     let base = if a.quick {
         VitOptions::quick()
     } else {
         VitOptions::default()
     };
-    macro_rules! pick {
-        ($field:ident) => {
-            if !a.quick || explicit(stringify!($field)) {
-                a.$field
-            } else {
-                base.$field
-            }
-        };
-    }
-    let o = VitOptions {
-        norm,
-        pre_norm: !a.post_norm,
-        patch: pick!(patch),
-        d_model: pick!(d_model),
-        heads: pick!(heads),
-        d_ff: pick!(d_ff),
-        layers: pick!(layers),
-        dropout: pick!(dropout),
-        batch: pick!(batch),
-        steps: pick!(steps),
-        lr: pick!(lr),
-        warmup: pick!(warmup),
-        weight_decay: pick!(weight_decay),
-        label_smoothing: pick!(label_smoothing),
-        clip: pick!(clip),
-        flip: !a.no_flip,
-        norm_warmup_frac: pick!(norm_warmup_frac),
-        max_train: a.max_train.or(base.max_train),
-        max_test: a.max_test.or(base.max_test),
-        eval_every: pick!(eval_every),
-        seed: a.seed,
-        checkpoint: a.checkpoint.clone(),
-        resume: a.resume.clone(),
-        csv: a.csv.clone(),
-        quiet: a.quiet,
-        label: format!("vit --norm {norm}"),
-        ..base
-    };
+    let o = options_from_flags!(
+        VitOptions,
+        p,
+        a.quick,
+        base,
+        [patch, d_model, heads, d_ff, layers, dropout, batch, steps, lr, warmup, weight_decay, label_smoothing, clip, norm_warmup_frac, eval_every],
+        {
+            norm,
+            pre_norm: !a.post_norm,
+            flip: !a.no_flip,
+            max_train: a.max_train.or(base.max_train),
+            max_test: a.max_test.or(base.max_test),
+            seed: a.seed,
+            checkpoint: a.checkpoint.clone(),
+            resume: a.resume.clone(),
+            csv: a.csv.clone(),
+            quiet: a.quiet,
+            label: format!("vit --norm {norm}"),
+        }
+    );
     let r = train_vit(&o, &dev)?;
     print_json_line(&serde_json::to_value(&r)?)?;
     Ok(())

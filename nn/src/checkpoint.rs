@@ -409,12 +409,28 @@ pub fn load_optimizer<O: Optimizer + ?Sized>(opt: &mut O, path: impl AsRef<Path>
     let lr = get("unigrad.lr")?
         .parse::<f64>()
         .map_err(|e| Error::invalid(OP, format!("{}: bad lr: {e}", path.display())))?;
-    let cpu = unigrad_cpu::cpu();
-    let tensors = sd
-        .tensors
-        .iter()
-        .map(|(n, h)| Ok((n.clone(), h.to_tensor(&cpu)?)))
-        .collect::<Result<Vec<_>>>()?;
+    // The state tensors are built on the parameters' device; `load_state` then moves each
+    // to its own parameter's device (a no-op unless the parameters are spread over devices).
+    let params = opt.params();
+    let tensors = match params.first() {
+        Some(p) => sd
+            .tensors
+            .iter()
+            .map(|(n, h)| Ok((n.clone(), h.to_tensor(p.device())?)))
+            .collect::<Result<Vec<_>>>()?,
+        None => match sd.tensors.keys().next() {
+            Some(n) => {
+                return Err(Error::invalid(
+                    OP,
+                    format!(
+                        "{}: state `{n}` names no parameter of this optimizer (it has none)",
+                        path.display()
+                    ),
+                ))
+            }
+            None => Vec::new(),
+        },
+    };
     opt.load_state(&OptimizerState {
         kind,
         step,
