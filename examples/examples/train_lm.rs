@@ -16,11 +16,10 @@
 //! object with the results.
 
 use clap::Parser;
-use std::path::PathBuf;
 use std::time::Instant;
 use unigrad::nn::loss::nats_to_bits;
 use unigrad::prelude::*;
-use unigrad_examples::cli::{main_with, print_json_line, AnyResult, CommonArgs};
+use unigrad_examples::cli::{main_with, print_json_line, AnyResult, CommonArgs, RunArgs};
 use unigrad_examples::csv::CsvWriter;
 use unigrad_examples::data::text::{decode_bytes, eval_batches, Batch, BatchSampler, ByteCorpus};
 use unigrad_examples::train::{
@@ -86,13 +85,8 @@ struct Args {
     seed: u64,
     #[command(flatten)]
     common: CommonArgs,
-    /// Save the model here (and the optimizer next to it, `<path>.opt`) at every
-    /// evaluation and at the end.
-    #[arg(long)]
-    checkpoint: Option<PathBuf>,
-    /// Resume from a checkpoint written by --checkpoint (model and optimizer).
-    #[arg(long)]
-    resume: Option<PathBuf>,
+    #[command(flatten)]
+    run: RunArgs,
     /// Validate every N steps (0: only at the end).
     #[arg(long, default_value_t = 250)]
     eval_every: u64,
@@ -100,9 +94,6 @@ struct Args {
     /// validation split).
     #[arg(long, default_value_t = 128)]
     eval_windows: usize,
-    /// Write the loss curve (step, train_loss, val_bpb, lr, tokens_per_s) as CSV.
-    #[arg(long)]
-    csv: Option<PathBuf>,
     /// Bytes to sample at the end.
     #[arg(long, default_value_t = 300)]
     sample_len: usize,
@@ -112,9 +103,6 @@ struct Args {
     /// Prompt for the sample.
     #[arg(long, default_value = "ROMEO:")]
     prompt: String,
-    /// No progress bar and no log lines on stderr; stdout has only the JSON line.
-    #[arg(long)]
-    quiet: bool,
 }
 
 fn main() {
@@ -183,7 +171,7 @@ fn run(a: Args) -> AnyResult<()> {
         &model,
         AdamConfig::adamw(a.lr),
         a.weight_decay,
-        a.resume.as_deref(),
+        a.run.resume.as_deref(),
         &cfg_str,
     )?;
 
@@ -194,9 +182,9 @@ fn run(a: Args) -> AnyResult<()> {
     let quick_val = eval_batches(&corpus.val, a.batch, a.seq, Some(a.eval_windows))?;
     let full_val = eval_batches(&corpus.val, a.batch, a.seq, None)?;
     let cols = ["step", "train_loss", "val_bpb", "lr", "tokens_per_s"];
-    let mut csv = a.csv.as_ref().map(|p| CsvWriter::create(p, &cols)).transpose()?;
+    let mut csv = a.run.csv.as_ref().map(|p| CsvWriter::create(p, &cols)).transpose()?;
 
-    let rep = Reporter::new(a.steps, &format!("train_lm --norm {kind}"), a.quiet);
+    let rep = Reporter::new(a.steps, &format!("train_lm --norm {kind}"), a.run.quiet);
     let pb = rep.bar();
     pb.set_position(start);
     let log = |msg: String| rep.log(msg);
@@ -236,7 +224,7 @@ fn run(a: Args) -> AnyResult<()> {
                 a.eval_windows
             ));
             val = Some(v);
-            if let Some(p) = &a.checkpoint {
+            if let Some(p) = &a.run.checkpoint {
                 save_state(&model, &opt, p, &cfg_str, done)?;
             }
         }
@@ -259,7 +247,7 @@ fn run(a: Args) -> AnyResult<()> {
         let p = w.finish()?;
         log(format!("loss curve written to {}", p.display()));
     }
-    if let Some(p) = &a.checkpoint {
+    if let Some(p) = &a.run.checkpoint {
         save_state(&model, &opt, p, &cfg_str, a.steps)?;
         log(format!(
             "checkpoint written to {} (+ {})",
@@ -272,7 +260,7 @@ fn run(a: Args) -> AnyResult<()> {
     let prompt = if prompt.is_empty() { vec![b'\n' as i64] } else { prompt };
     let out = model.generate(&prompt, a.sample_len, a.temperature, a.seed)?;
     let sample = decode_bytes(&out.iter().map(|&t| t as u32).collect::<Vec<_>>());
-    if !a.quiet {
+    if !a.run.quiet {
         println!(
             "--- sample (temperature {}, seed {}) ---\n{sample}\n---",
             a.temperature, a.seed

@@ -13,9 +13,8 @@
 //! corpus BLEU-4 on the test split) is documented in `unigrad_examples::train::translate`.
 //! Progress shows on stderr; the last stdout line is one JSON object with the metrics.
 
-use std::path::PathBuf;
 use unigrad::prelude::*;
-use unigrad_examples::cli::{main_with, print_json_line, AnyResult, CommonArgs, Parsed};
+use unigrad_examples::cli::{main_with, print_json_line, CommonArgs, Parsed, RunArgs};
 use unigrad_examples::options_from_flags;
 use unigrad_examples::train::translate::{train_translate, TranslateOptions};
 
@@ -103,25 +102,14 @@ struct Args {
     seed: u64,
     #[command(flatten)]
     common: CommonArgs,
-    /// Save model, optimizer and BPE (`<path>`, `<path>.opt`, `<path>.bpe.json`) at every
-    /// validation and at the end.
-    #[arg(long)]
-    checkpoint: Option<PathBuf>,
-    /// Resume from a checkpoint written by --checkpoint.
-    #[arg(long)]
-    resume: Option<PathBuf>,
-    /// Write the training curve as CSV.
-    #[arg(long)]
-    csv: Option<PathBuf>,
+    #[command(flatten)]
+    run: RunArgs,
     /// Test translations to print at the end.
     #[arg(long, default_value_t = defaults().show)]
     show: usize,
     /// Tiny model and few steps (smoke test); explicit flags still apply on top.
     #[arg(long)]
     quick: bool,
-    /// No progress bar and no log lines; stdout has only the JSON line.
-    #[arg(long)]
-    quiet: bool,
 }
 
 /// The library defaults, which the flags mirror.
@@ -130,40 +118,29 @@ fn defaults() -> TranslateOptions {
 }
 
 fn main() {
-    main_with("translate", run);
-}
-
-fn run() -> AnyResult<()> {
-    let p = Parsed::<Args>::from_env()?;
-    let a = &p.args;
-    let dev = a.common.setup(None)?;
-    let norm: NormKind = a.norm.parse()?;
-    // --quick picks the tiny preset; flags given explicitly on the command line win
-    let base = if a.quick {
-        TranslateOptions::quick()
-    } else {
-        TranslateOptions::default()
-    };
-    let o = options_from_flags!(
-        TranslateOptions,
-        p,
-        a.quick,
-        base,
-        [max_bytes, vocab, max_len, d_model, heads, d_ff, enc_layers, dec_layers, dropout, norm_warmup_frac, batch, steps, lr, warmup, label_smoothing, weight_decay, clip, beam, len_penalty, decode_batch, eval_every, show],
-        {
-            norm,
-            pre_norm: a.pre_norm,
-            max_test: a.max_test.or(base.max_test),
-            max_train: a.max_train.or(base.max_train),
-            seed: a.seed,
-            checkpoint: a.checkpoint.clone(),
-            resume: a.resume.clone(),
-            csv: a.csv.clone(),
-            quiet: a.quiet,
-            label: format!("translate --norm {norm}"),
-        }
-    );
-    let r = train_translate(&o, &dev)?;
-    print_json_line(&serde_json::to_value(&r)?)?;
-    Ok(())
+    main_with("translate", || {
+        let p = Parsed::<Args>::from_env()?;
+        let a = &p.args;
+        let norm: NormKind = a.norm.parse()?;
+        let r = &a.run;
+        let o = options_from_flags!(
+            TranslateOptions,
+            p,
+            a.quick,
+            [max_bytes, vocab, max_len, d_model, heads, d_ff, enc_layers, dec_layers, dropout, norm_warmup_frac, batch, steps, lr, warmup, label_smoothing, weight_decay, clip, beam, len_penalty, decode_batch, eval_every, show, max_test, max_train],
+            {
+                norm,
+                pre_norm: a.pre_norm,
+                seed: a.seed,
+                label: format!("translate --norm {norm}"),
+                checkpoint: r.checkpoint.clone(),
+                resume: r.resume.clone(),
+                csv: r.csv.clone(),
+                quiet: r.quiet,
+            }
+        );
+        let result = train_translate(&o, &a.common.setup(None)?)?;
+        print_json_line(&serde_json::to_value(&result)?)?;
+        Ok(())
+    });
 }

@@ -11,9 +11,8 @@
 //! `unigrad_examples::train::vit`. Progress shows on stderr; the last stdout line is one
 //! JSON object with the metrics (test accuracy in percent).
 
-use std::path::PathBuf;
 use unigrad::prelude::*;
-use unigrad_examples::cli::{main_with, print_json_line, AnyResult, CommonArgs, Parsed};
+use unigrad_examples::cli::{main_with, print_json_line, CommonArgs, Parsed, RunArgs};
 use unigrad_examples::options_from_flags;
 use unigrad_examples::train::vit::{train_vit, VitOptions};
 
@@ -86,21 +85,11 @@ struct Args {
     seed: u64,
     #[command(flatten)]
     common: CommonArgs,
-    /// Save model and optimizer (`<path>`, `<path>.opt`) at every evaluation and at the end.
-    #[arg(long)]
-    checkpoint: Option<PathBuf>,
-    /// Resume from a checkpoint written by --checkpoint.
-    #[arg(long)]
-    resume: Option<PathBuf>,
-    /// Write the training curve as CSV.
-    #[arg(long)]
-    csv: Option<PathBuf>,
+    #[command(flatten)]
+    run: RunArgs,
     /// Tiny model and few steps (smoke test); explicit flags still apply on top.
     #[arg(long)]
     quick: bool,
-    /// No progress bar and no log lines; stdout has only the JSON line.
-    #[arg(long)]
-    quiet: bool,
 }
 
 /// The library defaults, which the flags mirror.
@@ -109,41 +98,30 @@ fn defaults() -> VitOptions {
 }
 
 fn main() {
-    main_with("vit", run);
-}
-
-fn run() -> AnyResult<()> {
-    let p = Parsed::<Args>::from_env()?;
-    let a = &p.args;
-    let dev = a.common.setup(None)?;
-    let norm: NormKind = a.norm.parse()?;
-    // --quick picks the tiny preset; flags given explicitly on the command line win
-    let base = if a.quick {
-        VitOptions::quick()
-    } else {
-        VitOptions::default()
-    };
-    let o = options_from_flags!(
-        VitOptions,
-        p,
-        a.quick,
-        base,
-        [patch, d_model, heads, d_ff, layers, dropout, batch, steps, lr, warmup, weight_decay, label_smoothing, clip, norm_warmup_frac, eval_every],
-        {
-            norm,
-            pre_norm: !a.post_norm,
-            flip: !a.no_flip,
-            max_train: a.max_train.or(base.max_train),
-            max_test: a.max_test.or(base.max_test),
-            seed: a.seed,
-            checkpoint: a.checkpoint.clone(),
-            resume: a.resume.clone(),
-            csv: a.csv.clone(),
-            quiet: a.quiet,
-            label: format!("vit --norm {norm}"),
-        }
-    );
-    let r = train_vit(&o, &dev)?;
-    print_json_line(&serde_json::to_value(&r)?)?;
-    Ok(())
+    main_with("vit", || {
+        let p = Parsed::<Args>::from_env()?;
+        let a = &p.args;
+        let norm: NormKind = a.norm.parse()?;
+        let r = &a.run;
+        let o = options_from_flags!(
+            VitOptions,
+            p,
+            a.quick,
+            [patch, d_model, heads, d_ff, layers, dropout, batch, steps, lr, warmup, weight_decay, label_smoothing, clip, norm_warmup_frac, eval_every, max_test, max_train],
+            {
+                norm,
+                pre_norm: !a.post_norm,
+                flip: !a.no_flip,
+                seed: a.seed,
+                label: format!("vit --norm {norm}"),
+                checkpoint: r.checkpoint.clone(),
+                resume: r.resume.clone(),
+                csv: r.csv.clone(),
+                quiet: r.quiet,
+            }
+        );
+        let result = train_vit(&o, &a.common.setup(None)?)?;
+        print_json_line(&serde_json::to_value(&result)?)?;
+        Ok(())
+    });
 }

@@ -3,7 +3,7 @@
 //! Every example picks a device and a CPU thread count, trains for a number of steps and
 //! reports metrics. These helpers give them one front end: [`CommonArgs`] (the shared
 //! `--device` and `--threads` flags, flattened into each program's own arguments, and the
-//! setup they imply), [`main_with`] (the error exit), [`Parsed`] with
+//! setup they imply), [`RunArgs`] (saving, resuming and logging a run), [`main_with`] (the error exit), [`Parsed`] with
 //! [`options_from_flags!`](crate::options_from_flags) (a `--quick` preset that explicit flags
 //! override), an `indicatif` progress bar showing the running loss and the step rate, and
 //! machine-readable JSON lines on stdout that scripts (and CI logs) can parse. Progress bars
@@ -11,6 +11,7 @@
 //! the JSON output or CI logs.
 
 use std::io::Write;
+use std::path::PathBuf;
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
@@ -50,6 +51,25 @@ impl CommonArgs {
     }
 }
 
+/// The flags of the training programs (`train_lm`, `translate`, `vit`) that save, resume
+/// and log a run, flattened into their arguments with `#[command(flatten)]`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RunArgs {
+    /// Save the model here and the optimizer next to it (`<path>.opt`; translate also its
+    /// BPE, `<path>.bpe.json`) at every evaluation and at the end.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Resume from a checkpoint written by --checkpoint (model, optimizer and step).
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Write the training curve (one row per step) as CSV.
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    /// No progress bar and no log lines on stderr; stdout has only the JSON line.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
 /// The `main` of every example program: runs `run`, and on error prints
 /// `<name>: error: <message>` on stderr and exits with status 1.
 pub fn main_with(name: &str, run: impl FnOnce() -> AnyResult<()>) {
@@ -81,22 +101,23 @@ impl<A: CommandFactory + FromArgMatches> Parsed<A> {
     }
 }
 
-/// Build an options struct from command-line flags and a preset.
+/// Build an options struct from command-line flags and a `--quick` preset.
 ///
-/// `options_from_flags!(Ty, parsed, use_preset, preset, [f1, f2, ...], { g: value, ... })`
-/// is `Ty { f1: .., f2: .., g: value, ..preset }`, where each listed field `fi` is the
-/// flag's value (`parsed.args.fi`), except that with `use_preset` a flag that was not typed
-/// (see [`Parsed::given`]) takes the preset's value instead. The listed fields must be
-/// `Copy`.
+/// `options_from_flags!(Ty, parsed, quick, [f1, f2, ...], { g: value, ... })` starts from
+/// the preset `Ty::quick()` when `quick` is true and from `Ty::default()` otherwise, and is
+/// `Ty { f1: .., f2: .., g: value, ..preset }`, where each listed field `fi` is the flag's
+/// value (`parsed.args.fi`), except that with `quick` a flag that was not typed (see
+/// [`Parsed::given`]) keeps the preset's value. The listed fields must be `Copy`.
 #[macro_export]
 macro_rules! options_from_flags {
-    ($ty:ident, $parsed:expr, $use_preset:expr, $preset:expr, [$($f:ident),* $(,)?], { $($rest:tt)* }) => {
+    ($ty:ident, $parsed:expr, $quick:expr, [$($f:ident),* $(,)?], { $($rest:tt)* }) => {{
+        let preset = if $quick { $ty::quick() } else { $ty::default() };
         $ty {
-            $($f: if !$use_preset || $parsed.given(stringify!($f)) { $parsed.args.$f } else { $preset.$f },)*
+            $($f: if !$quick || $parsed.given(stringify!($f)) { $parsed.args.$f } else { preset.$f },)*
             $($rest)*
-            ..$preset
+            ..preset
         }
-    };
+    }};
 }
 
 /// The template used by [`progress_bar`]: the prefix (what is running), elapsed time, the bar,
