@@ -20,10 +20,10 @@ use std::time::Instant;
 use unigrad::nn::loss::nats_to_bits;
 use unigrad::prelude::*;
 use unigrad_examples::cli::{main_with, print_json_line, AnyResult, CommonArgs, RunArgs};
-use unigrad_examples::csv::CsvWriter;
 use unigrad_examples::data::text::{decode_bytes, eval_batches, Batch, BatchSampler, ByteCorpus};
 use unigrad_examples::train::{
-    adam_resumed, eval_due, norm_config, opt_path, save_state, tail_mean, update, warmup_cosine, Reporter, TaskKind,
+    adam_resumed, eval_due, norm_config, opt_path, save_state, tail_mean, update, warmup_cosine, Curve, Reporter,
+    TaskKind,
 };
 
 /// Train a byte-level Transformer LM on the bundled Shakespeare text.
@@ -181,8 +181,7 @@ fn run(a: Args) -> AnyResult<()> {
     }
     let quick_val = eval_batches(&corpus.val, a.batch, a.seq, Some(a.eval_windows))?;
     let full_val = eval_batches(&corpus.val, a.batch, a.seq, None)?;
-    let cols = ["step", "train_loss", "val_bpb", "lr", "tokens_per_s"];
-    let mut csv = a.run.csv.as_ref().map(|p| CsvWriter::create(p, &cols)).transpose()?;
+    let mut curve = Curve::create(a.run.csv.as_deref(), "val_bpb", &["tokens_per_s"])?;
 
     let rep = Reporter::new(a.steps, &format!("train_lm --norm {kind}"), a.run.quiet);
     let pb = rep.bar();
@@ -228,25 +227,13 @@ fn run(a: Args) -> AnyResult<()> {
                 save_state(&model, &opt, p, &cfg_str, done)?;
             }
         }
-        if let Some(w) = csv.as_mut() {
-            let vs = val.map(|v| format!("{v}")).unwrap_or_default();
-            w.write_row([
-                done.to_string(),
-                lv.to_string(),
-                vs,
-                lr.to_string(),
-                format!("{tps:.1}"),
-            ])?;
-        }
+        curve.row(done, lv, val, lr, &[format!("{tps:.1}")])?;
     }
     rep.finish();
 
     let final_val = evaluate(&mut model, &full_val, &dev)?;
     last_val = if final_val.is_finite() { final_val } else { last_val };
-    if let Some(w) = csv.take() {
-        let p = w.finish()?;
-        log(format!("loss curve written to {}", p.display()));
-    }
+    curve.finish(&rep)?;
     if let Some(p) = &a.run.checkpoint {
         save_state(&model, &opt, p, &cfg_str, a.steps)?;
         log(format!(

@@ -30,6 +30,7 @@ pub mod speed;
 pub mod translate;
 pub mod vit;
 
+use crate::csv::CsvWriter;
 use indicatif::{ProgressBar, ProgressDrawTarget};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -265,6 +266,40 @@ pub fn update<O: Optimizer + ?Sized>(opt: &mut O, loss: &Tensor, lr: f64, clip: 
     Ok(lv)
 }
 
+/// The training curve of a run as CSV (`--csv`): one row per update with the step, the
+/// training loss, the periodic evaluation (empty between evaluations), the learning rate
+/// and any extra columns. Without a path every call does nothing.
+pub struct Curve(Option<CsvWriter>);
+
+impl Curve {
+    /// A curve written to `path` (`None`: no file) with the columns
+    /// `step, train_loss, <eval>, lr, <extra...>`.
+    pub fn create(path: Option<&Path>, eval: &str, extra: &[&str]) -> TrainResult<Curve> {
+        let mut cols = vec!["step", "train_loss", eval, "lr"];
+        cols.extend_from_slice(extra);
+        Ok(Curve(path.map(|p| CsvWriter::create(p, &cols)).transpose()?))
+    }
+
+    /// Append the row of update `done` (1-based); `extra` fills the extra columns.
+    pub fn row(&mut self, done: u64, loss: f64, eval: Option<f64>, lr: f64, extra: &[String]) -> TrainResult<()> {
+        if let Some(w) = self.0.as_mut() {
+            let eval = eval.map(|v| v.to_string()).unwrap_or_default();
+            let mut row = vec![done.to_string(), loss.to_string(), eval, lr.to_string()];
+            row.extend_from_slice(extra);
+            w.write_row(row)?;
+        }
+        Ok(())
+    }
+
+    /// Close the file (it appears atomically) and log where it went.
+    pub fn finish(self, rep: &Reporter) -> TrainResult<()> {
+        if let Some(w) = self.0 {
+            rep.log(format!("training curve: {}", w.finish()?.display()));
+        }
+        Ok(())
+    }
+}
+
 /// Whether a run of `total` updates with periodic evaluation every `every` updates (0: none)
 /// evaluates after update `done`; the final evaluation after the last update is separate.
 pub fn eval_due(every: u64, done: u64, total: u64) -> bool {
@@ -313,6 +348,21 @@ mod tests {
         let due: Vec<u64> = (1..=10).filter(|&d| eval_due(3, d, 9)).collect();
         assert_eq!(due, vec![3, 6]);
         assert!(!(1..=10).any(|d| eval_due(0, d, 10)));
+    }
+
+    #[test]
+    fn curve_rows() {
+        let path = std::env::temp_dir().join(format!("unigrad-curve-{}.csv", std::process::id()));
+        let mut c = Curve::create(Some(&path), "val", &["tps"]).unwrap();
+        c.row(1, 2.5, None, 0.1, &["7.0".into()]).unwrap();
+        c.row(2, 2.0, Some(1.5), 0.05, &["8.0".into()]).unwrap();
+        assert!(c.row(3, 2.0, None, 0.05, &[]).is_err(), "a row must fill every column");
+        c.finish(&Reporter::new(1, "t", true)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "step,train_loss,val,lr,tps\n1,2.5,,0.1,7.0\n2,2,1.5,0.05,8.0\n");
+        std::fs::remove_file(&path).ok();
+        let mut none = Curve::create(None, "val", &[]).unwrap();
+        none.row(1, 1.0, None, 0.1, &[]).unwrap();
     }
 
     #[test]

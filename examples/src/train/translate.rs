@@ -26,12 +26,11 @@
 
 use super::beam::{beam_search, greedy_search, BeamConfig};
 use super::{
-    adam_resumed, eval_due, ids_tensor, norm_config, save_state, tail_mean, update, Reporter, TaskKind, TrainError,
-    TrainResult,
+    adam_resumed, eval_due, ids_tensor, norm_config, save_state, tail_mean, update, Curve, Reporter, TaskKind,
+    TrainError, TrainResult,
 };
 use crate::bleu::{corpus_bleu_13a, BleuScore};
 use crate::bpe::{Bpe, BOS, EOS, PAD};
-use crate::csv::CsvWriter;
 use crate::data::translation::{load_de_en, LoadOptions, Pair};
 use crate::rng::Rng;
 use serde::Serialize;
@@ -535,8 +534,7 @@ pub fn train_translate(o: &TranslateOptions, dev: &Device) -> TrainResult<Transl
         valid.len(),
         test_pairs.len()
     ));
-    let cols = ["step", "train_loss", "valid_loss", "lr", "tokens_per_s"];
-    let mut csv = o.csv.as_ref().map(|p| CsvWriter::create(p, &cols)).transpose()?;
+    let mut curve = Curve::create(o.csv.as_deref(), "valid_loss", &["tokens_per_s"])?;
     let lens: Vec<usize> = train.iter().map(|e| e.src.len().max(e.tgt.len() + 1)).collect();
     // replay the batch stream up to `start`
     let (mut epoch, mut order, mut pos) = (0u64, epoch_batches(&lens, o.batch, o.seed, 0), 0usize);
@@ -588,16 +586,7 @@ pub fn train_translate(o: &TranslateOptions, dev: &Device) -> TrainResult<Transl
                 bpe.save(&bpe_path(p))?;
             }
         }
-        if let Some(w) = csv.as_mut() {
-            let vs = val.map(|v| v.to_string()).unwrap_or_default();
-            w.write_row([
-                done.to_string(),
-                lv.to_string(),
-                vs,
-                lr.to_string(),
-                format!("{tps:.1}"),
-            ])?;
-        }
+        curve.row(done, lv, val, lr, &[format!("{tps:.1}")])?;
     }
     rep.finish();
     if let Some(p) = &o.checkpoint {
@@ -605,9 +594,7 @@ pub fn train_translate(o: &TranslateOptions, dev: &Device) -> TrainResult<Transl
         bpe.save(&bpe_path(p))?;
         rep.log(format!("checkpoint: {} (+ .opt, .bpe.json)", p.display()));
     }
-    if let Some(w) = csv.take() {
-        rep.log(format!("training curve: {}", w.finish()?.display()));
-    }
+    curve.finish(&rep)?;
     if !valid.is_empty() {
         last_valid = valid_loss(&mut model, &valid, o.decode_batch, dev)?;
     }

@@ -8,10 +8,9 @@
 //! test images in eval mode (batch-statistics norms use their running statistics).
 
 use super::{
-    adam_resumed, eval_due, norm_config, save_state, tail_mean, update, warmup_cosine, Reporter, TaskKind, TrainError,
-    TrainResult,
+    adam_resumed, eval_due, norm_config, save_state, tail_mean, update, warmup_cosine, Curve, Reporter, TaskKind,
+    TrainError, TrainResult,
 };
-use crate::csv::CsvWriter;
 use crate::data::mnist::{load_fashion_mnist, ImageSet, NUM_CLASSES};
 use crate::rng::Rng;
 use serde::Serialize;
@@ -290,8 +289,7 @@ pub fn train_vit(o: &VitOptions, dev: &Device) -> TrainResult<VitResult> {
         train.len(),
         test.len()
     ));
-    let cols = ["step", "train_loss", "test_acc", "lr"];
-    let mut csv = o.csv.as_ref().map(|p| CsvWriter::create(p, &cols)).transpose()?;
+    let mut curve = Curve::create(o.csv.as_deref(), "test_acc", &[])?;
     rep.bar().set_position(start);
     let (mut losses, mut train_s) = (Vec::new(), 0.0f64);
     let mut order = epoch_order(train.len(), o.seed, start / per_epoch);
@@ -325,19 +323,14 @@ pub fn train_vit(o: &VitOptions, dev: &Device) -> TrainResult<VitResult> {
                 save_state(&model, &opt, p, &cfg_str, done)?;
             }
         }
-        if let Some(w) = csv.as_mut() {
-            let a = acc.map(|a| a.to_string()).unwrap_or_default();
-            w.write_row([done.to_string(), lv.to_string(), a, lr.to_string()])?;
-        }
+        curve.row(done, lv, acc, lr, &[])?;
     }
     rep.finish();
     if let Some(p) = &o.checkpoint {
         save_state(&model, &opt, p, &cfg_str, o.steps)?;
         rep.log(format!("checkpoint: {} (+ .opt)", p.display()));
     }
-    if let Some(w) = csv.take() {
-        rep.log(format!("training curve: {}", w.finish()?.display()));
-    }
+    curve.finish(&rep)?;
     let test_acc = accuracy(&mut model, &test, dev)?;
     rep.log(format!("test accuracy {test_acc:.2}% on {} images", test.len()));
     let trained = o.steps.saturating_sub(start);
