@@ -122,21 +122,17 @@ fn main() {
         let p = Parsed::<Args>::from_env()?;
         let a = &p.args;
         let norm: NormKind = a.norm.parse()?;
-        let r = &a.run;
         let o = options_from_flags!(
             TranslateOptions,
             p,
             a.quick,
             [max_bytes, vocab, max_len, d_model, heads, d_ff, enc_layers, dec_layers, dropout, norm_warmup_frac, batch, steps, lr, warmup, label_smoothing, weight_decay, clip, beam, len_penalty, decode_batch, eval_every, show, max_test, max_train],
+            run = a.run,
             {
                 norm,
                 pre_norm: a.pre_norm,
                 seed: a.seed,
                 label: format!("translate --norm {norm}"),
-                checkpoint: r.checkpoint.clone(),
-                resume: r.resume.clone(),
-                csv: r.csv.clone(),
-                quiet: r.quiet,
             }
         );
         let result = train_translate(&o, &a.common.setup(None)?)?;

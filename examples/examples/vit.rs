@@ -102,22 +102,18 @@ fn main() {
         let p = Parsed::<Args>::from_env()?;
         let a = &p.args;
         let norm: NormKind = a.norm.parse()?;
-        let r = &a.run;
         let o = options_from_flags!(
             VitOptions,
             p,
             a.quick,
             [patch, d_model, heads, d_ff, layers, dropout, batch, steps, lr, warmup, weight_decay, label_smoothing, clip, norm_warmup_frac, eval_every, max_test, max_train],
+            run = a.run,
             {
                 norm,
                 pre_norm: !a.post_norm,
                 flip: !a.no_flip,
                 seed: a.seed,
                 label: format!("vit --norm {norm}"),
-                checkpoint: r.checkpoint.clone(),
-                resume: r.resume.clone(),
-                csv: r.csv.clone(),
-                quiet: r.quiet,
             }
         );
         let result = train_vit(&o, &a.common.setup(None)?)?;

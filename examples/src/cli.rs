@@ -107,9 +107,20 @@ impl<A: CommandFactory + FromArgMatches> Parsed<A> {
 /// the preset `Ty::quick()` when `quick` is true and from `Ty::default()` otherwise, and is
 /// `Ty { f1: .., f2: .., g: value, ..preset }`, where each listed field `fi` is the flag's
 /// value (`parsed.args.fi`), except that with `quick` a flag that was not typed (see
-/// [`Parsed::given`]) keeps the preset's value. The listed fields must be `Copy`.
+/// [`Parsed::given`]) keeps the preset's value. The listed fields must be `Copy`. With
+/// `run = <RunArgs>` after the field list, the fields `checkpoint`, `resume`, `csv` and
+/// `quiet` come from those [`RunArgs`].
 #[macro_export]
 macro_rules! options_from_flags {
+    ($ty:ident, $parsed:expr, $quick:expr, [$($f:ident),* $(,)?], run = $run:expr, { $($rest:tt)* }) => {
+        $crate::options_from_flags!($ty, $parsed, $quick, [$($f),*], {
+            checkpoint: $run.checkpoint.clone(),
+            resume: $run.resume.clone(),
+            csv: $run.csv.clone(),
+            quiet: $run.quiet,
+            $($rest)*
+        })
+    };
     ($ty:ident, $parsed:expr, $quick:expr, [$($f:ident),* $(,)?], { $($rest:tt)* }) => {{
         let preset = if $quick { $ty::quick() } else { $ty::default() };
         $ty {
