@@ -1,5 +1,5 @@
 //! Eval-forward timing of the reference LM with LayerNorm, UN unfolded and UN folded into
-//! the neighbouring Linear layers (`unigrad_nn::fold`), plus where the time goes.
+//! the neighbouring Linear layers (`unigrad::nn::fold`), plus where the time goes.
 //!
 //! ```sh
 //! cargo run --release -p unigrad-examples --example bench_infer -- [--threads 2] [--iters 30] [--warmup 5]
@@ -27,20 +27,15 @@
 
 use clap::Parser;
 use std::time::Instant;
-use unigrad_core::{manual_seed, no_grad, DType, Device, Tensor};
-use unigrad_nn::fold::fold_for_inference;
-use unigrad_nn::norm::Norm;
-use unigrad_nn::{device_from_str, init, LmConfig, Module, NormKind, TransformerLm};
-
-type Res<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+use unigrad::nn::fold::fold_for_inference;
+use unigrad::nn::init;
+use unigrad::prelude::*;
+use unigrad_examples::cli::{main_with, AnyResult, CommonArgs};
 
 /// Time the eval forward of the reference LM with LayerNorm, UN, and UN folded into the Linears.
 #[derive(Parser, Debug)]
 #[command(version, long_about = None)]
 struct Args {
-    /// CPU worker threads.
-    #[arg(long, default_value_t = 2)]
-    threads: usize,
     /// Timed rounds (one forward of every variant per round).
     #[arg(long, default_value_t = 30, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     iters: usize,
@@ -50,9 +45,8 @@ struct Args {
     /// Timed calls per piece in the breakdown of the forward.
     #[arg(long, default_value_t = 50, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     parts_iters: usize,
-    /// Device: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    common: CommonArgs,
 }
 
 const BATCH: usize = 16;
@@ -79,7 +73,7 @@ fn time_ms<T>(f: impl FnOnce() -> T) -> (f64, T) {
 }
 
 /// Median ms of `iters` calls of `f` after 3 warm-up calls.
-fn bench(iters: usize, mut f: impl FnMut() -> Res<()>) -> Res<f64> {
+fn bench(iters: usize, mut f: impl FnMut() -> AnyResult<()>) -> AnyResult<f64> {
     for _ in 0..3 {
         f()?;
     }
@@ -93,7 +87,7 @@ fn bench(iters: usize, mut f: impl FnMut() -> Res<()>) -> Res<f64> {
 }
 
 /// Give UN's eval statistics and affine the reference's random, non-trivial values.
-fn randomize_un(model: &TransformerLm, dev: &Device) -> Res<()> {
+fn randomize_un(model: &TransformerLm, dev: &Device) -> AnyResult<()> {
     let mut norms: Vec<&Norm> = Vec::new();
     for b in &model.blocks {
         norms.push(&b.norm1);
@@ -113,22 +107,18 @@ fn randomize_un(model: &TransformerLm, dev: &Device) -> Res<()> {
 }
 
 fn main() {
-    if let Err(e) = run(Args::parse()) {
-        eprintln!("bench_infer: error: {e}");
-        std::process::exit(1);
-    }
+    main_with("bench_infer", || run(Args::parse()));
 }
 
-fn run(a: Args) -> Res<()> {
+fn run(a: Args) -> AnyResult<()> {
     let Args {
-        threads,
         iters,
         warmup,
         parts_iters,
-        device,
+        common,
     } = a;
-    let dev = device_from_str(&device)?;
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
+    let threads = common.threads_or(2);
+    let dev = common.setup(Some(threads))?;
     // waits for queued work on asynchronous devices (a no-op on the CPU)
     let sync = || dev.backend().synchronize();
 
@@ -166,7 +156,7 @@ fn run(a: Args) -> Res<()> {
 
     // interleaved rounds
     let names = ["ln", "un_unfolded", "un_folded"];
-    let forward = |k: usize| -> Res<()> {
+    let forward = |k: usize| -> AnyResult<()> {
         let out = match k {
             0 => no_grad(|| ln.forward(&ids, None))?,
             1 => no_grad(|| un.forward(&ids, None))?,
@@ -212,9 +202,9 @@ fn run(a: Args) -> Res<()> {
     let h = no_grad(|| Tensor::randn(&[BATCH, SEQ, 512], DType::F32, &dev))?;
     let blk = &ln.blocks[0];
     let ublk = &un.blocks[0];
-    let bias = unigrad_nn::attention_bias(true, None, SEQ, SEQ, DType::F32, &dev)?;
+    let bias = unigrad::nn::attention_bias(true, None, SEQ, SEQ, DType::F32, &dev)?;
     let qkv = blk.attn.qkv.as_ref().ok_or("no qkv")?;
-    let p = |f: &mut dyn FnMut() -> unigrad_core::Result<Tensor>| -> Res<f64> {
+    let p = |f: &mut dyn FnMut() -> Result<Tensor>| -> AnyResult<f64> {
         bench(parts_iters, || {
             let out = no_grad(&mut *f)?;
             sync()?;

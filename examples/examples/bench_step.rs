@@ -15,11 +15,10 @@
 
 use clap::Parser;
 use std::time::Instant;
-use unigrad_core::{manual_seed, DType, Rng, Tensor};
-use unigrad_examples::cli::print_json_line;
-use unigrad_nn::{
-    device_from_str, profile, Adam, AdamConfig, LmConfig, Module, NormKind, Optimizer, ParamGroup, TransformerLm,
-};
+use unigrad::core::Rng;
+use unigrad::nn::{profile, ParamGroup};
+use unigrad::prelude::*;
+use unigrad_examples::cli::{main_with, print_json_line, AnyResult, CommonArgs};
 
 /// Time training steps of the reference Transformer LM.
 #[derive(Parser, Debug)]
@@ -28,18 +27,14 @@ struct Args {
     /// Normalization: ln, bn, rms, un or pn.
     #[arg(long, default_value = "ln")]
     norm: String,
-    /// CPU worker threads.
-    #[arg(long, default_value_t = 2)]
-    threads: usize,
     /// Timed steps.
     #[arg(long, default_value_t = 30)]
     steps: usize,
     /// Untimed warm-up steps.
     #[arg(long, default_value_t = 5)]
     warmup: usize,
-    /// Device: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    common: CommonArgs,
     /// Seed for the weights and the random batches.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -68,15 +63,12 @@ fn cpu_seconds() -> Option<f64> {
 }
 
 fn main() {
-    if let Err(e) = run(Args::parse()) {
-        eprintln!("bench_step: error: {e}");
-        std::process::exit(1);
-    }
+    main_with("bench_step", || run(Args::parse()));
 }
 
-fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
-    rayon::ThreadPoolBuilder::new().num_threads(a.threads).build_global()?;
-    let dev = device_from_str(&a.device)?;
+fn run(a: Args) -> AnyResult<()> {
+    let threads = a.common.threads_or(2);
+    let dev = a.common.setup(Some(threads))?;
     let kind: NormKind = a.norm.parse()?;
     manual_seed(a.seed);
     let model = TransformerLm::new(LmConfig::reference(kind), DType::F32, &dev)?;
@@ -102,7 +94,7 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
                 Tensor::from_vec(y, &[BATCH, SEQ], &dev)?,
             ))
         })
-        .collect::<unigrad_core::Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>>>()?;
     let mut times = Vec::with_capacity(a.steps);
     let mut losses = Vec::new();
     let mut first_ms = 0.0;
@@ -164,7 +156,7 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     let rss = peak_rss_mib();
     eprintln!(
         "bench_step norm={kind} threads={}: median {median:.2} ms/step (min {:.2}, max {:.2}, n={}), first step {first_ms:.0} ms, peak RSS {}",
-        a.threads,
+        threads,
         sorted[0],
         sorted[sorted.len() - 1],
         times.len(),
@@ -172,7 +164,7 @@ fn run(a: Args) -> Result<(), Box<dyn std::error::Error>> {
     );
     print_json_line(&serde_json::json!({
         "norm": kind.short_name(),
-        "threads": a.threads,
+        "threads": threads,
         "median_ms": median,
         "min_ms": sorted[0],
         "max_ms": sorted[sorted.len() - 1],

@@ -12,7 +12,7 @@
 //! The same model (default: d_model 64, 4 heads, FFN 256, 2 pre-norm layers, learned
 //! positions, batch 16 × 64 bytes, AdamW lr 2e-3), the same initial weights and the same
 //! batches, once per norm: LayerNorm, BatchNorm, PowerNorm and UN. A
-//! [`Tracer`](unigrad_nn::norm::trace::Tracer) attached to every norm records the batch,
+//! [`Tracer`](unigrad::nn::norm::trace::Tracer) attached to every norm records the batch,
 //! smoothed and running statistics, UN's `r`, skips and gradient statistics, PowerNorm's
 //! `q`, `running_phi` and `ema_gz`, and LayerNorm's per-token statistics; the validation
 //! loss is measured every `--eval-every` steps with the tracer paused.
@@ -50,15 +50,13 @@ use clap::Parser;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use unigrad_core::{manual_seed, no_grad, DType, Device, Tensor};
+use unigrad::nn::norm::trace::{Stat, Traceable, Tracer};
+use unigrad::nn::norm::UnConfig;
+use unigrad::prelude::*;
+use unigrad_examples::cli::{main_with, CommonArgs};
 use unigrad_examples::csv::CsvWriter;
 use unigrad_examples::data::text::{eval_batches, Batch, BatchSampler, ByteCorpus};
 use unigrad_examples::plot::LineChart;
-use unigrad_nn::norm::trace::{Stat, Traceable, Tracer};
-use unigrad_nn::norm::{NormConfig, UnConfig};
-use unigrad_nn::{
-    decay_groups, device_from_str, Adam, AdamConfig, LmConfig, Module, NormKind, Optimizer, TransformerLm,
-};
 
 type Res<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
@@ -123,9 +121,8 @@ struct Opts {
     /// Skip part B (the outlier runs).
     #[arg(long)]
     skip_outlier: bool,
-    /// Device: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    common: CommonArgs,
 }
 
 /// One training run's configuration.
@@ -547,14 +544,11 @@ fn outlier_plots(sv: &mut Saver, runs: &[RunOut], clean: &[RunOut]) -> Res<()> {
 }
 
 fn main() {
-    if let Err(e) = run(Opts::parse()) {
-        eprintln!("norm_internals: error: {e}");
-        std::process::exit(1);
-    }
+    main_with("norm_internals", || run(Opts::parse()));
 }
 
 fn run(o: Opts) -> Res<()> {
-    let dev = device_from_str(&o.device)?;
+    let dev = o.common.setup(None)?;
     let corpus = ByteCorpus::shakespeare(&unigrad_examples::data_dir())?;
     let val: Vec<(Tensor, Tensor)> = eval_batches(&corpus.val, o.batch, o.seq, Some(o.val_windows))?
         .iter()

@@ -13,7 +13,7 @@
 //! the next Linear), validation bits per byte of a byte-level LM on Shakespeare, test BLEU
 //! of a German→English Transformer (beam search; greedy in parentheses), test accuracy of
 //! a ViT on Fashion-MNIST, and the eval-forward speedup over LayerNorm of the LM with its
-//! norms folded by `unigrad_nn::fold` (measured side by side, interleaved, median).
+//! norms folded by `unigrad::nn::fold` (measured side by side, interleaved, median).
 //! Every run uses the same seed and the training loops of `unigrad_examples::train`,
 //! which the `translate` and `vit` examples also run. The table goes to stdout and to
 //! `--out` (default `runs/paper_table.md`); the last stdout line is one JSON object with
@@ -23,16 +23,14 @@ use clap::Parser;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use unigrad_core::{no_grad, Device, Tensor};
-use unigrad_examples::cli::print_json_line;
+use unigrad::nn::fold::fold_for_inference;
+use unigrad::prelude::*;
+use unigrad_examples::cli::{main_with, print_json_line, AnyResult, CommonArgs};
 use unigrad_examples::train::lm::{train_lm, LmOptions};
 use unigrad_examples::train::speed::{count_subnormal, time_interleaved, Timing};
 use unigrad_examples::train::translate::{train_translate, TranslateOptions};
 use unigrad_examples::train::vit::{train_vit, VitOptions};
 use unigrad_examples::train::TrainError;
-use unigrad_nn::fold::fold_for_inference;
-use unigrad_nn::Module;
-use unigrad_nn::{device_from_str, NormKind, TransformerLm};
 
 /// Train one model per normalization on three tasks and print the paper-style table.
 #[derive(Parser, Debug)]
@@ -65,12 +63,8 @@ struct Args {
     /// Seed of every run.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Device: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// Worker threads for the CPU backend (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
+    #[command(flatten)]
+    common: CommonArgs,
     /// Folder for per-run checkpoints (`<task>-<norm>.safetensors`) and metrics
     /// (`<task>-<norm>.json`).
     #[arg(long)]
@@ -87,9 +81,8 @@ struct Args {
     quiet: bool,
 }
 
-type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
 /// One timed eval forward.
-type Forward<'a> = Box<dyn Fn() -> unigrad_core::Result<Tensor> + 'a>;
+type Forward<'a> = Box<dyn Fn() -> Result<Tensor> + 'a>;
 
 /// The options of a run as a string, without the fields that do not change its result
 /// (progress label, quietness): a saved run is reused only when this matches.
@@ -107,10 +100,7 @@ fn to_json<T: serde::Serialize>(r: T) -> Result<Value, TrainError> {
 }
 
 fn main() {
-    if let Err(e) = run(Args::parse()) {
-        eprintln!("paper_table: error: {e}");
-        std::process::exit(1);
-    }
+    main_with("paper_table", || run(Args::parse()));
 }
 
 /// Display name of a row.
@@ -185,7 +175,7 @@ fn speed(lms: &[(NormKind, TransformerLm)], batch: usize, rounds: usize, dev: &D
     for (kind, m) in lms {
         let f = fold_for_inference(m)?;
         // the folded model must compute the same logits
-        let (a, b) = no_grad(|| -> unigrad_core::Result<_> { Ok((m.forward(&x, None)?, f.forward(&x, None)?)) })?;
+        let (a, b) = no_grad(|| -> Result<_> { Ok((m.forward(&x, None)?, f.forward(&x, None)?)) })?;
         let diff = a
             .to_vec_f64()?
             .iter()
@@ -252,11 +242,8 @@ fn fmt_metric(v: &Value, key: &str, digits: usize) -> String {
 }
 
 fn run(a: Args) -> AnyResult<()> {
-    if let Some(n) = a.threads {
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
-    }
+    let dev = a.common.setup(None)?;
     let t_all = Instant::now();
-    let dev = device_from_str(&a.device)?;
     let norms: Vec<NormKind> = a.norms.iter().map(|s| s.parse()).collect::<Result<_, _>>()?;
     for t in &a.tasks {
         if !["lm", "mt", "vit"].contains(&t.as_str()) {
@@ -328,10 +315,10 @@ fn run(a: Args) -> AnyResult<()> {
                 .map(|d| d.join(format!("lm-{}.safetensors", n.short_name())))
             {
                 // reused metrics: reload the saved model for the speed measurement
-                let m = TransformerLm::new(o.model_config(), unigrad_core::DType::F32, &dev)?;
-                if unigrad_nn::checkpoint::load(&m, &p).is_ok() {
+                let m = TransformerLm::new(o.model_config(), DType::F32, &dev)?;
+                if unigrad::nn::checkpoint::load(&m, &p).is_ok() {
                     let mut m = m;
-                    unigrad_nn::Module::eval(&mut m);
+                    Module::eval(&mut m);
                     lms.push((n, m));
                 }
             }
@@ -460,7 +447,7 @@ fn run(a: Args) -> AnyResult<()> {
     ];
     if !speed_v.is_null() {
         notes.push(format!(
-            "Speed: median eval forward of each trained LM on a {}×{} batch, {} interleaved rounds on {}; offline norms are timed after `unigrad_nn::fold::fold_for_inference` (BN and UN removed, PowerNorm keeps its per-token group scaling), LN/RMSNorm as they are. Speedup = LN time / time of the row's deployed model, from wall-clock medians and (in parentheses) from process-CPU-time medians, which discount time spent waiting for a core on a loaded machine.",
+            "Speed: median eval forward of each trained LM on a {}×{} batch, {} interleaved rounds on {}; offline norms are timed after `unigrad::nn::fold::fold_for_inference` (BN and UN removed, PowerNorm keeps its per-token group scaling), LN/RMSNorm as they are. Speedup = LN time / time of the row's deployed model, from wall-clock medians and (in parentheses) from process-CPU-time medians, which discount time spent waiting for a core on a loaded machine.",
             speed_v["batch"], speed_v["seq"], speed_v["rounds"], dev
         ));
     }

@@ -16,16 +16,14 @@
 //! object with the results.
 
 use clap::Parser;
-use std::path::PathBuf;
 use std::time::Instant;
-use unigrad_core::{manual_seed, no_grad, DType, Device, Tensor};
-use unigrad_examples::cli::print_json_line;
-use unigrad_examples::csv::CsvWriter;
+use unigrad::nn::loss::nats_to_bits;
+use unigrad::prelude::*;
+use unigrad_examples::cli::{main_with, print_json_line, AnyResult, CommonArgs, RunArgs};
 use unigrad_examples::data::text::{decode_bytes, eval_batches, Batch, BatchSampler, ByteCorpus};
-use unigrad_examples::train::{adam_resumed, norm_config, opt_path, save_state, tail_mean, Reporter, TaskKind};
-use unigrad_nn::loss::nats_to_bits;
-use unigrad_nn::{
-    clip_grad_norm, device_from_str, AdamConfig, LmConfig, LrSchedule, Module, NormKind, Optimizer, TransformerLm,
+use unigrad_examples::train::{
+    adam_resumed, eval_due, norm_config, opt_path, save_state, tail_mean, update, warmup_cosine, Curve, Reporter,
+    TaskKind,
 };
 
 /// Train a byte-level Transformer LM on the bundled Shakespeare text.
@@ -85,19 +83,10 @@ struct Args {
     /// Random seed (initialisation, batches, sampling).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Device: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// Worker threads for the CPU backend (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Save the model here (and the optimizer next to it, `<path>.opt`) at every
-    /// evaluation and at the end.
-    #[arg(long)]
-    checkpoint: Option<PathBuf>,
-    /// Resume from a checkpoint written by --checkpoint (model and optimizer).
-    #[arg(long)]
-    resume: Option<PathBuf>,
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(flatten)]
+    run: RunArgs,
     /// Validate every N steps (0: only at the end).
     #[arg(long, default_value_t = 250)]
     eval_every: u64,
@@ -105,9 +94,6 @@ struct Args {
     /// validation split).
     #[arg(long, default_value_t = 128)]
     eval_windows: usize,
-    /// Write the loss curve (step, train_loss, val_bpb, lr, tokens_per_s) as CSV.
-    #[arg(long)]
-    csv: Option<PathBuf>,
     /// Bytes to sample at the end.
     #[arg(long, default_value_t = 300)]
     sample_len: usize,
@@ -117,26 +103,18 @@ struct Args {
     /// Prompt for the sample.
     #[arg(long, default_value = "ROMEO:")]
     prompt: String,
-    /// No progress bar and no log lines on stderr; stdout has only the JSON line.
-    #[arg(long)]
-    quiet: bool,
 }
-
-type AnyResult<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn main() {
-    if let Err(e) = run(Args::parse()) {
-        eprintln!("train_lm: error: {e}");
-        std::process::exit(1);
-    }
+    main_with("train_lm", || run(Args::parse()));
 }
 
-fn to_ids(v: &[u32], b: usize, t: usize, dev: &Device) -> unigrad_core::Result<Tensor> {
+fn to_ids(v: &[u32], b: usize, t: usize, dev: &Device) -> Result<Tensor> {
     Tensor::from_vec(v.iter().map(|&x| x as i64).collect(), &[b, t], dev)
 }
 
 /// Mean validation cross-entropy in bits per byte over `batches` (eval mode, no grad).
-fn evaluate(model: &mut TransformerLm, batches: &[Batch], dev: &Device) -> unigrad_core::Result<f64> {
+fn evaluate(model: &mut TransformerLm, batches: &[Batch], dev: &Device) -> Result<f64> {
     model.eval();
     let result = no_grad(|| {
         let (mut total, mut count) = (0.0, 0usize);
@@ -169,10 +147,7 @@ fn config_string(cfg: &LmConfig) -> String {
 }
 
 fn run(a: Args) -> AnyResult<()> {
-    if let Some(n) = a.threads {
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
-    }
-    let dev = device_from_str(&a.device)?;
+    let dev = a.common.setup(None)?;
     let kind: NormKind = a.norm.parse()?;
     manual_seed(a.seed);
 
@@ -189,20 +164,14 @@ fn run(a: Args) -> AnyResult<()> {
     cfg.pre_norm = !a.post_norm;
     cfg.norm = norm_config(kind, TaskKind::Language, a.steps, Some(a.norm_warmup_frac));
     let mut model = TransformerLm::new(cfg, DType::F32, &dev)?;
-    let sched = LrSchedule::WarmupCosine {
-        lr: a.lr,
-        warmup: a.warmup.min(a.steps),
-        total: a.steps,
-        min_lr: a.lr * 0.1,
-    };
-    sched.validate()?;
+    let sched = warmup_cosine(a.lr, a.warmup, a.steps, 0.1)?;
 
     let cfg_str = config_string(&cfg);
     let (mut opt, start) = adam_resumed(
         &model,
         AdamConfig::adamw(a.lr),
         a.weight_decay,
-        a.resume.as_deref(),
+        a.run.resume.as_deref(),
         &cfg_str,
     )?;
 
@@ -212,15 +181,9 @@ fn run(a: Args) -> AnyResult<()> {
     }
     let quick_val = eval_batches(&corpus.val, a.batch, a.seq, Some(a.eval_windows))?;
     let full_val = eval_batches(&corpus.val, a.batch, a.seq, None)?;
-    let mut csv = match &a.csv {
-        Some(p) => Some(CsvWriter::create(
-            p,
-            &["step", "train_loss", "val_bpb", "lr", "tokens_per_s"],
-        )?),
-        None => None,
-    };
+    let mut curve = Curve::create(a.run.csv.as_deref(), "val_bpb", &["tokens_per_s"])?;
 
-    let rep = Reporter::new(a.steps, &format!("train_lm --norm {kind}"), a.quiet);
+    let rep = Reporter::new(a.steps, &format!("train_lm --norm {kind}"), a.run.quiet);
     let pb = rep.bar();
     pb.set_position(start);
     let log = |msg: String| rep.log(msg);
@@ -244,27 +207,15 @@ fn run(a: Args) -> AnyResult<()> {
         let x = to_ids(&batch.inputs, a.batch, a.seq, &dev)?;
         let y = to_ids(&batch.targets, a.batch, a.seq, &dev)?;
         let lr = sched.lr_at(step);
-        opt.set_lr(lr);
-        opt.zero_grad();
-        let loss = model.loss(&x, &y)?;
-        loss.backward()?;
-        if a.clip > 0.0 {
-            clip_grad_norm(&opt.params(), a.clip)?;
-        }
-        opt.step()?;
-        let lv = loss.to_scalar()?;
-        let dt = t0.elapsed().as_secs_f64();
-        train_time += dt;
-        if !lv.is_finite() {
-            return Err(format!("training diverged at step {}: loss {lv}", step + 1).into());
-        }
-        losses.push(lv);
         let done = step + 1;
+        let lv = update(&mut opt, &model.loss(&x, &y)?, lr, a.clip, done)?;
+        train_time += t0.elapsed().as_secs_f64();
+        losses.push(lv);
         let tps = tokens_per_step * (done - start) as f64 / train_time;
         pb.set_message(format!("loss {lv:.4} | {tps:.0} tok/s"));
         pb.inc(1);
         let mut val = None;
-        if a.eval_every > 0 && done % a.eval_every == 0 && done < a.steps {
+        if eval_due(a.eval_every, done, a.steps) {
             let v = evaluate(&mut model, &quick_val, &dev)?;
             log(format!(
                 "step {done}: train loss {lv:.4} ({:.3} bpb), val {v:.3} bpb ({} windows), lr {lr:.2e}",
@@ -272,30 +223,18 @@ fn run(a: Args) -> AnyResult<()> {
                 a.eval_windows
             ));
             val = Some(v);
-            if let Some(p) = &a.checkpoint {
+            if let Some(p) = &a.run.checkpoint {
                 save_state(&model, &opt, p, &cfg_str, done)?;
             }
         }
-        if let Some(w) = csv.as_mut() {
-            let vs = val.map(|v| format!("{v}")).unwrap_or_default();
-            w.write_row([
-                done.to_string(),
-                lv.to_string(),
-                vs,
-                lr.to_string(),
-                format!("{tps:.1}"),
-            ])?;
-        }
+        curve.row(done, lv, val, lr, &[format!("{tps:.1}")])?;
     }
     rep.finish();
 
     let final_val = evaluate(&mut model, &full_val, &dev)?;
     last_val = if final_val.is_finite() { final_val } else { last_val };
-    if let Some(w) = csv.take() {
-        let p = w.finish()?;
-        log(format!("loss curve written to {}", p.display()));
-    }
-    if let Some(p) = &a.checkpoint {
+    curve.finish(&rep)?;
+    if let Some(p) = &a.run.checkpoint {
         save_state(&model, &opt, p, &cfg_str, a.steps)?;
         log(format!(
             "checkpoint written to {} (+ {})",
@@ -308,7 +247,7 @@ fn run(a: Args) -> AnyResult<()> {
     let prompt = if prompt.is_empty() { vec![b'\n' as i64] } else { prompt };
     let out = model.generate(&prompt, a.sample_len, a.temperature, a.seed)?;
     let sample = decode_bytes(&out.iter().map(|&t| t as u32).collect::<Vec<_>>());
-    if !a.quiet {
+    if !a.run.quiet {
         println!(
             "--- sample (temperature {}, seed {}) ---\n{sample}\n---",
             a.temperature, a.seed

@@ -13,14 +13,13 @@
 //! corpus BLEU-4 on the test split) is documented in `unigrad_examples::train::translate`.
 //! Progress shows on stderr; the last stdout line is one JSON object with the metrics.
 
-use clap::Parser;
-use std::path::PathBuf;
-use unigrad_examples::cli::print_json_line;
+use unigrad::prelude::*;
+use unigrad_examples::cli::{main_with, print_json_line, CommonArgs, Parsed, RunArgs};
+use unigrad_examples::options_from_flags;
 use unigrad_examples::train::translate::{train_translate, TranslateOptions};
-use unigrad_nn::{device_from_str, NormKind};
 
 /// Train a German→English Transformer on the bundled Ding sentence pairs; report test BLEU.
-#[derive(Parser, Debug)]
+#[derive(clap::Parser, Debug)]
 #[command(version, long_about = None)]
 struct Args {
     /// Normalization at every norm site: ln, rms, bn, pn or un.
@@ -101,31 +100,16 @@ struct Args {
     /// Random seed.
     #[arg(long, default_value_t = defaults().seed)]
     seed: u64,
-    /// Device: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// Worker threads for the CPU backend (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Save model, optimizer and BPE (`<path>`, `<path>.opt`, `<path>.bpe.json`) at every
-    /// validation and at the end.
-    #[arg(long)]
-    checkpoint: Option<PathBuf>,
-    /// Resume from a checkpoint written by --checkpoint.
-    #[arg(long)]
-    resume: Option<PathBuf>,
-    /// Write the training curve as CSV.
-    #[arg(long)]
-    csv: Option<PathBuf>,
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(flatten)]
+    run: RunArgs,
     /// Test translations to print at the end.
     #[arg(long, default_value_t = defaults().show)]
     show: usize,
     /// Tiny model and few steps (smoke test); explicit flags still apply on top.
     #[arg(long)]
     quick: bool,
-    /// No progress bar and no log lines; stdout has only the JSON line.
-    #[arg(long)]
-    quiet: bool,
 }
 
 /// The library defaults, which the flags mirror.
@@ -134,72 +118,25 @@ fn defaults() -> TranslateOptions {
 }
 
 fn main() {
-    if let Err(e) = run() {
-        eprintln!("translate: error: {e}");
-        std::process::exit(1);
-    }
-}
-
-fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let matches = <Args as clap::CommandFactory>::command().get_matches();
-    let a = <Args as clap::FromArgMatches>::from_arg_matches(&matches)?;
-    if let Some(n) = a.threads {
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
-    }
-    let dev = device_from_str(&a.device)?;
-    let norm: NormKind = a.norm.parse()?;
-    // --quick picks the tiny preset; flags given explicitly on the command line win
-    let explicit = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
-    let base = if a.quick {
-        TranslateOptions::quick()
-    } else {
-        TranslateOptions::default()
-    };
-    macro_rules! pick {
-        ($field:ident) => {
-            if !a.quick || explicit(stringify!($field)) {
-                a.$field
-            } else {
-                base.$field
+    main_with("translate", || {
+        let p = Parsed::<Args>::from_env()?;
+        let a = &p.args;
+        let norm: NormKind = a.norm.parse()?;
+        let o = options_from_flags!(
+            TranslateOptions,
+            p,
+            a.quick,
+            [max_bytes, vocab, max_len, d_model, heads, d_ff, enc_layers, dec_layers, dropout, norm_warmup_frac, batch, steps, lr, warmup, label_smoothing, weight_decay, clip, beam, len_penalty, decode_batch, eval_every, show, max_test, max_train],
+            run = a.run,
+            {
+                norm,
+                pre_norm: a.pre_norm,
+                seed: a.seed,
+                label: format!("translate --norm {norm}"),
             }
-        };
-    }
-    let o = TranslateOptions {
-        max_bytes: pick!(max_bytes),
-        vocab: pick!(vocab),
-        max_len: pick!(max_len),
-        d_model: pick!(d_model),
-        heads: pick!(heads),
-        d_ff: pick!(d_ff),
-        enc_layers: pick!(enc_layers),
-        dec_layers: pick!(dec_layers),
-        dropout: pick!(dropout),
-        norm,
-        pre_norm: a.pre_norm,
-        norm_warmup_frac: pick!(norm_warmup_frac),
-        batch: pick!(batch),
-        steps: pick!(steps),
-        lr: pick!(lr),
-        warmup: pick!(warmup),
-        label_smoothing: pick!(label_smoothing),
-        weight_decay: pick!(weight_decay),
-        clip: pick!(clip),
-        beam: pick!(beam),
-        len_penalty: pick!(len_penalty),
-        max_test: a.max_test.or(base.max_test),
-        max_train: a.max_train.or(base.max_train),
-        decode_batch: pick!(decode_batch),
-        eval_every: pick!(eval_every),
-        seed: a.seed,
-        checkpoint: a.checkpoint.clone(),
-        resume: a.resume.clone(),
-        csv: a.csv.clone(),
-        show: pick!(show),
-        quiet: a.quiet,
-        label: format!("translate --norm {norm}"),
-        ..base
-    };
-    let r = train_translate(&o, &dev)?;
-    print_json_line(&serde_json::to_value(&r)?)?;
-    Ok(())
+        );
+        let result = train_translate(&o, &a.common.setup(None)?)?;
+        print_json_line(&serde_json::to_value(&result)?)?;
+        Ok(())
+    });
 }

@@ -11,14 +11,13 @@
 //! `unigrad_examples::train::vit`. Progress shows on stderr; the last stdout line is one
 //! JSON object with the metrics (test accuracy in percent).
 
-use clap::Parser;
-use std::path::PathBuf;
-use unigrad_examples::cli::print_json_line;
+use unigrad::prelude::*;
+use unigrad_examples::cli::{main_with, print_json_line, CommonArgs, Parsed, RunArgs};
+use unigrad_examples::options_from_flags;
 use unigrad_examples::train::vit::{train_vit, VitOptions};
-use unigrad_nn::{device_from_str, NormKind};
 
 /// Train a Vision Transformer on Fashion-MNIST (8,000 train / 2,000 test images); report test accuracy.
-#[derive(Parser, Debug)]
+#[derive(clap::Parser, Debug)]
 #[command(version, long_about = None)]
 struct Args {
     /// Normalization at every norm site: ln, rms, bn, pn or un.
@@ -84,27 +83,13 @@ struct Args {
     /// Random seed.
     #[arg(long, default_value_t = defaults().seed)]
     seed: u64,
-    /// Device: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    /// Worker threads for the CPU backend (default: all cores).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Save model and optimizer (`<path>`, `<path>.opt`) at every evaluation and at the end.
-    #[arg(long)]
-    checkpoint: Option<PathBuf>,
-    /// Resume from a checkpoint written by --checkpoint.
-    #[arg(long)]
-    resume: Option<PathBuf>,
-    /// Write the training curve as CSV.
-    #[arg(long)]
-    csv: Option<PathBuf>,
+    #[command(flatten)]
+    common: CommonArgs,
+    #[command(flatten)]
+    run: RunArgs,
     /// Tiny model and few steps (smoke test); explicit flags still apply on top.
     #[arg(long)]
     quick: bool,
-    /// No progress bar and no log lines; stdout has only the JSON line.
-    #[arg(long)]
-    quiet: bool,
 }
 
 /// The library defaults, which the flags mirror.
@@ -113,65 +98,26 @@ fn defaults() -> VitOptions {
 }
 
 fn main() {
-    if let Err(e) = run() {
-        eprintln!("vit: error: {e}");
-        std::process::exit(1);
-    }
-}
-
-fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let matches = <Args as clap::CommandFactory>::command().get_matches();
-    let a = <Args as clap::FromArgMatches>::from_arg_matches(&matches)?;
-    if let Some(n) = a.threads {
-        rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
-    }
-    let dev = device_from_str(&a.device)?;
-    let norm: NormKind = a.norm.parse()?;
-    let explicit = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
-    let base = if a.quick {
-        VitOptions::quick()
-    } else {
-        VitOptions::default()
-    };
-    macro_rules! pick {
-        ($field:ident) => {
-            if !a.quick || explicit(stringify!($field)) {
-                a.$field
-            } else {
-                base.$field
+    main_with("vit", || {
+        let p = Parsed::<Args>::from_env()?;
+        let a = &p.args;
+        let norm: NormKind = a.norm.parse()?;
+        let o = options_from_flags!(
+            VitOptions,
+            p,
+            a.quick,
+            [patch, d_model, heads, d_ff, layers, dropout, batch, steps, lr, warmup, weight_decay, label_smoothing, clip, norm_warmup_frac, eval_every, max_test, max_train],
+            run = a.run,
+            {
+                norm,
+                pre_norm: !a.post_norm,
+                flip: !a.no_flip,
+                seed: a.seed,
+                label: format!("vit --norm {norm}"),
             }
-        };
-    }
-    let o = VitOptions {
-        norm,
-        pre_norm: !a.post_norm,
-        patch: pick!(patch),
-        d_model: pick!(d_model),
-        heads: pick!(heads),
-        d_ff: pick!(d_ff),
-        layers: pick!(layers),
-        dropout: pick!(dropout),
-        batch: pick!(batch),
-        steps: pick!(steps),
-        lr: pick!(lr),
-        warmup: pick!(warmup),
-        weight_decay: pick!(weight_decay),
-        label_smoothing: pick!(label_smoothing),
-        clip: pick!(clip),
-        flip: !a.no_flip,
-        norm_warmup_frac: pick!(norm_warmup_frac),
-        max_train: a.max_train.or(base.max_train),
-        max_test: a.max_test.or(base.max_test),
-        eval_every: pick!(eval_every),
-        seed: a.seed,
-        checkpoint: a.checkpoint.clone(),
-        resume: a.resume.clone(),
-        csv: a.csv.clone(),
-        quiet: a.quiet,
-        label: format!("vit --norm {norm}"),
-        ..base
-    };
-    let r = train_vit(&o, &dev)?;
-    print_json_line(&serde_json::to_value(&r)?)?;
-    Ok(())
+        );
+        let result = train_vit(&o, &a.common.setup(None)?)?;
+        print_json_line(&serde_json::to_value(&result)?)?;
+        Ok(())
+    });
 }

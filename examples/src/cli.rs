@@ -1,14 +1,135 @@
 //! Small helpers shared by the example programs' command-line front ends.
 //!
-//! Every example trains for a number of steps and reports metrics. These helpers give them a
-//! common look: an `indicatif` progress bar showing the running loss and the step rate, and
+//! Every example picks a device and a CPU thread count, trains for a number of steps and
+//! reports metrics. These helpers give them one front end: [`CommonArgs`] (the shared
+//! `--device` and `--threads` flags, flattened into each program's own arguments, and the
+//! setup they imply), [`RunArgs`] (saving, resuming and logging a run), [`main_with`] (the error exit), [`Parsed`] with
+//! [`options_from_flags!`](crate::options_from_flags) (a `--quick` preset that explicit flags
+//! override), an `indicatif` progress bar showing the running loss and the step rate, and
 //! machine-readable JSON lines on stdout that scripts (and CI logs) can parse. Progress bars
 //! draw on stderr and hide themselves when stderr is not a terminal, so they never pollute
 //! the JSON output or CI logs.
 
 use std::io::Write;
+use std::path::PathBuf;
 
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
 use indicatif::{ProgressBar, ProgressStyle};
+use unigrad::prelude::*;
+
+/// What an example program's `run` returns: any error, printed by [`main_with`].
+pub type AnyResult<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// The flags every example program shares, flattened into its own arguments with
+/// `#[command(flatten)]`: where to run and how many CPU worker threads to use.
+#[derive(clap::Args, Clone, Debug)]
+pub struct CommonArgs {
+    /// Device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Worker threads for the CPU backend (default: all cores; 2 for the benchmarks
+    /// bench_step and bench_infer, so their timings compare across machines).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+impl CommonArgs {
+    /// `--threads`, else `default`.
+    pub fn threads_or(&self, default: usize) -> usize {
+        self.threads.unwrap_or(default)
+    }
+
+    /// The program's setup: size the global CPU thread pool (`--threads`, else
+    /// `default_threads`, else rayon's default of one thread per core), then open
+    /// `--device`. Call once, before any tensor work.
+    pub fn setup(&self, default_threads: Option<usize>) -> AnyResult<Device> {
+        if let Some(n) = self.threads.or(default_threads) {
+            rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
+        }
+        Ok(device_from_str(&self.device)?)
+    }
+}
+
+/// The flags of the training programs (`train_lm`, `translate`, `vit`) that save, resume
+/// and log a run, flattened into their arguments with `#[command(flatten)]`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct RunArgs {
+    /// Save the model here and the optimizer next to it (`<path>.opt`; translate also its
+    /// BPE, `<path>.bpe.json`) at every evaluation and at the end.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Resume from a checkpoint written by --checkpoint (model, optimizer and step).
+    #[arg(long)]
+    pub resume: Option<PathBuf>,
+    /// Write the training curve (one row per step) as CSV.
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    /// No progress bar and no log lines on stderr; stdout has only the JSON line.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// The `main` of every example program: runs `run`, and on error prints
+/// `<name>: error: <message>` on stderr and exits with status 1.
+pub fn main_with(name: &str, run: impl FnOnce() -> AnyResult<()>) {
+    if let Err(e) = run() {
+        eprintln!("{name}: error: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// Parsed command-line arguments together with where each value came from, so that a
+/// preset (`--quick`) can give way to the flags the user typed.
+pub struct Parsed<A> {
+    /// The arguments.
+    pub args: A,
+    matches: ArgMatches,
+}
+
+impl<A: CommandFactory + FromArgMatches> Parsed<A> {
+    /// Parse the process's command line (exits with clap's message on bad flags or `--help`).
+    pub fn from_env() -> AnyResult<Parsed<A>> {
+        let matches = A::command().get_matches();
+        let args = A::from_arg_matches(&matches)?;
+        Ok(Parsed { args, matches })
+    }
+
+    /// Whether the argument with id `id` (the field name) was typed on the command line.
+    pub fn given(&self, id: &str) -> bool {
+        self.matches.value_source(id) == Some(ValueSource::CommandLine)
+    }
+}
+
+/// Build an options struct from command-line flags and a `--quick` preset.
+///
+/// `options_from_flags!(Ty, parsed, quick, [f1, f2, ...], { g: value, ... })` starts from
+/// the preset `Ty::quick()` when `quick` is true and from `Ty::default()` otherwise, and is
+/// `Ty { f1: .., f2: .., g: value, ..preset }`, where each listed field `fi` is the flag's
+/// value (`parsed.args.fi`), except that with `quick` a flag that was not typed (see
+/// [`Parsed::given`]) keeps the preset's value. The listed fields must be `Copy`. With
+/// `run = <RunArgs>` after the field list, the fields `checkpoint`, `resume`, `csv` and
+/// `quiet` come from those [`RunArgs`].
+#[macro_export]
+macro_rules! options_from_flags {
+    ($ty:ident, $parsed:expr, $quick:expr, [$($f:ident),* $(,)?], run = $run:expr, { $($rest:tt)* }) => {
+        $crate::options_from_flags!($ty, $parsed, $quick, [$($f),*], {
+            checkpoint: $run.checkpoint.clone(),
+            resume: $run.resume.clone(),
+            csv: $run.csv.clone(),
+            quiet: $run.quiet,
+            $($rest)*
+        })
+    };
+    ($ty:ident, $parsed:expr, $quick:expr, [$($f:ident),* $(,)?], { $($rest:tt)* }) => {{
+        let preset = if $quick { $ty::quick() } else { $ty::default() };
+        $ty {
+            $($f: if !$quick || $parsed.given(stringify!($f)) { $parsed.args.$f } else { preset.$f },)*
+            $($rest)*
+            ..preset
+        }
+    }};
+}
 
 /// The template used by [`progress_bar`]: the prefix (what is running), elapsed time, the bar,
 /// position, rate, time left, and the message, which [`set_loss`] fills with the loss.

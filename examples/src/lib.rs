@@ -3,16 +3,18 @@
 //! The examples (a byte-level Shakespeare language model, a Fashion-MNIST vision transformer
 //! and a German→English translation model) all need the same plumbing that has nothing to do
 //! with automatic differentiation: reading the bundled datasets, tokenizing text, scoring
-//! translations, plotting learning curves and printing progress. Keeping that code here, with
-//! no dependency on the tensor crates, lets it be tested on its own and keeps every example
-//! program short.
+//! translations, plotting learning curves and printing progress. Keeping that code here lets
+//! it be tested on its own and keeps every example program short. The tensor code (the
+//! [`train`] loops, the device setup in [`cli`]) uses unigrad through the `unigrad` facade
+//! crate alone, as a user's program would.
 //!
 //! * [`data`]: loaders for the datasets shipped in the repository's `data/` folder.
 //! * [`bpe`]: a byte-pair-encoding subword tokenizer.
 //! * [`bleu`]: corpus BLEU-4 (Papineni et al., 2002) with a 13a-style tokenizer.
 //! * [`plot`]: a dependency-free SVG line-chart writer.
 //! * [`csv`]: an atomic CSV writer for training logs.
-//! * [`cli`]: progress bars and JSON-lines output.
+//! * [`cli`]: the shared `--device` / `--threads` flags and setup, progress bars and
+//!   JSON-lines output.
 //! * [`rng`]: a small seeded random number generator, so runs are reproducible.
 //! * [`train`]: the training loops of `translate`, `vit` and `paper_table` (these use the
 //!   tensor crates).

@@ -409,12 +409,28 @@ pub fn load_optimizer<O: Optimizer + ?Sized>(opt: &mut O, path: impl AsRef<Path>
     let lr = get("unigrad.lr")?
         .parse::<f64>()
         .map_err(|e| Error::invalid(OP, format!("{}: bad lr: {e}", path.display())))?;
-    let cpu = unigrad_cpu::cpu();
-    let tensors = sd
-        .tensors
-        .iter()
-        .map(|(n, h)| Ok((n.clone(), h.to_tensor(&cpu)?)))
-        .collect::<Result<Vec<_>>>()?;
+    // The state tensors are built on the parameters' device; `load_state` then moves each
+    // to its own parameter's device (a no-op unless the parameters are spread over devices).
+    let params = opt.params();
+    let tensors = match params.first() {
+        Some(p) => sd
+            .tensors
+            .iter()
+            .map(|(n, h)| Ok((n.clone(), h.to_tensor(p.device())?)))
+            .collect::<Result<Vec<_>>>()?,
+        None => match sd.tensors.keys().next() {
+            Some(n) => {
+                return Err(Error::invalid(
+                    OP,
+                    format!(
+                        "{}: state `{n}` names no parameter of this optimizer (it has none)",
+                        path.display()
+                    ),
+                ))
+            }
+            None => Vec::new(),
+        },
+    };
     opt.load_state(&OptimizerState {
         kind,
         step,
@@ -422,4 +438,44 @@ pub fn load_optimizer<O: Optimizer + ?Sized>(opt: &mut O, path: impl AsRef<Path>
         tensors,
     })?;
     Ok(sd.metadata)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::module::param;
+    use crate::optim::{ParamGroup, Sgd};
+
+    fn sgd(params: Vec<(String, Tensor)>) -> Sgd {
+        Sgd::new(vec![ParamGroup::new(params, 0.0)], 0.1, 0.9, false).unwrap()
+    }
+
+    #[test]
+    fn optimizer_state_goes_to_the_parameters_or_is_refused_without_them() {
+        let dev = unigrad_cpu::cpu();
+        let dir = std::env::temp_dir().join(format!("unigrad-ckpt-opt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let w = param(Tensor::from_vec(vec![1.0f32, 2.0], &[2], &dev).unwrap());
+        let mut full = sgd(vec![("w".into(), w.clone())]);
+        w.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        full.step().unwrap(); // creates the momentum buffer
+        let with_state = dir.join("full.safetensors");
+        save_optimizer(&full, &with_state, &HashMap::new()).unwrap();
+
+        let mut again = sgd(vec![("w".into(), w.clone())]);
+        load_optimizer(&mut again, &with_state).unwrap();
+        let st = again.state();
+        assert_eq!(st.tensors.len(), 1);
+        assert_eq!(st.tensors[0].0, "momentum_buffer.w");
+        assert!(st.tensors[0].1.device().same(w.device()));
+        assert_eq!(st.tensors[0].1.to_vec::<f32>().unwrap(), vec![2.0, 4.0]);
+
+        let mut empty = sgd(Vec::new());
+        let e = load_optimizer(&mut empty, &with_state).unwrap_err().to_string();
+        assert!(e.contains("`momentum_buffer.w` names no parameter"), "{e}");
+        let no_state = dir.join("empty.safetensors");
+        save_optimizer(&empty, &no_state, &HashMap::new()).unwrap();
+        load_optimizer(&mut empty, &no_state).unwrap();
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

@@ -7,7 +7,6 @@
 //! | file | contents |
 //! | --- | --- |
 //! | `module.rs` | the [`Module`] trait: named parameters and buffers, train/eval |
-//! | `device.rs` | [`device_from_str`] for `--device cpu|cuda[:N]` |
 //! | `linear.rs`, `embedding.rs`, `dropout.rs` | basic layers, positional encodings |
 //! | `norm/` | the norm slot ([`norm::NormKind`], [`norm::Norm`]) and every norm |
 //! | `attention.rs` | multi-head attention (fused QKV, masks, fused softmax) |
@@ -20,14 +19,19 @@
 //! | `profile.rs` | opt-in timing of layers (`UNIGRAD_PROFILE=1`) |
 //! | `testing.rs` | gradient and reference checks, callable per device by test suites |
 //!
-//! A training step of a small language model, on the device named at run time:
+//! The crate depends on `unigrad-core` alone and never names a backend: every
+//! constructor takes the [`Device`](unigrad_core::Device) to build on. The `unigrad`
+//! facade crate re-exports this one and picks the device from a string
+//! (`unigrad::device_from_str("cuda:0")`).
+//!
+//! A training step of a small language model:
 //!
 //! ```
 //! use unigrad_core::{DType, Tensor};
-//! use unigrad_nn::{checkpoint, decay_groups, device_from_str, Adam, AdamConfig, LmConfig, Module, NormKind, Optimizer, TransformerLm};
+//! use unigrad_nn::{checkpoint, decay_groups, Adam, AdamConfig, LmConfig, Module, NormKind, Optimizer, TransformerLm};
 //!
 //! # fn main() -> unigrad_core::Result<()> {
-//! let dev = device_from_str("cpu")?; // "cuda:0" with the `cuda` feature
+//! let dev = unigrad_cpu::cpu(); // or any other backend's device
 //! let mut cfg = LmConfig::reference(NormKind::LayerNorm); // or RmsNorm, BatchNorm, PowerNorm, Unified
 //! cfg.layers = 1;
 //! let model = TransformerLm::new(cfg, DType::F32, &dev)?;
@@ -50,7 +54,6 @@
 
 pub mod attention;
 pub mod checkpoint;
-pub mod device;
 pub mod dropout;
 pub mod embedding;
 pub mod fold;
@@ -67,7 +70,6 @@ pub mod testing;
 pub mod transformer;
 
 pub use attention::{attention_bias, Init, MultiHeadAttention};
-pub use device::device_from_str;
 pub use dropout::Dropout;
 pub use embedding::{Embedding, LearnedPositions, PositionKind, Positions, SinusoidalPositions};
 pub use linear::Linear;

@@ -215,8 +215,3 @@ mod registry {
         assert!(n > 40, "found only {n} suite functions");
     }
 }
-
-/// The README's code blocks, compiled and run as doc tests so they cannot rot.
-#[cfg(doctest)]
-#[doc = include_str!("../../README.md")]
-pub struct ReadmeDoctests;

@@ -9,16 +9,15 @@
 //! running statistics).
 
 use super::{
-    adam_resumed, ids_tensor, norm_config, save_state, tail_mean, Reporter, TaskKind, TrainError, TrainResult,
+    adam_resumed, ids_tensor, norm_config, save_state, tail_mean, update, warmup_cosine, Reporter, TaskKind,
+    TrainResult,
 };
 use crate::data::text::{eval_batches, Batch, BatchSampler, ByteCorpus};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
-use unigrad_core::{manual_seed, no_grad, DType, Device};
-use unigrad_nn::loss::nats_to_bits;
-use unigrad_nn::optim::Optimizer;
-use unigrad_nn::{clip_grad_norm, AdamConfig, LmConfig, LrSchedule, Module, NormKind, TransformerLm};
+use unigrad::nn::loss::nats_to_bits;
+use unigrad::prelude::*;
 
 /// Options of [`train_lm`]; `Default` is `paper_table`'s LM setting.
 #[derive(Clone, Debug)]
@@ -181,13 +180,7 @@ pub fn train_lm(o: &LmOptions, dev: &Device) -> TrainResult<(LmResult, Transform
     manual_seed(o.seed);
     let cfg = o.model_config();
     let mut model = TransformerLm::new(cfg, DType::F32, dev)?;
-    let sched = LrSchedule::WarmupCosine {
-        lr: o.lr,
-        warmup: o.warmup.min(o.steps),
-        total: o.steps,
-        min_lr: o.lr * 0.1,
-    };
-    sched.validate()?;
+    let sched = warmup_cosine(o.lr, o.warmup, o.steps, 0.1)?;
     let cfg_str = config_string(&cfg);
     let (mut opt, start) = adam_resumed(
         &model,
@@ -210,23 +203,8 @@ pub fn train_lm(o: &LmOptions, dev: &Device) -> TrainResult<(LmResult, Transform
         let t0 = Instant::now();
         let x = ids_tensor(&b.inputs, &[o.batch, o.seq], dev)?;
         let y = ids_tensor(&b.targets, &[o.batch, o.seq], dev)?;
-        opt.set_lr(sched.lr_at(step));
-        opt.zero_grad();
-        let loss = model.loss(&x, &y)?;
-        loss.backward()?;
-        if o.clip > 0.0 {
-            clip_grad_norm(&opt.params(), o.clip)?;
-        }
-        opt.step()?;
-        let lv = loss.to_scalar()?;
+        let lv = update(&mut opt, &model.loss(&x, &y)?, sched.lr_at(step), o.clip, step + 1)?;
         train_s += t0.elapsed().as_secs_f64();
-        if !lv.is_finite() {
-            rep.finish();
-            return Err(TrainError::Diverged {
-                step: step + 1,
-                loss: lv,
-            });
-        }
         losses.push(nats_to_bits(lv));
         rep.bar().set_message(format!("{:.3} bpb", nats_to_bits(lv)));
         rep.bar().inc(1);

@@ -16,7 +16,7 @@
 //! * [`norm_config`]: the per-task norm hyperparameters (UN / PowerNorm warmup scaled to
 //!   the run length, UN outlier filtration for vision as the UN authors recommend).
 //! * Checkpoint helpers ([`save_state`], [`load_state`]): model + optimizer + metadata
-//!   through `unigrad_nn::checkpoint` (safetensors), for `--checkpoint` / `--resume`. A
+//!   through `unigrad::nn::checkpoint` (safetensors), for `--checkpoint` / `--resume`. A
 //!   resumed run restores parameters, norm buffers (running statistics, UN/PowerNorm state)
 //!   and optimizer moments, and replays the data order to the saved step; the dropout and
 //!   augmentation streams are re-seeded from `seed + step`, so it continues the same run
@@ -30,19 +30,19 @@ pub mod speed;
 pub mod translate;
 pub mod vit;
 
+use crate::csv::CsvWriter;
 use indicatif::{ProgressBar, ProgressDrawTarget};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use unigrad_nn::checkpoint;
-use unigrad_nn::optim::Optimizer;
-use unigrad_nn::{decay_groups, Adam, AdamConfig, Module, NormConfig, NormKind};
+use unigrad::nn::checkpoint;
+use unigrad::prelude::*;
 
 /// Everything that can stop a training run.
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
     /// A tensor operation, model or checkpoint call failed.
     #[error(transparent)]
-    Tensor(#[from] unigrad_core::Error),
+    Tensor(#[from] unigrad::core::Error),
     /// Reading or preparing a dataset failed.
     #[error(transparent)]
     Data(#[from] crate::Error),
@@ -120,6 +120,13 @@ impl Reporter {
     /// Remove the bar.
     pub fn finish(&self) {
         self.bar.finish_and_clear();
+    }
+}
+
+impl Drop for Reporter {
+    /// A run that ends early (an error, a diverged loss) removes its bar too.
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
@@ -227,6 +234,78 @@ pub fn adam_resumed<M: Module + ?Sized>(
     Ok((opt, start))
 }
 
+/// Linear warmup over `warmup` updates (at most `steps`), then cosine decay from `lr` to
+/// `lr * min_ratio` at update `steps`: the schedule of the LM and ViT recipes, validated.
+pub fn warmup_cosine(lr: f64, warmup: u64, steps: u64, min_ratio: f64) -> TrainResult<LrSchedule> {
+    let sched = LrSchedule::WarmupCosine {
+        lr,
+        warmup: warmup.min(steps),
+        total: steps,
+        min_lr: lr * min_ratio,
+    };
+    sched.validate()?;
+    Ok(sched)
+}
+
+/// One optimizer update from `loss`, the step every training loop takes: set the learning
+/// rate to `lr`, clear the gradients, backpropagate, clip the global gradient norm to `clip`
+/// (0: no clipping), step. Returns the loss value; a value that is not finite ends the run
+/// with [`TrainError::Diverged`] naming update `done` (1-based).
+pub fn update<O: Optimizer + ?Sized>(opt: &mut O, loss: &Tensor, lr: f64, clip: f64, done: u64) -> TrainResult<f64> {
+    opt.set_lr(lr);
+    opt.zero_grad();
+    loss.backward()?;
+    if clip > 0.0 {
+        clip_grad_norm(&opt.params(), clip)?;
+    }
+    opt.step()?;
+    let lv = loss.to_scalar()?;
+    if !lv.is_finite() {
+        return Err(TrainError::Diverged { step: done, loss: lv });
+    }
+    Ok(lv)
+}
+
+/// The training curve of a run as CSV (`--csv`): one row per update with the step, the
+/// training loss, the periodic evaluation (empty between evaluations), the learning rate
+/// and any extra columns. Without a path every call does nothing.
+pub struct Curve(Option<CsvWriter>);
+
+impl Curve {
+    /// A curve written to `path` (`None`: no file) with the columns
+    /// `step, train_loss, <eval>, lr, <extra...>`.
+    pub fn create(path: Option<&Path>, eval: &str, extra: &[&str]) -> TrainResult<Curve> {
+        let mut cols = vec!["step", "train_loss", eval, "lr"];
+        cols.extend_from_slice(extra);
+        Ok(Curve(path.map(|p| CsvWriter::create(p, &cols)).transpose()?))
+    }
+
+    /// Append the row of update `done` (1-based); `extra` fills the extra columns.
+    pub fn row(&mut self, done: u64, loss: f64, eval: Option<f64>, lr: f64, extra: &[String]) -> TrainResult<()> {
+        if let Some(w) = self.0.as_mut() {
+            let eval = eval.map(|v| v.to_string()).unwrap_or_default();
+            let mut row = vec![done.to_string(), loss.to_string(), eval, lr.to_string()];
+            row.extend_from_slice(extra);
+            w.write_row(row)?;
+        }
+        Ok(())
+    }
+
+    /// Close the file (it appears atomically) and log where it went.
+    pub fn finish(self, rep: &Reporter) -> TrainResult<()> {
+        if let Some(w) = self.0 {
+            rep.log(format!("training curve: {}", w.finish()?.display()));
+        }
+        Ok(())
+    }
+}
+
+/// Whether a run of `total` updates with periodic evaluation every `every` updates (0: none)
+/// evaluates after update `done`; the final evaluation after the last update is separate.
+pub fn eval_due(every: u64, done: u64, total: u64) -> bool {
+    every > 0 && done % every == 0 && done < total
+}
+
 /// Mean of the last `n` values (NaN when empty): the smoothed training loss the programs
 /// report.
 pub fn tail_mean(values: &[f64], n: usize) -> f64 {
@@ -239,8 +318,8 @@ pub fn tail_mean(values: &[f64], n: usize) -> f64 {
 }
 
 /// Token ids as an i64 tensor of `shape`.
-pub fn ids_tensor(ids: &[u32], shape: &[usize], dev: &unigrad_core::Device) -> TrainResult<unigrad_core::Tensor> {
-    Ok(unigrad_core::Tensor::from_vec(
+pub fn ids_tensor(ids: &[u32], shape: &[usize], dev: &Device) -> TrainResult<Tensor> {
+    Ok(Tensor::from_vec(
         ids.iter().map(|&x| x as i64).collect::<Vec<i64>>(),
         shape,
         dev,
@@ -262,6 +341,52 @@ mod tests {
         assert!(!c.un.outlier_filtration);
         let d = norm_config(NormKind::PowerNorm, TaskKind::Language, 3, None);
         assert_eq!(d.pn.warmup_iters, NormConfig::from(NormKind::PowerNorm).pn.warmup_iters);
+    }
+
+    #[test]
+    fn eval_cadence() {
+        let due: Vec<u64> = (1..=10).filter(|&d| eval_due(3, d, 9)).collect();
+        assert_eq!(due, vec![3, 6]);
+        assert!(!(1..=10).any(|d| eval_due(0, d, 10)));
+    }
+
+    #[test]
+    fn curve_rows() {
+        let path = std::env::temp_dir().join(format!("unigrad-curve-{}.csv", std::process::id()));
+        let mut c = Curve::create(Some(&path), "val", &["tps"]).unwrap();
+        c.row(1, 2.5, None, 0.1, &["7.0".into()]).unwrap();
+        c.row(2, 2.0, Some(1.5), 0.05, &["8.0".into()]).unwrap();
+        assert!(c.row(3, 2.0, None, 0.05, &[]).is_err(), "a row must fill every column");
+        c.finish(&Reporter::new(1, "t", true)).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "step,train_loss,val,lr,tps\n1,2.5,,0.1,7.0\n2,2,1.5,0.05,8.0\n");
+        std::fs::remove_file(&path).ok();
+        let mut none = Curve::create(None, "val", &[]).unwrap();
+        none.row(1, 1.0, None, 0.1, &[]).unwrap();
+    }
+
+    #[test]
+    fn update_reports_divergence() {
+        let dev = unigrad::cpu::cpu();
+        let w = Tensor::from_vec(vec![1.0f32, 2.0], &[2], &dev).unwrap().requires_grad();
+        let mut opt = Sgd::new(
+            vec![unigrad::nn::ParamGroup::new(vec![("w".into(), w.clone())], 0.0)],
+            0.1,
+            0.0,
+            false,
+        )
+        .unwrap();
+        let lv = update(&mut opt, &w.sqr().unwrap().sum_all().unwrap(), 0.1, 0.0, 1).unwrap();
+        assert_eq!(lv, 5.0);
+        // SGD without momentum: w - lr * 2w
+        for (got, want) in w.to_vec::<f32>().unwrap().into_iter().zip([0.8f32, 1.6]) {
+            assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+        }
+        let inf = w.mul_scalar(f64::INFINITY).unwrap().sum_all().unwrap();
+        match update(&mut opt, &inf, 0.1, 1.0, 2) {
+            Err(TrainError::Diverged { step: 2, loss }) => assert!(loss.is_infinite()),
+            other => panic!("expected divergence at update 2, got {other:?}"),
+        }
     }
 
     #[test]

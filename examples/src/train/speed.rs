@@ -12,7 +12,7 @@
 
 use super::TrainResult;
 use std::time::Instant;
-use unigrad_core::Tensor;
+use unigrad::prelude::*;
 
 /// Nanoseconds the current process's threads have spent on a CPU, summed over threads
 /// (Linux `schedstat`); `None` elsewhere.
@@ -56,7 +56,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 /// round. Each call's result is copied to the host (which waits for asynchronous devices).
 pub fn time_interleaved<F>(variants: &[F], warmup: usize, rounds: usize) -> TrainResult<Vec<Timing>>
 where
-    F: Fn() -> unigrad_core::Result<Tensor>,
+    F: Fn() -> Result<Tensor>,
 {
     let n = variants.len();
     let mut wall = vec![Vec::with_capacity(rounds); n];
@@ -114,7 +114,7 @@ mod tests {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
         assert!(median(vec![]).is_nan());
-        let dev = unigrad_cpu::cpu();
+        let dev = unigrad::cpu::cpu();
         let calls = Cell::new(0usize);
         let order = std::cell::RefCell::new(Vec::new());
         let mk = |id: usize| {
@@ -122,7 +122,7 @@ mod tests {
             move || {
                 calls.set(calls.get() + 1);
                 order.borrow_mut().push(id);
-                Tensor::zeros(&[2], unigrad_core::DType::F32, dev)
+                Tensor::zeros(&[2], DType::F32, dev)
             }
         };
         let v = [mk(0), mk(1), mk(2)];
@@ -137,7 +137,7 @@ mod tests {
 
     #[test]
     fn subnormals_are_counted() {
-        let dev = unigrad_cpu::cpu();
+        let dev = unigrad::cpu::cpu();
         let t = Tensor::from_vec(vec![1.0f32, 1e-40, 0.0, -1e-39, 3.0], &[5], &dev).unwrap();
         assert_eq!(count_subnormal(&[t]).unwrap(), 2);
         if cfg!(target_os = "linux") {

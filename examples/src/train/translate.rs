@@ -26,22 +26,19 @@
 
 use super::beam::{beam_search, greedy_search, BeamConfig};
 use super::{
-    adam_resumed, ids_tensor, norm_config, save_state, tail_mean, Reporter, TaskKind, TrainError, TrainResult,
+    adam_resumed, eval_due, ids_tensor, norm_config, save_state, tail_mean, update, Curve, Reporter, TaskKind,
+    TrainError, TrainResult,
 };
 use crate::bleu::{corpus_bleu_13a, BleuScore};
 use crate::bpe::{Bpe, BOS, EOS, PAD};
-use crate::csv::CsvWriter;
 use crate::data::translation::{load_de_en, LoadOptions, Pair};
 use crate::rng::Rng;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use unigrad_core::{manual_seed, no_grad, DType, Device, Tensor};
-use unigrad_nn::attention::attention_bias;
-use unigrad_nn::optim::Optimizer;
-use unigrad_nn::{
-    clip_grad_norm, cross_entropy, AdamConfig, LrSchedule, Module, NormKind, PositionKind, Seq2Seq, Seq2SeqConfig,
-};
+use unigrad::nn::attention::attention_bias;
+use unigrad::nn::PositionKind;
+use unigrad::prelude::*;
 
 /// Options of [`train_translate`]; `Default` is the `translate` example's default run.
 #[derive(Clone, Debug)]
@@ -537,13 +534,7 @@ pub fn train_translate(o: &TranslateOptions, dev: &Device) -> TrainResult<Transl
         valid.len(),
         test_pairs.len()
     ));
-    let mut csv = match &o.csv {
-        Some(p) => Some(CsvWriter::create(
-            p,
-            &["step", "train_loss", "valid_loss", "lr", "tokens_per_s"],
-        )?),
-        None => None,
-    };
+    let mut curve = Curve::create(o.csv.as_deref(), "valid_loss", &["tokens_per_s"])?;
     let lens: Vec<usize> = train.iter().map(|e| e.src.len().max(e.tgt.len() + 1)).collect();
     // replay the batch stream up to `start`
     let (mut epoch, mut order, mut pos) = (0u64, epoch_batches(&lens, o.batch, o.seed, 0), 0usize);
@@ -565,23 +556,12 @@ pub fn train_translate(o: &TranslateOptions, dev: &Device) -> TrainResult<Transl
         let t0 = Instant::now();
         let b = collate(&refs, dev)?;
         let lr = sched.lr_at(step);
-        opt.set_lr(lr);
-        opt.zero_grad();
+        let done = step + 1;
         let logits = model.forward(&b.src, &b.tgt_in, Some(&b.src_pad), Some(&b.tgt_pad))?;
         let loss = cross_entropy(&logits, &b.tgt_out, Some(PAD as i64), o.label_smoothing)?;
-        loss.backward()?;
-        if o.clip > 0.0 {
-            clip_grad_norm(&opt.params(), o.clip)?;
-        }
-        opt.step()?;
-        let lv = loss.to_scalar()?;
+        let lv = update(&mut opt, &loss, lr, o.clip, done)?;
         train_s += t0.elapsed().as_secs_f64();
         tokens += b.tokens;
-        let done = step + 1;
-        if !lv.is_finite() {
-            rep.finish();
-            return Err(TrainError::Diverged { step: done, loss: lv });
-        }
         losses.push(lv);
         pos += 1;
         if pos == order.len() {
@@ -593,7 +573,7 @@ pub fn train_translate(o: &TranslateOptions, dev: &Device) -> TrainResult<Transl
         rep.bar().set_message(format!("loss {lv:.3} | {tps:.0} tok/s"));
         rep.bar().inc(1);
         let mut val = None;
-        if o.eval_every > 0 && done % o.eval_every == 0 && done < o.steps {
+        if eval_due(o.eval_every, done, o.steps) {
             let v = valid_loss(&mut model, &valid, o.decode_batch, dev)?;
             rep.log(format!(
                 "step {done}: train loss {:.3}, valid loss {v:.3} (ppl {:.1}), lr {lr:.2e}, epoch {epoch}",
@@ -606,16 +586,7 @@ pub fn train_translate(o: &TranslateOptions, dev: &Device) -> TrainResult<Transl
                 bpe.save(&bpe_path(p))?;
             }
         }
-        if let Some(w) = csv.as_mut() {
-            let vs = val.map(|v| v.to_string()).unwrap_or_default();
-            w.write_row([
-                done.to_string(),
-                lv.to_string(),
-                vs,
-                lr.to_string(),
-                format!("{tps:.1}"),
-            ])?;
-        }
+        curve.row(done, lv, val, lr, &[format!("{tps:.1}")])?;
     }
     rep.finish();
     if let Some(p) = &o.checkpoint {
@@ -623,9 +594,7 @@ pub fn train_translate(o: &TranslateOptions, dev: &Device) -> TrainResult<Transl
         bpe.save(&bpe_path(p))?;
         rep.log(format!("checkpoint: {} (+ .opt, .bpe.json)", p.display()));
     }
-    if let Some(w) = csv.take() {
-        rep.log(format!("training curve: {}", w.finish()?.display()));
-    }
+    curve.finish(&rep)?;
     if !valid.is_empty() {
         last_valid = valid_loss(&mut model, &valid, o.decode_batch, dev)?;
     }
@@ -703,21 +672,21 @@ mod tests {
         o.dropout = 0.0;
         let mut cfg = o.model_config(23, 10);
         cfg.max_len = 40;
-        let m = Seq2Seq::new(cfg, DType::F32, &unigrad_cpu::cpu()).unwrap();
+        let m = Seq2Seq::new(cfg, DType::F32, &unigrad::cpu::cpu()).unwrap();
         // our decoder masks PAD and BOS, the model's own greedy does not: make the random
         // model never prefer them, so both must agree exactly
         let bias = m.head.bias.as_ref().unwrap();
         let mut b = bias.to_vec::<f32>().unwrap();
         b[PAD as usize] = -100.0;
         b[BOS as usize] = -100.0;
-        bias.assign(&Tensor::from_vec(b, &[23], &unigrad_cpu::cpu()).unwrap())
+        bias.assign(&Tensor::from_vec(b, &[23], &unigrad::cpu::cpu()).unwrap())
             .unwrap();
         m
     }
 
     #[test]
     fn greedy_matches_the_models_own_greedy() {
-        let dev = unigrad_cpu::cpu();
+        let dev = unigrad::cpu::cpu();
         for (norm, pre) in [(NormKind::LayerNorm, false), (NormKind::Unified, true)] {
             let mut m = tiny(norm, pre);
             let sources: Vec<Vec<u32>> = vec![vec![5, 6, 7, EOS], vec![9, EOS], vec![4, 4, 8, 12, 3, EOS]];
@@ -748,7 +717,7 @@ mod tests {
 
     #[test]
     fn collate_pads_and_shifts() {
-        let dev = unigrad_cpu::cpu();
+        let dev = unigrad::cpu::cpu();
         let a = Example {
             src: vec![10, 11, EOS],
             tgt: vec![20, 21],

@@ -7,16 +7,16 @@
 //! batches reshuffled every epoch from the seed. The metric is top-1 accuracy on the 2,000
 //! test images in eval mode (batch-statistics norms use their running statistics).
 
-use super::{adam_resumed, norm_config, save_state, tail_mean, Reporter, TaskKind, TrainError, TrainResult};
-use crate::csv::CsvWriter;
+use super::{
+    adam_resumed, eval_due, norm_config, save_state, tail_mean, update, warmup_cosine, Curve, Reporter, TaskKind,
+    TrainError, TrainResult,
+};
 use crate::data::mnist::{load_fashion_mnist, ImageSet, NUM_CLASSES};
 use crate::rng::Rng;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
-use unigrad_core::{manual_seed, no_grad, DType, Device, Tensor};
-use unigrad_nn::optim::Optimizer;
-use unigrad_nn::{clip_grad_norm, cross_entropy, AdamConfig, LrSchedule, Module, NormKind, Vit, VitConfig};
+use unigrad::prelude::*;
 
 /// Fashion-MNIST pixel mean (on `[0, 1]` pixels), used to standardise inputs.
 pub const PIXEL_MEAN: f32 = 0.286;
@@ -270,13 +270,7 @@ pub fn train_vit(o: &VitOptions, dev: &Device) -> TrainResult<VitResult> {
     manual_seed(o.seed);
     let cfg = o.model_config();
     let mut model = Vit::new(cfg, DType::F32, dev)?;
-    let sched = LrSchedule::WarmupCosine {
-        lr: o.lr,
-        warmup: o.warmup.min(o.steps),
-        total: o.steps,
-        min_lr: o.lr * 0.01,
-    };
-    sched.validate()?;
+    let sched = warmup_cosine(o.lr, o.warmup, o.steps, 0.01)?;
     let cfg_str = config_string(&cfg);
     let (mut opt, start) = adam_resumed(
         &model,
@@ -295,10 +289,7 @@ pub fn train_vit(o: &VitOptions, dev: &Device) -> TrainResult<VitResult> {
         train.len(),
         test.len()
     ));
-    let mut csv = match &o.csv {
-        Some(p) => Some(CsvWriter::create(p, &["step", "train_loss", "test_acc", "lr"])?),
-        None => None,
-    };
+    let mut curve = Curve::create(o.csv.as_deref(), "test_acc", &[])?;
     rep.bar().set_position(start);
     let (mut losses, mut train_s) = (Vec::new(), 0.0f64);
     let mut order = epoch_order(train.len(), o.seed, start / per_epoch);
@@ -312,26 +303,15 @@ pub fn train_vit(o: &VitOptions, dev: &Device) -> TrainResult<VitResult> {
         let t0 = Instant::now();
         let (x, y) = make_batch(&train, idx, o.flip.then_some(&mut flip_rng), dev)?;
         let lr = sched.lr_at(step);
-        opt.set_lr(lr);
-        opt.zero_grad();
-        let loss = cross_entropy(&model.forward(&x)?, &y, None, o.label_smoothing)?;
-        loss.backward()?;
-        if o.clip > 0.0 {
-            clip_grad_norm(&opt.params(), o.clip)?;
-        }
-        opt.step()?;
-        let lv = loss.to_scalar()?;
-        train_s += t0.elapsed().as_secs_f64();
         let done = step + 1;
-        if !lv.is_finite() {
-            rep.finish();
-            return Err(TrainError::Diverged { step: done, loss: lv });
-        }
+        let loss = cross_entropy(&model.forward(&x)?, &y, None, o.label_smoothing)?;
+        let lv = update(&mut opt, &loss, lr, o.clip, done)?;
+        train_s += t0.elapsed().as_secs_f64();
         losses.push(lv);
         rep.bar().set_message(format!("loss {lv:.3}"));
         rep.bar().inc(1);
         let mut acc = None;
-        if o.eval_every > 0 && done % o.eval_every == 0 && done < o.steps {
+        if eval_due(o.eval_every, done, o.steps) {
             let a = accuracy(&mut model, &test, dev)?;
             rep.log(format!(
                 "step {done} (epoch {:.1}): train loss {:.3}, test acc {a:.2}%, lr {lr:.2e}",
@@ -343,19 +323,14 @@ pub fn train_vit(o: &VitOptions, dev: &Device) -> TrainResult<VitResult> {
                 save_state(&model, &opt, p, &cfg_str, done)?;
             }
         }
-        if let Some(w) = csv.as_mut() {
-            let a = acc.map(|a| a.to_string()).unwrap_or_default();
-            w.write_row([done.to_string(), lv.to_string(), a, lr.to_string()])?;
-        }
+        curve.row(done, lv, acc, lr, &[])?;
     }
     rep.finish();
     if let Some(p) = &o.checkpoint {
         save_state(&model, &opt, p, &cfg_str, o.steps)?;
         rep.log(format!("checkpoint: {} (+ .opt)", p.display()));
     }
-    if let Some(w) = csv.take() {
-        rep.log(format!("training curve: {}", w.finish()?.display()));
-    }
+    curve.finish(&rep)?;
     let test_acc = accuracy(&mut model, &test, dev)?;
     rep.log(format!("test accuracy {test_acc:.2}% on {} images", test.len()));
     let trained = o.steps.saturating_sub(start);
