@@ -54,7 +54,8 @@ use unigrad_core::{manual_seed, no_grad, DType, Device, Tensor};
 use unigrad_examples::csv::CsvWriter;
 use unigrad_examples::data::text::{eval_batches, Batch, BatchSampler, ByteCorpus};
 use unigrad_examples::plot::LineChart;
-use unigrad_nn::norm::trace::{Stat, Traceable, Tracer};
+use unigrad_nn::norm::trace::{Stat, Tracer};
+use unigrad_nn::norm::Traceable;
 use unigrad_nn::norm::{NormConfig, UnConfig};
 use unigrad_nn::{
     decay_groups, device_from_str, Adam, AdamConfig, LmConfig, Module, NormKind, Optimizer, TransformerLm,

@@ -18,7 +18,6 @@
 //! | `loss.rs` | cross-entropy |
 //! | `checkpoint.rs` | safetensors save/load with validation |
 //! | `profile.rs` | opt-in timing of layers (`UNIGRAD_PROFILE=1`) |
-//! | `testing.rs` | gradient and reference checks, callable per device by test suites |
 //!
 //! A training step of a small language model, on the device named at run time:
 //!
@@ -64,7 +63,6 @@ pub mod norm;
 pub mod optim;
 pub mod profile;
 pub mod schedule;
-pub mod testing;
 pub mod transformer;
 
 pub use attention::{attention_bias, Init, MultiHeadAttention};
@@ -75,7 +73,7 @@ pub use linear::Linear;
 pub use loss::cross_entropy;
 pub use models::{LmConfig, Seq2Seq, Seq2SeqConfig, TransformerLm, Vit, VitConfig};
 pub use module::{param, Buffer, Module};
-pub use norm::{BatchNorm, LayerNorm, Norm, NormConfig, NormKind, RmsNorm};
+pub use norm::{BatchNorm, LayerNorm, Norm, NormConfig, NormKind, RmsNorm, Traceable};
 pub use optim::{clip_grad_norm, decay_groups, Adam, AdamConfig, Optimizer, ParamGroup, Sgd};
 pub use schedule::LrSchedule;
 pub use transformer::{DecoderLayer, EncoderLayer, FeedForward, LayerConfig};

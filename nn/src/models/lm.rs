@@ -11,7 +11,7 @@ use crate::attention::{attention_bias, Init};
 use crate::dropout::Dropout;
 use crate::embedding::{Embedding, PositionKind, Positions};
 use crate::linear::Linear;
-use crate::module::{join, BufferVisitor, Module, ParamVisitor};
+use crate::module::{join, BufferVisitor, Module, NormVisitor, ParamVisitor};
 use crate::norm::{Norm, NormConfig, NormKind};
 use crate::transformer::{EncoderLayer, LayerConfig};
 use unigrad_core::{no_grad, DType, Device, Error, Result, Rng, Tensor};
@@ -247,6 +247,15 @@ impl Module for TransformerLm {
         }
         if let Some(n) = &self.norm_f {
             n.visit_buffers(&join(prefix, "norm_f"), f);
+        }
+    }
+
+    fn visit_norms_mut(&mut self, prefix: &str, f: &mut NormVisitor<'_>) {
+        for (i, b) in self.blocks.iter_mut().enumerate() {
+            b.visit_norms_mut(&join(prefix, &format!("blocks.{i}")), f);
+        }
+        if let Some(n) = &mut self.norm_f {
+            f(&join(prefix, "norm_f"), n);
         }
     }
 

@@ -11,7 +11,7 @@ use crate::attention::{attention_bias, Init};
 use crate::dropout::Dropout;
 use crate::embedding::{Embedding, PositionKind, Positions};
 use crate::linear::Linear;
-use crate::module::{join, BufferVisitor, Module, ParamVisitor};
+use crate::module::{join, BufferVisitor, Module, NormVisitor, ParamVisitor};
 use crate::norm::{Norm, NormConfig};
 use crate::transformer::{DecoderLayer, EncoderLayer, LayerConfig};
 use unigrad_core::{no_grad, DType, Device, Error, Result, Tensor};
@@ -274,6 +274,21 @@ impl Module for Seq2Seq {
         }
         if let Some(n) = &self.dec_norm {
             n.visit_buffers(&join(prefix, "dec_norm"), f);
+        }
+    }
+
+    fn visit_norms_mut(&mut self, prefix: &str, f: &mut NormVisitor<'_>) {
+        for (i, l) in self.encoder.iter_mut().enumerate() {
+            l.visit_norms_mut(&join(prefix, &format!("encoder.{i}")), f);
+        }
+        for (i, l) in self.decoder.iter_mut().enumerate() {
+            l.visit_norms_mut(&join(prefix, &format!("decoder.{i}")), f);
+        }
+        if let Some(n) = &mut self.enc_norm {
+            f(&join(prefix, "enc_norm"), n);
+        }
+        if let Some(n) = &mut self.dec_norm {
+            f(&join(prefix, "dec_norm"), n);
         }
     }
 

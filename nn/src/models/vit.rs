@@ -13,7 +13,7 @@ use crate::attention::Init;
 use crate::dropout::Dropout;
 use crate::init;
 use crate::linear::Linear;
-use crate::module::{join, BufferVisitor, Module, ParamVisitor};
+use crate::module::{join, BufferVisitor, Module, NormVisitor, ParamVisitor};
 use crate::norm::{Norm, NormConfig};
 use crate::transformer::{EncoderLayer, LayerConfig};
 use unigrad_core::{DType, Device, Error, Result, Tensor};
@@ -185,6 +185,15 @@ impl Module for Vit {
         }
         if let Some(n) = &self.norm {
             n.visit_buffers(&join(prefix, "norm"), f);
+        }
+    }
+
+    fn visit_norms_mut(&mut self, prefix: &str, f: &mut NormVisitor<'_>) {
+        for (i, b) in self.blocks.iter_mut().enumerate() {
+            b.visit_norms_mut(&join(prefix, &format!("blocks.{i}")), f);
+        }
+        if let Some(n) = &mut self.norm {
+            f(&join(prefix, "norm"), n);
         }
     }
 

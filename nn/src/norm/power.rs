@@ -22,8 +22,8 @@
 //! `[1, C, 1, 1]`, `iters` is i64 `[1]`) so checkpoints map one to one. Step names (P1–P7,
 //! P-B1–P-B6) and "quirk §3.n" refer to ALGORITHMS.md next to the fixtures.
 
+use super::stats::{check_state, valid_sq_mean, Counter, TokenInput};
 use super::trace::TraceSite;
-use super::unified::{check_param, check_state, input_3d, valid_indicator, valid_sq_mean, Counter};
 use crate::module::{join, Buffer, BufferVisitor, Module, ParamVisitor};
 use std::sync::{Arc, Mutex};
 use unigrad_core::custom::{apply, CustomOp};
@@ -362,13 +362,9 @@ impl PowerNorm {
         pad_mask: Option<&Tensor>,
     ) -> Result<Tensor> {
         let c = self.sh.channels;
-        let (x3, was_2d) = input_3d(OP, x, c, self.dtype, &self.device)?;
-        check_param(OP, "weight", weight, c, self.dtype)?;
-        check_param(OP, "bias", bias, c, self.dtype)?;
-        let (b, n) = (x3.shape()[0], x3.shape()[1]);
-        let valid = pad_mask.map(|m| valid_indicator(OP, m, b, n, self.dtype)).transpose()?;
+        let inp = TokenInput::new(OP, x, weight, bias, pad_mask, c, self.dtype, &self.device)?;
         // P1 (and §2.5): group scaling first, in training and eval, at every position.
-        let u = group_scale(&x3, self.sh.cfg.group_num)?;
+        let u = group_scale(&inp.x, self.sh.cfg.group_num)?;
         let y = if !self.training {
             // §2.5: y = γ·u/sqrt(φ+ε) + β; the mask is ignored, no state changes (quirk §3.12).
             let s = self
@@ -386,16 +382,12 @@ impl PowerNorm {
             let op = PnOp {
                 sh: self.sh.clone(),
                 i,
-                valid,
+                valid: inp.valid.clone(),
                 saved: None,
             };
             apply(op, &[&u, weight, bias])?
         };
-        if was_2d {
-            y.squeeze(0)
-        } else {
-            Ok(y)
-        }
+        inp.finish(y)
     }
 }
 
