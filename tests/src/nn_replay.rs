@@ -599,16 +599,12 @@ impl Run<'_> {
 trait Replayed: Module + Sized {
     /// Build the layer exactly as the reference resolves the case's `ctor_kwargs`.
     fn from_case(info: &CaseInfo, dtype: DType, dev: &Device) -> Result<Self>;
-    /// `γ` and `β`.
-    fn params(&self) -> [&Tensor; 2];
     /// Restore the state recorded after step `t` (`None`: the initial state).
     fn restore(&self, run: &Run<'_>, t: Option<usize>) -> Result<()>;
     /// The forward on a tensor in the fixtures' layout.
     fn forward_fixture(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor>;
-    /// The iteration counter.
-    fn iterations(&self) -> Result<u64>;
-    /// After a training step: the float state and diagnostics, and the integer ones, by
-    /// the fixtures' names (`running_var`, `var`, ...; `iters`, `skipped`, ...).
+    /// After a training step: the float state and diagnostics, and the integer ones besides
+    /// `iters`, by the fixtures' names (`running_var`, `var`, ...; `skipped`, ...).
     #[allow(clippy::type_complexity)]
     fn step_values(&self) -> Result<(Vec<(&'static str, Vec<f64>)>, Vec<(&'static str, i64)>)>;
 }
@@ -617,10 +613,6 @@ impl Replayed for UnifiedNorm {
     fn from_case(info: &CaseInfo, dtype: DType, dev: &Device) -> Result<Self> {
         let (channels, cfg) = un_config(info)?;
         UnifiedNorm::new(channels, cfg, dtype, dev)
-    }
-
-    fn params(&self) -> [&Tensor; 2] {
-        [self.weight(), self.bias()]
     }
 
     fn restore(&self, run: &Run<'_>, t: Option<usize>) -> Result<()> {
@@ -657,10 +649,6 @@ impl Replayed for UnifiedNorm {
         self.forward(x, mask)
     }
 
-    fn iterations(&self) -> Result<u64> {
-        UnifiedNorm::iterations(self)
-    }
-
     fn step_values(&self) -> Result<(Vec<(&'static str, Vec<f64>)>, Vec<(&'static str, i64)>)> {
         let step = self
             .last_step()
@@ -675,7 +663,6 @@ impl Replayed for UnifiedNorm {
             ("r", step.r.to_vec_f64()?),
         ];
         let ints = vec![
-            ("iters", self.iterations()? as i64),
             ("skip_counter", self.skip_count()? as i64),
             ("skipped", step.skipped as i64),
         ];
@@ -687,10 +674,6 @@ impl Replayed for PowerNorm {
     fn from_case(info: &CaseInfo, dtype: DType, dev: &Device) -> Result<Self> {
         let (channels, cfg) = pn_config(info)?;
         PowerNorm::new(channels, cfg, dtype, dev)
-    }
-
-    fn params(&self) -> [&Tensor; 2] {
-        [self.weight(), self.bias()]
     }
 
     fn restore(&self, run: &Run<'_>, t: Option<usize>) -> Result<()> {
@@ -716,10 +699,6 @@ impl Replayed for PowerNorm {
         self.forward(&x.transpose(0, 1)?, mask)?.transpose(0, 1)
     }
 
-    fn iterations(&self) -> Result<u64> {
-        PowerNorm::iterations(self)
-    }
-
     fn step_values(&self) -> Result<(Vec<(&'static str, Vec<f64>)>, Vec<(&'static str, i64)>)> {
         let step = self
             .last_step()
@@ -730,15 +709,33 @@ impl Replayed for PowerNorm {
             ("ema_gz", st.ema_gz.to_vec_f64()?),
             ("var", step.var.to_vec_f64()?),
         ];
-        Ok((floats, vec![("iters", self.iterations()? as i64)]))
+        Ok((floats, Vec::new()))
     }
+}
+
+/// A layer's parameter or buffer by its (reference) name.
+fn named<T>(items: Vec<(String, T)>, name: &str) -> Result<T> {
+    items
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, t)| t)
+        .ok_or_else(|| err(format!("the layer has no `{name}`")))
+}
+
+/// The layer's iteration counter, read from its `iters` buffer (both layers keep the
+/// reference's name).
+fn iterations(norm: &impl Module) -> Result<i64> {
+    Ok(named(norm.named_buffers(), "iters")?.get().to_vec::<i64>()?[0])
 }
 
 /// The one replay loop: every training step (forward, backward, then outputs, gradients,
 /// state and counters against the fixture), then the eval forward, which must leave the
 /// counter alone.
 fn replay_layer<L: Replayed>(mut norm: L, run: &Run<'_>, rep: &mut CaseReport) -> Result<()> {
-    let [w, b] = norm.params();
+    let (w, b) = (
+        named(norm.named_params(), "weight")?,
+        named(norm.named_params(), "bias")?,
+    );
     w.assign(&run.tensor_shaped("param.weight", w.shape())?)?;
     b.assign(&run.tensor_shaped("param.bias", b.shape())?)?;
     norm.set_train(true);
@@ -755,15 +752,15 @@ fn replay_layer<L: Replayed>(mut norm: L, run: &Run<'_>, rep: &mut CaseReport) -
         y.backward_with(&gy)?;
         let s = Some(t);
         let want = |what: &str| run.fx.f64s(&step_name(t, what)).map(|v| v.0);
-        let [w, b] = norm.params();
         rep.compare_f("y", s, &y.to_vec_f64()?, &want("y")?, tol);
         rep.compare_f("gx", s, &grad_of(&x, "x")?, &want("gx")?, tol);
-        rep.compare_f("gw", s, &grad_of(w, "weight")?, &want("gw")?, tol);
-        rep.compare_f("gb", s, &grad_of(b, "bias")?, &want("gb")?, tol);
+        rep.compare_f("gw", s, &grad_of(&w, "weight")?, &want("gw")?, tol);
+        rep.compare_f("gb", s, &grad_of(&b, "bias")?, &want("gb")?, tol);
         let (floats, ints) = norm.step_values()?;
         for (kind, got) in floats {
             rep.compare_f(kind, s, &got, &want(kind)?, tol);
         }
+        rep.compare_i("iters", s, iterations(&norm)?, run.fx.int(&step_name(t, "iters"))?);
         for (kind, got) in ints {
             rep.compare_i(kind, s, got, run.fx.int(&step_name(t, kind))?);
             if kind == "skipped" && got != 0 {
@@ -774,11 +771,11 @@ fn replay_layer<L: Replayed>(mut norm: L, run: &Run<'_>, rep: &mut CaseReport) -
     if run.mode == ReplayMode::Stepwise {
         norm.restore(run, steps.checked_sub(1))?;
     }
-    let before = norm.iterations()?;
+    let before = iterations(&norm)?;
     norm.set_train(false);
     let y = norm.forward_fixture(&run.tensor("eval.x")?, None)?;
     rep.compare_f("eval.y", None, &y.to_vec_f64()?, &run.fx.f64s("eval.y")?.0, tol);
-    rep.compare_i("eval.iters", None, norm.iterations()? as i64, before as i64);
+    rep.compare_i("eval.iters", None, iterations(&norm)?, before);
     Ok(())
 }
 

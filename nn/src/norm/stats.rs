@@ -9,7 +9,7 @@
 //! one layer that the others borrow from) keeps `norm/` a tree: this module and
 //! `trace.rs` are leaves, the layer files use them, and `mod.rs` ties the layers together.
 
-use crate::module::Buffer;
+use crate::module::{join, Buffer, ParamVisitor};
 use std::sync::{Arc, Mutex};
 use unigrad_core::{BackendStorage, DType, Device, Error, Result, Tensor};
 
@@ -222,3 +222,124 @@ impl TokenInput {
         }
     }
 }
+
+/// What UN and PowerNorm hold alike: the channel count, dtype and device, the affine
+/// parameters `γ` and `β`, the train/eval mode and the iteration counter.
+#[derive(Debug)]
+pub(crate) struct TokenParams {
+    pub(crate) channels: usize,
+    pub(crate) dtype: DType,
+    pub(crate) device: Device,
+    pub(crate) weight: Tensor,
+    pub(crate) bias: Tensor,
+    pub(crate) training: bool,
+    pub(crate) iters: Counter,
+}
+
+impl TokenParams {
+    /// `γ = 1`, `β = 0` over `channels` features (at least 1) in a float `dtype`, counter
+    /// 0, training mode.
+    pub(crate) fn new(op: &'static str, channels: usize, dtype: DType, device: &Device) -> Result<TokenParams> {
+        if channels == 0 {
+            return Err(Error::invalid(op, "channels must be at least 1"));
+        }
+        if !dtype.is_float() {
+            return Err(Error::UnsupportedDType {
+                op,
+                dtype,
+                shape: vec![channels],
+            });
+        }
+        Ok(TokenParams {
+            channels,
+            dtype,
+            device: device.clone(),
+            weight: Tensor::ones(&[channels], dtype, device)?.requires_grad(),
+            bias: Tensor::zeros(&[channels], dtype, device)?.requires_grad(),
+            training: true,
+            iters: Counter::new(device)?,
+        })
+    }
+
+    /// Check one call's input, parameters and mask ([`TokenInput::new`]).
+    pub(crate) fn input(
+        &self,
+        op: &'static str,
+        x: &Tensor,
+        weight: &Tensor,
+        bias: &Tensor,
+        pad_mask: Option<&Tensor>,
+    ) -> Result<TokenInput> {
+        TokenInput::new(op, x, weight, bias, pad_mask, self.channels, self.dtype, &self.device)
+    }
+
+    /// Advance the counter before anything else of a training step (UN's F1, PowerNorm's
+    /// P2) and return the iteration the step runs as (the first training call has 1).
+    pub(crate) fn next_iteration(&self, op: &'static str) -> Result<u64> {
+        let i = self.iters.get(op)? + 1;
+        self.iters.set(i, &self.device)?;
+        Ok(i)
+    }
+
+    /// Visit `weight` and `bias` under `prefix`.
+    pub(crate) fn visit(&self, prefix: &str, f: &mut ParamVisitor<'_>) {
+        f(&join(prefix, "weight"), &self.weight);
+        f(&join(prefix, "bias"), &self.bias);
+    }
+}
+
+/// The public accessors UN and PowerNorm share, for a layer with a `p: TokenParams` field
+/// and an `OP` name in scope.
+macro_rules! token_norm_accessors {
+    () => {
+        /// Number of channels `C`.
+        pub fn channels(&self) -> usize {
+            self.p.channels
+        }
+
+        /// The layer's dtype (parameters and float buffers).
+        pub fn dtype(&self) -> DType {
+            self.p.dtype
+        }
+
+        /// The scale parameter `γ` (`[C]`, a grad leaf).
+        pub fn weight(&self) -> &Tensor {
+            &self.p.weight
+        }
+
+        /// The shift parameter `β` (`[C]`, a grad leaf).
+        pub fn bias(&self) -> &Tensor {
+            &self.p.bias
+        }
+
+        /// Whether the layer is in training mode.
+        pub fn is_training(&self) -> bool {
+            self.p.training
+        }
+
+        /// The iteration counter: training calls since construction or the last
+        /// [`reset_iterations`](Self::reset_iterations).
+        pub fn iterations(&self) -> Result<u64> {
+            self.p.iters.get(OP)
+        }
+
+        /// Restart the iteration counter at 0, so the next training call is iteration 1
+        /// and warm-up starts over (fine-tuning from a checkpoint). Statistics (and UN's
+        /// skip counter) are kept.
+        pub fn reset_iterations(&self) -> Result<()> {
+            self.p.iters.set(0, &self.p.device)
+        }
+
+        /// Attach (or with `None` detach) a trace site: training steps then record their
+        /// statistics there ([`super::trace`]). Without one nothing is read back.
+        pub fn set_trace(&mut self, site: Option<TraceSite>) {
+            self.sh.trace = site;
+        }
+
+        /// The attached trace site, if any.
+        pub fn trace_site(&self) -> Option<&TraceSite> {
+            self.sh.trace.as_ref()
+        }
+    };
+}
+pub(crate) use token_norm_accessors;

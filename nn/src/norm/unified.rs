@@ -39,7 +39,7 @@
 //! gradient (ALGORITHMS.md §1.6). It leaves `ema_gz` and `buffer_gz` untouched, since only
 //! the calibrated backward uses them.
 
-use super::stats::{check_state, valid_sq_mean, Counter, TokenInput};
+use super::stats::{check_state, token_norm_accessors, valid_sq_mean, Counter, TokenParams};
 use super::trace::TraceSite;
 use crate::module::{join, Buffer, BufferVisitor, Module, ParamVisitor};
 use std::sync::{Arc, Mutex};
@@ -197,7 +197,6 @@ struct UnShared {
     ema_gz: Buffer,
     buffer_x2: Buffer,
     buffer_gz: Buffer,
-    iters: Arc<Counter>,
     skip_counter: Arc<Counter>,
     last: Arc<Mutex<Option<UnStep>>>,
     /// Where statistics are recorded ([`super::trace`]); `None`: nothing is read back.
@@ -427,12 +426,8 @@ impl CustomOp for UnOp {
 /// Unified Normalization over the channel (last) dimension of `[B, N, C]` tokens.
 #[derive(Debug)]
 pub struct UnifiedNorm {
-    channels: usize,
-    dtype: DType,
-    weight: Tensor,
-    bias: Tensor,
+    p: TokenParams,
     sh: UnShared,
-    training: bool,
 }
 
 impl UnifiedNorm {
@@ -440,19 +435,10 @@ impl UnifiedNorm {
     /// initial state (`running_var = 1`, everything else 0). Starts in training mode.
     pub fn new(channels: usize, cfg: UnConfig, dtype: DType, device: &Device) -> Result<Self> {
         cfg.validate(channels)?;
-        if !dtype.is_float() {
-            return Err(Error::UnsupportedDType {
-                op: OP,
-                dtype,
-                shape: vec![channels],
-            });
-        }
+        let p = TokenParams::new(OP, channels, dtype, device)?;
         let (f, k) = (cfg.window.fwd, cfg.window.bwd);
         Ok(UnifiedNorm {
-            channels,
-            dtype,
-            weight: Tensor::ones(&[channels], dtype, device)?.requires_grad(),
-            bias: Tensor::zeros(&[channels], dtype, device)?.requires_grad(),
+            p,
             sh: UnShared {
                 cfg,
                 device: device.clone(),
@@ -460,12 +446,10 @@ impl UnifiedNorm {
                 ema_gz: Buffer::new(Tensor::zeros(&[channels], dtype, device)?),
                 buffer_x2: Buffer::new(Tensor::zeros(&[f, channels], dtype, device)?),
                 buffer_gz: Buffer::new(Tensor::zeros(&[k, channels], dtype, device)?),
-                iters: Arc::new(Counter::new(device)?),
                 skip_counter: Arc::new(Counter::new(device)?),
                 last: Arc::new(Mutex::new(None)),
                 trace: None,
             },
-            training: true,
         })
     }
 
@@ -474,58 +458,11 @@ impl UnifiedNorm {
         &self.sh.cfg
     }
 
-    /// Number of channels `C`.
-    pub fn channels(&self) -> usize {
-        self.channels
-    }
-
-    /// The layer's dtype (parameters and float buffers).
-    pub fn dtype(&self) -> DType {
-        self.dtype
-    }
-
-    /// The scale parameter `γ` (`[C]`, a grad leaf).
-    pub fn weight(&self) -> &Tensor {
-        &self.weight
-    }
-
-    /// The shift parameter `β` (`[C]`, a grad leaf).
-    pub fn bias(&self) -> &Tensor {
-        &self.bias
-    }
-
-    /// Whether the layer is in training mode.
-    pub fn is_training(&self) -> bool {
-        self.training
-    }
-
-    /// The iteration counter: training calls since construction or the last
-    /// [`reset_iterations`](Self::reset_iterations).
-    pub fn iterations(&self) -> Result<u64> {
-        self.sh.iters.get(OP)
-    }
-
-    /// Restart the iteration counter at 0, so the next training call is iteration 1 and
-    /// warm-up starts over (fine-tuning from a checkpoint). Statistics and the skip
-    /// counter are kept.
-    pub fn reset_iterations(&self) -> Result<()> {
-        self.sh.iters.set(0, &self.sh.device)
-    }
+    token_norm_accessors!();
 
     /// How many iterations the outlier filter has skipped.
     pub fn skip_count(&self) -> Result<u64> {
         self.sh.skip_counter.get(OP)
-    }
-
-    /// Attach (or with `None` detach) a trace site: training steps then record their
-    /// statistics there ([`super::trace`]). Without one nothing is read back.
-    pub fn set_trace(&mut self, site: Option<TraceSite>) {
-        self.sh.trace = site;
-    }
-
-    /// The attached trace site, if any.
-    pub fn trace_site(&self) -> Option<&TraceSite> {
-        self.sh.trace.as_ref()
     }
 
     /// What the last training forward did, if there was one.
@@ -544,7 +481,7 @@ impl UnifiedNorm {
             ema_gz: self.sh.ema_gz.get(),
             buffer_x2: self.sh.buffer_x2.get(),
             buffer_gz: self.sh.buffer_gz.get(),
-            iters: self.sh.iters.buffer().get(),
+            iters: self.p.iters.buffer().get(),
             skip_counter: self.sh.skip_counter.buffer().get(),
         }
     }
@@ -553,10 +490,10 @@ impl UnifiedNorm {
     /// error); tensors on another device are copied to this layer's.
     pub fn set_state(&self, s: &UnState) -> Result<()> {
         let (c, f, k, d) = (
-            self.channels,
+            self.p.channels,
             self.sh.cfg.window.fwd,
             self.sh.cfg.window.bwd,
-            self.dtype,
+            self.p.dtype,
         );
         check_state(OP, "running_var", &s.running_var, &[c], d)?;
         check_state(OP, "ema_gz", &s.ema_gz, &[c], d)?;
@@ -578,7 +515,7 @@ impl UnifiedNorm {
         self.sh.ema_gz.set(ez);
         self.sh.buffer_x2.set(bx);
         self.sh.buffer_gz.set(bg);
-        self.sh.iters.buffer().set(it);
+        self.p.iters.buffer().set(it);
         self.sh.skip_counter.buffer().set(sc);
         Ok(())
     }
@@ -588,7 +525,7 @@ impl UnifiedNorm {
     /// state (see the module docs) and the result's backward is the calibrated one; in
     /// eval mode it uses `running_var`, ignores the mask and changes nothing.
     pub fn forward(&self, x: &Tensor, pad_mask: Option<&Tensor>) -> Result<Tensor> {
-        self.forward_with_params(x, &self.weight, &self.bias, pad_mask)
+        self.forward_with_params(x, &self.p.weight, &self.p.bias, pad_mask)
     }
 
     /// [`forward`](Self::forward) with explicit `weight` and `bias` (`[C]` each) in place
@@ -600,24 +537,14 @@ impl UnifiedNorm {
         bias: &Tensor,
         pad_mask: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let inp = TokenInput::new(
-            OP,
-            x,
-            weight,
-            bias,
-            pad_mask,
-            self.channels,
-            self.dtype,
-            &self.sh.device,
-        )?;
-        let y = if !self.training {
+        let inp = self.p.input(OP, x, weight, bias, pad_mask)?;
+        let y = if !self.p.training {
             // §1.4: y = γ·x/sqrt(ρ+ε) + β everywhere; the mask is ignored (quirk §3.12).
             let s = self.sh.running_var.get().add_scalar(self.sh.cfg.eps)?.sqrt()?;
             weight.mul(&inp.x.div(&s)?)?.add(bias)?
         } else {
             // F1: the counter goes up before anything else; the step runs with the new value.
-            let i = self.sh.iters.get(OP)? + 1;
-            self.sh.iters.set(i, &self.sh.device)?;
+            let i = self.p.next_iteration(OP)?;
             if self.sh.cfg.calibrated_backward {
                 let op = UnOp {
                     sh: self.sh.clone(),
@@ -636,21 +563,20 @@ impl UnifiedNorm {
 
 impl Module for UnifiedNorm {
     fn visit_params(&self, prefix: &str, f: &mut ParamVisitor<'_>) {
-        f(&join(prefix, "weight"), &self.weight);
-        f(&join(prefix, "bias"), &self.bias);
+        self.p.visit(prefix, f);
     }
 
     /// The reference's buffer names, in its registration order.
     fn visit_buffers(&self, prefix: &str, f: &mut BufferVisitor<'_>) {
         f(&join(prefix, "running_var"), &self.sh.running_var);
         f(&join(prefix, "ema_gz"), &self.sh.ema_gz);
-        f(&join(prefix, "iters"), self.sh.iters.buffer());
+        f(&join(prefix, "iters"), self.p.iters.buffer());
         f(&join(prefix, "buffer_x2"), &self.sh.buffer_x2);
         f(&join(prefix, "buffer_gz"), &self.sh.buffer_gz);
         f(&join(prefix, "skip_counter"), self.sh.skip_counter.buffer());
     }
 
     fn set_train(&mut self, train: bool) {
-        self.training = train;
+        self.p.training = train;
     }
 }
