@@ -6,7 +6,7 @@
 //!
 //! | file | contents |
 //! | --- | --- |
-//! | `module.rs` | the [`Module`] trait: named parameters and buffers, train/eval |
+//! | `module.rs` | the [`Module`] trait: named parameters, buffers and norm sites, train/eval |
 //! | `device.rs` | [`device_from_str`] for `--device cpu|cuda[:N]` |
 //! | `linear.rs`, `embedding.rs`, `dropout.rs` | basic layers, positional encodings |
 //! | `norm/` | the norm slot ([`norm::NormKind`], [`norm::Norm`]) and every norm |

@@ -3,7 +3,8 @@
 //! Both are custom ops with hand-derived backward passes: the statistics come from
 //! the backend's fused row-moments kernel, and the backward is the closed form
 //! (a handful of passes) instead of the dozen recorded ops a composed version would
-//! replay. Gradient checks in `crate::testing` pin both against finite differences.
+//! replay. Gradient checks in the shared suite (`tests/src/nn_modules.rs`) pin both against
+//! finite differences on every backend.
 //!
 //! LayerNorm: `x̂ = (x − μ)/√(σ² + ε)`, `y = γ x̂ + β`;
 //! `dx = (γg − mean(γg) − x̂·mean(γg ⊙ x̂)) / √(σ² + ε)`.

@@ -7,15 +7,17 @@
 //! | `batch.rs` | BatchNorm over tokens (optional padding mask) |
 //! | `power.rs` | PowerNorm (Shen et al. 2020), reference-exact |
 //! | `unified.rs` | Unified Normalization (Yang et al. 2022), reference-exact |
-//! | `stats.rs` | what BatchNorm, PowerNorm and UN share: mask → validity indicator, quadratic mean over valid tokens, input and state checks, the step counter |
+//! | `stats.rs` | what BatchNorm, PowerNorm and UN share: mask → validity indicator, quadratic mean over valid tokens, input and state checks, the step counter (and UN's and PowerNorm's common parameters and accessors) |
 //! | `trace.rs` | opt-in tracing of every norm's statistics, CSV export |
 //!
-//! The files form a tree: `stats.rs` and `trace.rs` import no layer, the layer files
-//! import only them, and this file ties the layers together ([`Norm`]) and attaches
-//! tracing to whole models ([`Traceable`], through [`Module::visit_norms_mut`]).
+//! Inside `norm/` the files form a tree: `stats.rs` and `trace.rs` import no layer, each
+//! layer file imports only those two (and `power.rs` nothing of `unified.rs`), and this
+//! file ties the layers together ([`Norm`]) and attaches tracing to whole models
+//! ([`Traceable`], through [`Module::visit_norms_mut`]) — no model or Transformer layer is
+//! imported here.
 //!
 //! Every norm takes `forward(x, pad_mask)`; the token-statistics norms (BatchNorm,
-//! PowerNorm, UN) use the padding mask (`[B, N]`, 1 = pad) to keep padding out of their
+//! PowerNorm, UN) use the padding mask (`[B, N]`, non-zero = pad) to keep padding out of their
 //! statistics, the per-token ones (LayerNorm, RMSNorm) ignore it.
 
 pub mod batch;
@@ -174,8 +176,8 @@ impl Norm {
         }
     }
 
-    /// Normalize `x [.., C]`; `pad_mask` (`x`'s shape without `C`, 1 = pad, `x`'s dtype)
-    /// reaches the norms that use batch statistics.
+    /// Normalize `x [.., C]`; `pad_mask` (`x`'s shape without `C`, non-zero = pad, any
+    /// dtype) reaches the norms that use batch statistics.
     pub fn forward(&self, x: &Tensor, pad_mask: Option<&Tensor>) -> Result<Tensor> {
         match self {
             Norm::Layer(n) => n.forward(x),
