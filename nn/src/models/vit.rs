@@ -8,7 +8,7 @@
 //! class token's final representation (after `norm`, pre-norm models) feeds `head`.
 //! Names follow timm's `VisionTransformer` where structures correspond.
 
-use super::ln_scale;
+use super::Layers;
 use crate::attention::Init;
 use crate::dropout::Dropout;
 use crate::init;
@@ -86,35 +86,30 @@ impl Vit {
                 format!("patch {} does not divide image size {}", cfg.patch, cfg.image_size),
             ));
         }
-        if cfg.ln_scaling && !cfg.pre_norm {
-            return Err(Error::invalid("Vit", "LayerNorm Scaling needs pre-norm blocks"));
-        }
         let (d, p, c) = (cfg.d_model, cfg.patch, cfg.channels);
-        let fan_in = c * p * p;
-        let layer = |i: usize| LayerConfig {
-            d_model: d,
-            heads: cfg.heads,
-            d_ff: cfg.d_ff,
-            dropout: cfg.dropout,
-            norm: cfg.norm,
-            pre_norm: cfg.pre_norm,
-            bias: true,
-            ln_scale: ln_scale(cfg.ln_scaling, i),
-            init: Init::Normal(0.02),
+        let layers = Layers {
+            template: LayerConfig {
+                d_model: d,
+                heads: cfg.heads,
+                d_ff: cfg.d_ff,
+                dropout: cfg.dropout,
+                norm: cfg.norm,
+                pre_norm: cfg.pre_norm,
+                bias: true,
+                ln_scale: 1.0,
+                init: Init::Normal(0.02),
+            },
+            ln_scaling: cfg.ln_scaling,
         };
+        layers.check("Vit")?;
+        let fan_in = c * p * p;
         Ok(Vit {
             patch_weight: init::uniform(&[d, c, p, p], 1.0 / (fan_in as f64).sqrt(), dtype, dev)?,
             patch_bias: init::zeros(&[d], dtype, dev)?,
             cls_token: init::normal(&[1, 1, d], 0.02, dtype, dev)?,
             pos_embed: init::normal(&[1, cfg.num_patches() + 1, d], 0.02, dtype, dev)?,
-            blocks: (0..cfg.layers)
-                .map(|i| EncoderLayer::new(&layer(i), dtype, dev))
-                .collect::<Result<_>>()?,
-            norm: if cfg.pre_norm {
-                Some(Norm::new(&cfg.norm, d, dtype, dev)?)
-            } else {
-                None
-            },
+            blocks: layers.encoders(cfg.layers, dtype, dev)?,
+            norm: layers.final_norm(dtype, dev)?,
             head: Linear::new_normal(d, cfg.classes, true, 0.02, dtype, dev)?,
             drop: Dropout::new(cfg.dropout)?,
             cfg,
