@@ -226,19 +226,23 @@ mod registry {
     fn every_suite_function_is_listed() {
         let lib = include_str!("lib.rs");
         let list = &lib[lib.find("macro_rules! backend_suite").expect("macro")..];
-        let sources = [
-            ("forward", include_str!("forward.rs")),
-            ("gradcheck_ops", include_str!("gradcheck_ops.rs")),
-            ("autograd", include_str!("autograd.rs")),
-            ("views", include_str!("views.rs")),
-            ("errors", include_str!("errors.rs")),
-            ("training", include_str!("training.rs")),
-            ("fused", include_str!("fused.rs")),
-            ("nn_modules", include_str!("nn_modules.rs")),
-            ("nn_norms", include_str!("nn_norms.rs")),
-            ("nn_replay", include_str!("nn_replay.rs")),
-            ("nn_fold", include_str!("nn_fold.rs")),
-            ("nn_trace", include_str!("nn_trace.rs")),
+        // (module name, its source) for every suite module
+        macro_rules! sources {
+            ($($m:ident),*) => { [$((stringify!($m), include_str!(concat!(stringify!($m), ".rs")))),*] };
+        }
+        let sources = sources![
+            forward,
+            gradcheck_ops,
+            autograd,
+            views,
+            errors,
+            training,
+            fused,
+            nn_modules,
+            nn_norms,
+            nn_replay,
+            nn_fold,
+            nn_trace
         ];
         let mut n = 0;
         for (module, src) in sources {
