@@ -17,7 +17,7 @@
 //! of the composed form); the shared suite (`tests/src/nn_modules.rs`) gradchecks it with
 //! and without a mask on every backend.
 
-use super::stats::valid_indicator;
+use super::stats::{check_mask, valid_indicator};
 use crate::init;
 use crate::module::{join, Buffer, BufferVisitor, Module, ParamVisitor};
 use std::sync::{Arc, Mutex};
@@ -105,14 +105,16 @@ impl BatchNorm {
             ));
         }
         let lead = &x.shape()[..x.rank() - 1];
-        let valid = pad_mask
-            .map(|m| valid_indicator("BatchNorm", m, lead, x.dtype()))
-            .transpose()?;
         let rows = x.numel() / c;
         let x2 = x.reshape(&[rows, c])?;
         let y = if self.train {
+            let valid = pad_mask
+                .map(|m| valid_indicator("BatchNorm", m, lead, x.dtype()))
+                .transpose()?;
             self.forward_train(&x2, valid.as_ref())?
         } else {
+            // Running statistics: the mask changes nothing, but a wrong one is still an error.
+            pad_mask.map(|m| check_mask("BatchNorm", m, lead)).transpose()?;
             let rstd = self.running_var.get().add_scalar(self.eps)?.rsqrt()?;
             let scale = self.weight.mul(&rstd)?;
             let shift = self.bias.sub(&self.running_mean.get().mul(&scale)?)?;

@@ -122,6 +122,14 @@ pub(crate) fn input_3d(
 /// `lead + [1]` in `dtype` (1 = valid token, 0 = padding). The mask has shape `lead`, or
 /// `lead` without its leading 1s (`[N]` for a single sequence `[1, N]`).
 pub(crate) fn valid_indicator(op: &'static str, mask: &Tensor, lead: &[usize], dtype: DType) -> Result<Tensor> {
+    check_mask(op, mask, lead)?;
+    let mut shape = lead.to_vec();
+    shape.push(1);
+    mask.detach().to_dtype(dtype)?.reshape(&shape)?.eq_scalar(0.0)
+}
+
+/// Check that a padding mask fits the token positions `lead` (see [`valid_indicator`]).
+pub(crate) fn check_mask(op: &'static str, mask: &Tensor, lead: &[usize]) -> Result<()> {
     let ones = lead.iter().take_while(|&&d| d == 1).count();
     if mask.shape() != lead && mask.shape() != &lead[ones..] {
         return Err(Error::invalid(
@@ -132,9 +140,7 @@ pub(crate) fn valid_indicator(op: &'static str, mask: &Tensor, lead: &[usize], d
             ),
         ));
     }
-    let mut shape = lead.to_vec();
-    shape.push(1);
-    mask.detach().to_dtype(dtype)?.reshape(&shape)?.eq_scalar(0.0)
+    Ok(())
 }
 
 /// Per-channel quadratic mean over valid tokens: `[B, N, C]` → `[C]`.
