@@ -77,8 +77,9 @@ pub struct Vit {
 }
 
 impl Vit {
-    /// Build with timm-like initialisation (positions and class token `N(0, 0.02²)`,
-    /// Linear layers `N(0, 0.02²)` with zero bias).
+    /// Build with timm-like initialisation: positions, class token and every Linear
+    /// (blocks and head) `N(0, 0.02²)` with zero biases; the patch projection uniform in
+    /// `±1/√(C·p·p)` (PyTorch's `Conv2d` weight default) with a zero bias.
     pub fn new(cfg: VitConfig, dtype: DType, dev: &Device) -> Result<Vit> {
         if cfg.patch == 0 || cfg.image_size % cfg.patch != 0 {
             return Err(Error::invalid(
