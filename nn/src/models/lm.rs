@@ -2,8 +2,9 @@
 //!
 //! `tok` embedding + positions → `blocks.{i}` (causal [`EncoderLayer`]s) → `norm_f`
 //! (pre-norm only) → untied `head`. With [`LmConfig::reference`] this is exactly the
-//! reference PyTorch workload (`bench/transformer_ref.py`), parameter names included (`tok.weight`, `pos.weight`,
-//! `blocks.0.attn.qkv.weight`, ..., `head.bias`): 875,520 parameters with LayerNorm.
+//! reference PyTorch workload (`bench/transformer_ref.py`), parameter names included
+//! (`tok.weight`, `pos.weight`, `blocks.0.attn.qkv.weight`, ..., `head.bias`): 875,520
+//! parameters with LayerNorm.
 
 use super::Layers;
 use crate::attention::{attention_bias, Init};
