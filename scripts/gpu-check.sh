@@ -4,8 +4,12 @@
 # Here (no GPU, no CUDA toolkit needed) it builds everything the GPU machine needs
 # into the git-ignored gpu-bin/ (kept under 48 MiB):
 #   * stripped release test binaries: unigrad-cuda's lib tests and tests/gpu.rs, and
-#     the shared suite instantiated for CUDA (unigrad-tests, tests/cuda.rs), plus
-#     gpu-bin/run-all.sh (scripts/cuda/collect-test-bins.sh);
+#     the shared suite instantiated for CUDA (unigrad-tests, tests/cuda.rs: the op
+#     groups and the nn checks — module gradchecks, UN/PowerNorm, fixture replay,
+#     folding, tracing), plus gpu-bin/run-all.sh (scripts/cuda/collect-test-bins.sh).
+#     The replay reads tests/data/fixtures/ from the working tree on the GPU machine
+#     (run-all.sh runs each binary in its package directory with CARGO_MANIFEST_DIR set;
+#     UNIGRAD_FIXTURES_DIR overrides);
 #   * gpu-bin/matmul_bench (backend-cuda/examples/matmul_bench.rs);
 #   * gpu-bin/bench_step, when some workspace package has an example or binary of
 #     that name (built with that package's `cuda` feature if it has one; its

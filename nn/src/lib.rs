@@ -6,7 +6,7 @@
 //!
 //! | file | contents |
 //! | --- | --- |
-//! | `module.rs` | the [`Module`] trait: named parameters and buffers, train/eval |
+//! | `module.rs` | the [`Module`] trait: named parameters, buffers and norm sites, train/eval |
 //! | `linear.rs`, `embedding.rs`, `dropout.rs` | basic layers, positional encodings |
 //! | `norm/` | the norm slot ([`norm::NormKind`], [`norm::Norm`]) and every norm |
 //! | `attention.rs` | multi-head attention (fused QKV, masks, fused softmax) |
@@ -17,7 +17,6 @@
 //! | `loss.rs` | cross-entropy |
 //! | `checkpoint.rs` | safetensors save/load with validation |
 //! | `profile.rs` | opt-in timing of layers (`UNIGRAD_PROFILE=1`) |
-//! | `testing.rs` | gradient and reference checks, callable per device by test suites |
 //!
 //! The crate depends on `unigrad-core` alone and never names a backend: every
 //! constructor takes the [`Device`](unigrad_core::Device) to build on. The `unigrad`
@@ -66,7 +65,6 @@ pub mod norm;
 pub mod optim;
 pub mod profile;
 pub mod schedule;
-pub mod testing;
 pub mod transformer;
 
 pub use attention::{attention_bias, Init, MultiHeadAttention};
@@ -76,7 +74,7 @@ pub use linear::Linear;
 pub use loss::cross_entropy;
 pub use models::{LmConfig, Seq2Seq, Seq2SeqConfig, TransformerLm, Vit, VitConfig};
 pub use module::{param, Buffer, Module};
-pub use norm::{BatchNorm, LayerNorm, Norm, NormConfig, NormKind, RmsNorm};
+pub use norm::{BatchNorm, LayerNorm, Norm, NormConfig, NormKind, RmsNorm, Traceable};
 pub use optim::{clip_grad_norm, decay_groups, Adam, AdamConfig, Optimizer, ParamGroup, Sgd};
 pub use schedule::LrSchedule;
 pub use transformer::{DecoderLayer, EncoderLayer, FeedForward, LayerConfig};

@@ -7,6 +7,7 @@
 //! `zero_grad` need. Forward signatures differ per module (some take a padding
 //! mask), so `forward` is not part of the trait.
 
+use crate::norm::Norm;
 use std::sync::{Arc, Mutex};
 use unigrad_core::{Result, Tensor};
 
@@ -39,6 +40,8 @@ impl Buffer {
 pub type ParamVisitor<'a> = dyn FnMut(&str, &Tensor) + 'a;
 /// Callback receiving `(name, buffer)`.
 pub type BufferVisitor<'a> = dyn FnMut(&str, &Buffer) + 'a;
+/// Callback receiving `(name, norm)` for every norm site of a module, mutably.
+pub type NormVisitor<'a> = dyn FnMut(&str, &mut Norm) + 'a;
 
 /// Join a name prefix and a child name with a dot.
 pub fn join(prefix: &str, name: &str) -> String {
@@ -59,6 +62,12 @@ pub trait Module {
 
     /// Switch training (`true`) or evaluation mode (default: stateless, no-op).
     fn set_train(&mut self, _train: bool) {}
+
+    /// Call `f` for every norm site ([`Norm`]) with its full name under `prefix`
+    /// (`blocks.0.norm1`), mutably (default: none). What attaches statistics tracing to a
+    /// whole model ([`Traceable`](crate::norm::Traceable)) without the norms knowing the
+    /// model.
+    fn visit_norms_mut(&mut self, _prefix: &str, _f: &mut NormVisitor<'_>) {}
 
     /// All parameters with their names.
     fn named_params(&self) -> Vec<(String, Tensor)> {

@@ -252,6 +252,11 @@ impl Module for EncoderLayer {
         self.norm2.visit_buffers(&join(prefix, "norm2"), f);
     }
 
+    fn visit_norms_mut(&mut self, prefix: &str, f: &mut crate::module::NormVisitor<'_>) {
+        f(&join(prefix, "norm1"), &mut self.norm1);
+        f(&join(prefix, "norm2"), &mut self.norm2);
+    }
+
     fn set_train(&mut self, train: bool) {
         self.norm1.set_train(train);
         self.attn.set_train(train);
@@ -341,6 +346,12 @@ impl Module for DecoderLayer {
         self.norm1.visit_buffers(&join(prefix, "norm1"), f);
         self.norm2.visit_buffers(&join(prefix, "norm2"), f);
         self.norm3.visit_buffers(&join(prefix, "norm3"), f);
+    }
+
+    fn visit_norms_mut(&mut self, prefix: &str, f: &mut crate::module::NormVisitor<'_>) {
+        f(&join(prefix, "norm1"), &mut self.norm1);
+        f(&join(prefix, "norm2"), &mut self.norm2);
+        f(&join(prefix, "norm3"), &mut self.norm3);
     }
 
     fn set_train(&mut self, train: bool) {

@@ -1,10 +1,10 @@
-//! The device-generic nn checks of `unigrad_nn::testing`, run on the CPU, plus
-//! CPU-only tests of models, optimizers and checkpoints.
+//! CPU-only tests of models, optimizers and checkpoints. The device-generic nn checks
+//! (module gradchecks, UN/PowerNorm, fixture replay, folding, tracing) are in the shared
+//! suite (`tests/src/nn_*.rs`), run on every backend.
 
 use std::collections::HashMap;
 use unigrad_core::{manual_seed, no_grad, DType, Device, Tensor};
 use unigrad_nn::checkpoint::{self, load, load_optimizer, load_with, save, save_optimizer};
-use unigrad_nn::testing;
 use unigrad_nn::{
     clip_grad_norm, decay_groups, Adam, AdamConfig, LmConfig, Module, NormKind, Optimizer, ParamGroup, PositionKind,
     Seq2Seq, Seq2SeqConfig, Sgd, TransformerLm, Vit, VitConfig,
@@ -12,39 +12,6 @@ use unigrad_nn::{
 
 fn dev() -> Device {
     unigrad_cpu::cpu()
-}
-
-macro_rules! device_checks {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[test]
-            fn $name() {
-                testing::$name(&dev()).unwrap();
-            }
-        )*
-    };
-}
-
-device_checks!(
-    gradcheck_linear,
-    gradcheck_embedding,
-    gradcheck_layer_norm,
-    gradcheck_rms_norm,
-    gradcheck_batch_norm,
-    gradcheck_batch_norm_masked,
-    gradcheck_self_attention_masks,
-    gradcheck_cross_attention,
-    gradcheck_feed_forward,
-    gradcheck_block_pre_norm,
-    gradcheck_block_post_norm,
-    layer_norm_matches_naive,
-    batch_norm_matches_naive,
-    attention_matches_naive,
-);
-
-#[test]
-fn checks_list_is_complete() {
-    assert_eq!(testing::CHECKS.len(), 14);
 }
 
 fn tiny_lm(norm: NormKind) -> TransformerLm {

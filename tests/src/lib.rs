@@ -27,12 +27,16 @@
 //! | [`errors`] | bad inputs return errors naming the op and shapes |
 //! | [`training`] | a 1,000-step MLP run learns and keeps memory flat |
 //! | [`fused`] | the backend's fused kernels against the composed defaults they replace |
+//! | [`nn_modules`] | every nn layer by central differences in f64, and forward against naive host code |
+//! | [`nn_norms`] | UN and PowerNorm: where their custom backwards are exact and where they deliberately differ; state and input checks |
+//! | [`nn_replay`] | UN and PowerNorm against the reference fixtures (`tests/data/fixtures/`): f64 chained, f64 and f32 step by step |
+//! | [`nn_fold`] | inference folding reproduces the eval-mode LM |
+//! | [`nn_trace`] | norm statistics tracing of single layers and of the LM, Seq2Seq and ViT |
 //!
 //! ## Extension point: more suites, same mechanism
 //!
 //! Suite functions are plain `pub fn name(dev: &Device) -> Result<()>` in some
-//! module. To add tests that every backend runs (for example nn-level suites: norm
-//! fixture parity, module gradchecks), either
+//! module. To add tests that every backend runs, either
 //!
 //! 1. add the module here and one group line to [`backend_suite!`]'s list, e.g.
 //!    `nn_norms(Shared) = $crate::nn_norms { layer_norm_parity, un_gradcheck }` —
@@ -67,6 +71,11 @@ pub mod forward;
 pub mod fused;
 pub mod gradcheck_ops;
 pub mod harness;
+pub mod nn_fold;
+pub mod nn_modules;
+pub mod nn_norms;
+pub mod nn_replay;
+pub mod nn_trace;
 pub mod reference;
 pub mod training;
 pub mod util;
@@ -146,6 +155,42 @@ macro_rules! backend_suite {
                 fused(Shared) = $crate::fused {
                     softmax_and_moments, layer_norm, adam_update, core_entry_points,
                 }
+                nn_modules(Shared) = $crate::nn_modules {
+                    gradcheck_linear, gradcheck_embedding, gradcheck_layer_norm, gradcheck_rms_norm,
+                    gradcheck_batch_norm, gradcheck_batch_norm_masked, gradcheck_self_attention_masks,
+                    gradcheck_cross_attention, gradcheck_feed_forward, gradcheck_block_pre_norm,
+                    gradcheck_block_post_norm, layer_norm_matches_naive, batch_norm_matches_naive,
+                    attention_matches_naive,
+                }
+                nn_norms(Shared) = $crate::nn_norms {
+                    un_exact_mu0_in_warmup_first_step, un_exact_mu0_in_warmup_later_steps,
+                    un_exact_window1_any_momentum, un_exact_on_skipped_outlier_step,
+                    un_differs_with_momentum_in_warmup, un_differs_with_padding, un_differs_with_smoothing,
+                    un_differs_on_normal_step_after_1000, un_exact_variant_passes_everywhere,
+                    un_exact_variant_has_the_same_forward, un_calibrated_equals_autograd_where_exact,
+                    un_state_names_reset_and_backward_updates,
+                    un_training_forward_under_no_grad_skips_the_backward_state, un_rejects_bad_input,
+                    un_two_dimensional_input_takes_a_sequence_mask, group_scaling_chain_rule_is_exact,
+                    pn_first_step_ignores_the_statistic_gradient, pn_after_warmup_divides_by_the_batch_statistic,
+                    pn_state_names_and_validation,
+                }
+                nn_replay(Shared) = $crate::nn_replay {
+                    f64_chained, f64_stepwise, f32_stepwise, single_case_and_skip_record, unknown_module_fails,
+                    unknown_constructor_argument_fails, a_wrong_layer_is_caught,
+                }
+                nn_fold(Shared) = $crate::nn_fold {
+                    folded_matches_eval_f32_for_every_norm, folded_matches_eval_f64_for_every_norm,
+                    un_past_warmup_with_filtration_and_pn_groups_fold_exactly, fold_removes_exactly_the_affine_norms,
+                    ln_scaling_sinusoids_no_bias_and_padding_fold_exactly, folded_model_is_a_snapshot,
+                    post_norm_and_training_mode_are_refused, fold_into_linear_is_w_diag_a_and_b_plus_w_s,
+                    power_norm_eval_is_group_scale_then_affine, un_and_pn_models_keep_padding_out_of_their_statistics,
+                }
+                nn_trace(Shared) = $crate::nn_trace {
+                    un_records_match_the_layer_state, bn_records_batch_and_running_statistics,
+                    pn_records_q_phi_and_ema_gz, ln_records_per_token_statistics,
+                    model_tracing_names_steps_pauses_detaches_and_exports, tracing_changes_no_result,
+                    rms_norm_is_not_traced, seq2seq_is_traced, vit_is_traced,
+                }
             }
         }
     };
@@ -183,14 +228,23 @@ mod registry {
     fn every_suite_function_is_listed() {
         let lib = include_str!("lib.rs");
         let list = &lib[lib.find("macro_rules! backend_suite").expect("macro")..];
-        let sources = [
-            ("forward", include_str!("forward.rs")),
-            ("gradcheck_ops", include_str!("gradcheck_ops.rs")),
-            ("autograd", include_str!("autograd.rs")),
-            ("views", include_str!("views.rs")),
-            ("errors", include_str!("errors.rs")),
-            ("training", include_str!("training.rs")),
-            ("fused", include_str!("fused.rs")),
+        // (module name, its source) for every suite module
+        macro_rules! sources {
+            ($($m:ident),*) => { [$((stringify!($m), include_str!(concat!(stringify!($m), ".rs")))),*] };
+        }
+        let sources = sources![
+            forward,
+            gradcheck_ops,
+            autograd,
+            views,
+            errors,
+            training,
+            fused,
+            nn_modules,
+            nn_norms,
+            nn_replay,
+            nn_fold,
+            nn_trace
         ];
         let mut n = 0;
         for (module, src) in sources {

@@ -2,16 +2,16 @@
 //!
 //! `tok` embedding + positions → `blocks.{i}` (causal [`EncoderLayer`]s) → `norm_f`
 //! (pre-norm only) → untied `head`. With [`LmConfig::reference`] this is exactly the
-//! reference PyTorch workload (`/bench/transformer_ref.py` in the project's shared
-//! material), parameter names included (`tok.weight`, `pos.weight`,
-//! `blocks.0.attn.qkv.weight`, ..., `head.bias`): 875,520 parameters with LayerNorm.
+//! reference PyTorch workload (`bench/transformer_ref.py`), parameter names included
+//! (`tok.weight`, `pos.weight`, `blocks.0.attn.qkv.weight`, ..., `head.bias`): 875,520
+//! parameters with LayerNorm.
 
-use super::ln_scale;
+use super::Layers;
 use crate::attention::{attention_bias, Init};
 use crate::dropout::Dropout;
 use crate::embedding::{Embedding, PositionKind, Positions};
 use crate::linear::Linear;
-use crate::module::{join, BufferVisitor, Module, ParamVisitor};
+use crate::module::{join, BufferVisitor, Module, NormVisitor, ParamVisitor};
 use crate::norm::{Norm, NormConfig, NormKind};
 use crate::transformer::{EncoderLayer, LayerConfig};
 use unigrad_core::{no_grad, DType, Device, Error, Result, Rng, Tensor};
@@ -68,17 +68,20 @@ impl LmConfig {
         }
     }
 
-    fn layer(&self, index: usize) -> LayerConfig {
-        LayerConfig {
-            d_model: self.d_model,
-            heads: self.heads,
-            d_ff: self.d_ff,
-            dropout: self.dropout,
-            norm: self.norm,
-            pre_norm: self.pre_norm,
-            bias: self.bias,
-            ln_scale: ln_scale(self.ln_scaling, index),
-            init: Init::Normal(self.init_std),
+    fn layers(&self) -> Layers {
+        Layers {
+            template: LayerConfig {
+                d_model: self.d_model,
+                heads: self.heads,
+                d_ff: self.d_ff,
+                dropout: self.dropout,
+                norm: self.norm,
+                pre_norm: self.pre_norm,
+                bias: self.bias,
+                ln_scale: 1.0,
+                init: Init::Normal(self.init_std),
+            },
+            ln_scaling: self.ln_scaling,
         }
     }
 }
@@ -109,24 +112,14 @@ impl TransformerLm {
                 "layers, vocab and max_seq must be positive",
             ));
         }
-        if cfg.ln_scaling && !cfg.pre_norm {
-            return Err(Error::invalid(
-                "TransformerLm",
-                "LayerNorm Scaling needs pre-norm blocks",
-            ));
-        }
+        let layers = cfg.layers();
+        layers.check("TransformerLm")?;
         let std = cfg.init_std;
         Ok(TransformerLm {
             tok: Embedding::new_normal(cfg.vocab, cfg.d_model, None, std, dtype, dev)?,
             pos: Positions::new(cfg.positions, cfg.max_seq, cfg.d_model, std, dtype, dev)?,
-            blocks: (0..cfg.layers)
-                .map(|i| EncoderLayer::new(&cfg.layer(i), dtype, dev))
-                .collect::<Result<_>>()?,
-            norm_f: if cfg.pre_norm {
-                Some(Norm::new(&cfg.norm, cfg.d_model, dtype, dev)?)
-            } else {
-                None
-            },
+            blocks: layers.encoders(cfg.layers, dtype, dev)?,
+            norm_f: layers.final_norm(dtype, dev)?,
             head: Linear::new_normal(cfg.d_model, cfg.vocab, cfg.bias, std, dtype, dev)?,
             drop: Dropout::new(cfg.dropout)?,
             cfg,
@@ -247,6 +240,15 @@ impl Module for TransformerLm {
         }
         if let Some(n) = &self.norm_f {
             n.visit_buffers(&join(prefix, "norm_f"), f);
+        }
+    }
+
+    fn visit_norms_mut(&mut self, prefix: &str, f: &mut NormVisitor<'_>) {
+        for (i, b) in self.blocks.iter_mut().enumerate() {
+            b.visit_norms_mut(&join(prefix, &format!("blocks.{i}")), f);
+        }
+        if let Some(n) = &mut self.norm_f {
+            f(&join(prefix, "norm_f"), n);
         }
     }
 

@@ -6,12 +6,12 @@
 //! Padding masks (`[B, S]` / `[B, T]`, 1 = pad) keep padded keys out of attention and
 //! padded tokens out of batch-statistics norms.
 
-use super::ln_scale;
+use super::Layers;
 use crate::attention::{attention_bias, Init};
 use crate::dropout::Dropout;
 use crate::embedding::{Embedding, PositionKind, Positions};
 use crate::linear::Linear;
-use crate::module::{join, BufferVisitor, Module, ParamVisitor};
+use crate::module::{join, BufferVisitor, Module, NormVisitor, ParamVisitor};
 use crate::norm::{Norm, NormConfig};
 use crate::transformer::{DecoderLayer, EncoderLayer, LayerConfig};
 use unigrad_core::{no_grad, DType, Device, Error, Result, Tensor};
@@ -83,40 +83,30 @@ impl Seq2Seq {
                 "needs at least one encoder and one decoder layer",
             ));
         }
-        if cfg.ln_scaling && !cfg.pre_norm {
-            return Err(Error::invalid("Seq2Seq", "LayerNorm Scaling needs pre-norm layers"));
-        }
-        let layer = |i: usize| LayerConfig {
-            d_model: cfg.d_model,
-            heads: cfg.heads,
-            d_ff: cfg.d_ff,
-            dropout: cfg.dropout,
-            norm: cfg.norm,
-            pre_norm: cfg.pre_norm,
-            bias: true,
-            ln_scale: ln_scale(cfg.ln_scaling, i),
-            init: Init::Default,
+        let layers = Layers {
+            template: LayerConfig {
+                d_model: cfg.d_model,
+                heads: cfg.heads,
+                d_ff: cfg.d_ff,
+                dropout: cfg.dropout,
+                norm: cfg.norm,
+                pre_norm: cfg.pre_norm,
+                bias: true,
+                ln_scale: 1.0,
+                init: Init::Default,
+            },
+            ln_scaling: cfg.ln_scaling,
         };
+        layers.check("Seq2Seq")?;
         let std = (cfg.d_model as f64).powf(-0.5);
-        let final_norm = || -> Result<Option<Norm>> {
-            Ok(if cfg.pre_norm {
-                Some(Norm::new(&cfg.norm, cfg.d_model, dtype, dev)?)
-            } else {
-                None
-            })
-        };
         Ok(Seq2Seq {
             src_tok: Embedding::new_normal(cfg.src_vocab, cfg.d_model, cfg.pad_id, std, dtype, dev)?,
             tgt_tok: Embedding::new_normal(cfg.tgt_vocab, cfg.d_model, cfg.pad_id, std, dtype, dev)?,
             pos: Positions::new(cfg.positions, cfg.max_len, cfg.d_model, std, dtype, dev)?,
-            encoder: (0..cfg.enc_layers)
-                .map(|i| EncoderLayer::new(&layer(i), dtype, dev))
-                .collect::<Result<_>>()?,
-            decoder: (0..cfg.dec_layers)
-                .map(|i| DecoderLayer::new(&layer(i), dtype, dev))
-                .collect::<Result<_>>()?,
-            enc_norm: final_norm()?,
-            dec_norm: final_norm()?,
+            encoder: layers.encoders(cfg.enc_layers, dtype, dev)?,
+            decoder: layers.decoders(cfg.dec_layers, dtype, dev)?,
+            enc_norm: layers.final_norm(dtype, dev)?,
+            dec_norm: layers.final_norm(dtype, dev)?,
             head: Linear::new(cfg.d_model, cfg.tgt_vocab, true, dtype, dev)?,
             drop: Dropout::new(cfg.dropout)?,
             cfg,
@@ -274,6 +264,21 @@ impl Module for Seq2Seq {
         }
         if let Some(n) = &self.dec_norm {
             n.visit_buffers(&join(prefix, "dec_norm"), f);
+        }
+    }
+
+    fn visit_norms_mut(&mut self, prefix: &str, f: &mut NormVisitor<'_>) {
+        for (i, l) in self.encoder.iter_mut().enumerate() {
+            l.visit_norms_mut(&join(prefix, &format!("encoder.{i}")), f);
+        }
+        for (i, l) in self.decoder.iter_mut().enumerate() {
+            l.visit_norms_mut(&join(prefix, &format!("decoder.{i}")), f);
+        }
+        if let Some(n) = &mut self.enc_norm {
+            f(&join(prefix, "enc_norm"), n);
+        }
+        if let Some(n) = &mut self.dec_norm {
+            f(&join(prefix, "dec_norm"), n);
         }
     }
 

@@ -8,12 +8,12 @@
 //! class token's final representation (after `norm`, pre-norm models) feeds `head`.
 //! Names follow timm's `VisionTransformer` where structures correspond.
 
-use super::ln_scale;
+use super::Layers;
 use crate::attention::Init;
 use crate::dropout::Dropout;
 use crate::init;
 use crate::linear::Linear;
-use crate::module::{join, BufferVisitor, Module, ParamVisitor};
+use crate::module::{join, BufferVisitor, Module, NormVisitor, ParamVisitor};
 use crate::norm::{Norm, NormConfig};
 use crate::transformer::{EncoderLayer, LayerConfig};
 use unigrad_core::{DType, Device, Error, Result, Tensor};
@@ -77,8 +77,9 @@ pub struct Vit {
 }
 
 impl Vit {
-    /// Build with timm-like initialisation (positions and class token `N(0, 0.02²)`,
-    /// Linear layers `N(0, 0.02²)` with zero bias).
+    /// Build with timm-like initialisation: positions, class token and every Linear
+    /// (blocks and head) `N(0, 0.02²)` with zero biases; the patch projection uniform in
+    /// `±1/√(C·p·p)` (PyTorch's `Conv2d` weight default) with a zero bias.
     pub fn new(cfg: VitConfig, dtype: DType, dev: &Device) -> Result<Vit> {
         if cfg.patch == 0 || cfg.image_size % cfg.patch != 0 {
             return Err(Error::invalid(
@@ -86,35 +87,30 @@ impl Vit {
                 format!("patch {} does not divide image size {}", cfg.patch, cfg.image_size),
             ));
         }
-        if cfg.ln_scaling && !cfg.pre_norm {
-            return Err(Error::invalid("Vit", "LayerNorm Scaling needs pre-norm blocks"));
-        }
         let (d, p, c) = (cfg.d_model, cfg.patch, cfg.channels);
-        let fan_in = c * p * p;
-        let layer = |i: usize| LayerConfig {
-            d_model: d,
-            heads: cfg.heads,
-            d_ff: cfg.d_ff,
-            dropout: cfg.dropout,
-            norm: cfg.norm,
-            pre_norm: cfg.pre_norm,
-            bias: true,
-            ln_scale: ln_scale(cfg.ln_scaling, i),
-            init: Init::Normal(0.02),
+        let layers = Layers {
+            template: LayerConfig {
+                d_model: d,
+                heads: cfg.heads,
+                d_ff: cfg.d_ff,
+                dropout: cfg.dropout,
+                norm: cfg.norm,
+                pre_norm: cfg.pre_norm,
+                bias: true,
+                ln_scale: 1.0,
+                init: Init::Normal(0.02),
+            },
+            ln_scaling: cfg.ln_scaling,
         };
+        layers.check("Vit")?;
+        let fan_in = c * p * p;
         Ok(Vit {
             patch_weight: init::uniform(&[d, c, p, p], 1.0 / (fan_in as f64).sqrt(), dtype, dev)?,
             patch_bias: init::zeros(&[d], dtype, dev)?,
             cls_token: init::normal(&[1, 1, d], 0.02, dtype, dev)?,
             pos_embed: init::normal(&[1, cfg.num_patches() + 1, d], 0.02, dtype, dev)?,
-            blocks: (0..cfg.layers)
-                .map(|i| EncoderLayer::new(&layer(i), dtype, dev))
-                .collect::<Result<_>>()?,
-            norm: if cfg.pre_norm {
-                Some(Norm::new(&cfg.norm, d, dtype, dev)?)
-            } else {
-                None
-            },
+            blocks: layers.encoders(cfg.layers, dtype, dev)?,
+            norm: layers.final_norm(dtype, dev)?,
             head: Linear::new_normal(d, cfg.classes, true, 0.02, dtype, dev)?,
             drop: Dropout::new(cfg.dropout)?,
             cfg,
@@ -185,6 +181,15 @@ impl Module for Vit {
         }
         if let Some(n) = &self.norm {
             n.visit_buffers(&join(prefix, "norm"), f);
+        }
+    }
+
+    fn visit_norms_mut(&mut self, prefix: &str, f: &mut NormVisitor<'_>) {
+        for (i, b) in self.blocks.iter_mut().enumerate() {
+            b.visit_norms_mut(&join(prefix, &format!("blocks.{i}")), f);
+        }
+        if let Some(n) = &mut self.norm {
+            f(&join(prefix, "norm"), n);
         }
     }
 

@@ -14,8 +14,10 @@
 //!
 //! The training forward is one custom op with the closed-form backward through the
 //! batch statistics (fewer passes and fewer saved tensors than the dozen recorded ops
-//! of the composed form); `crate::testing` gradchecks it with and without a mask.
+//! of the composed form); the shared suite (`tests/src/nn_modules.rs`) gradchecks it with
+//! and without a mask on every backend.
 
+use super::stats::{check_mask, valid_indicator};
 use crate::init;
 use crate::module::{join, Buffer, BufferVisitor, Module, ParamVisitor};
 use std::sync::{Arc, Mutex};
@@ -93,7 +95,7 @@ impl BatchNorm {
     }
 
     /// Normalize `x [.., C]`; `pad_mask` has `x`'s shape without the channel dim
-    /// (`[B, N]` for `[B, N, C]`), 1 where the token is padding, in `x`'s dtype.
+    /// (`[B, N]` for `[B, N, C]`), non-zero where the token is padding (any dtype).
     pub fn forward(&self, x: &Tensor, pad_mask: Option<&Tensor>) -> Result<Tensor> {
         let c = self.channels();
         if x.rank() < 2 || x.shape()[x.rank() - 1] != c {
@@ -103,20 +105,16 @@ impl BatchNorm {
             ));
         }
         let lead = &x.shape()[..x.rank() - 1];
-        if let Some(m) = pad_mask {
-            if m.shape() != lead {
-                return Err(Error::ShapeMismatch {
-                    op: "BatchNorm (padding mask)",
-                    lhs: x.shape().to_vec(),
-                    rhs: m.shape().to_vec(),
-                });
-            }
-        }
         let rows = x.numel() / c;
         let x2 = x.reshape(&[rows, c])?;
         let y = if self.train {
-            self.forward_train(&x2, pad_mask)?
+            let valid = pad_mask
+                .map(|m| valid_indicator("BatchNorm", m, lead, x.dtype()))
+                .transpose()?;
+            self.forward_train(&x2, valid.as_ref())?
         } else {
+            // Running statistics: the mask changes nothing, but a wrong one is still an error.
+            pad_mask.map(|m| check_mask("BatchNorm", m, lead)).transpose()?;
             let rstd = self.running_var.get().add_scalar(self.eps)?.rsqrt()?;
             let scale = self.weight.mul(&rstd)?;
             let shift = self.bias.sub(&self.running_mean.get().mul(&scale)?)?;
@@ -125,16 +123,11 @@ impl BatchNorm {
         y.reshape(x.shape())
     }
 
-    fn forward_train(&self, x2: &Tensor, pad_mask: Option<&Tensor>) -> Result<Tensor> {
+    /// `valid`: the padding mask's validity indicator (`x`'s positions + `[1]`, 1 = valid).
+    fn forward_train(&self, x2: &Tensor, valid: Option<&Tensor>) -> Result<Tensor> {
         let rows = x2.shape()[0];
-        let (valid, count) = match pad_mask {
-            Some(m) => {
-                let count = rows as f64 - m.to_vec_f64()?.iter().sum::<f64>();
-                (
-                    Some(m.to_dtype(x2.dtype())?.affine(-1.0, 1.0)?.reshape(&[rows, 1])?),
-                    count,
-                )
-            }
+        let (valid, count) = match valid {
+            Some(v) => (Some(v.reshape(&[rows, 1])?), v.sum_all()?.to_scalar()?),
             None => (None, rows as f64),
         };
         check_count(count)?;

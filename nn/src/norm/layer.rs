@@ -4,7 +4,7 @@
 //! family ([`Tensor::layer_norm`], [`Tensor::rms_norm`]): one fused backend call
 //! forward and one for the closed-form backward, on every backend. The shared suite
 //! (`unigrad-tests`, `gradcheck_ops::norms`) checks the op against finite differences
-//! on every backend; the nn module gradchecks check the layers.
+//! on every backend; the nn module gradchecks (`tests/src/nn_modules.rs`) check the layers.
 
 use crate::init;
 use crate::module::{join, Module, ParamVisitor};

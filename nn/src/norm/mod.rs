@@ -7,16 +7,23 @@
 //! | `batch.rs` | BatchNorm over tokens (optional padding mask) |
 //! | `power.rs` | PowerNorm (Shen et al. 2020), reference-exact |
 //! | `unified.rs` | Unified Normalization (Yang et al. 2022), reference-exact |
+//! | `stats.rs` | what BatchNorm, PowerNorm and UN share: mask → validity indicator, quadratic mean over valid tokens, input and state checks, the step counter (and UN's and PowerNorm's common parameters and accessors) |
 //! | `trace.rs` | opt-in tracing of every norm's statistics, CSV export |
 //!
+//! Inside `norm/` the files form a tree: `stats.rs` and `trace.rs` import no layer, each
+//! layer file imports only those two (and `power.rs` nothing of `unified.rs`), and this
+//! file ties the layers together ([`Norm`]) and attaches tracing to whole models
+//! ([`Traceable`], through [`Module::visit_norms_mut`]) — no model or Transformer layer is
+//! imported here.
+//!
 //! Every norm takes `forward(x, pad_mask)`; the token-statistics norms (BatchNorm,
-//! PowerNorm, UN) use the padding mask (`[B, N]`, 1 = pad) to keep padding out of their
+//! PowerNorm, UN) use the padding mask (`[B, N]`, non-zero = pad) to keep padding out of their
 //! statistics, the per-token ones (LayerNorm, RMSNorm) ignore it.
 
 pub mod batch;
 pub mod layer;
 pub mod power;
-pub mod replay;
+mod stats;
 pub mod trace;
 pub mod unified;
 
@@ -25,9 +32,10 @@ pub use layer::{LayerNorm, RmsNorm};
 pub use power::{PnConfig, PowerNorm};
 pub use unified::{UnConfig, UnifiedNorm};
 
-use crate::module::{BufferVisitor, Module, ParamVisitor};
+use crate::module::{BufferVisitor, Module, NormVisitor, ParamVisitor};
 use std::fmt;
 use std::str::FromStr;
+use trace::{TraceSite, Tracer};
 use unigrad_core::{DType, Device, Error, Result, Tensor};
 
 /// Which normalization a model uses at every norm site.
@@ -168,8 +176,8 @@ impl Norm {
         }
     }
 
-    /// Normalize `x [.., C]`; `pad_mask` (`x`'s shape without `C`, 1 = pad, `x`'s dtype)
-    /// reaches the norms that use batch statistics.
+    /// Normalize `x [.., C]`; `pad_mask` (`x`'s shape without `C`, non-zero = pad, any
+    /// dtype) reaches the norms that use batch statistics.
     pub fn forward(&self, x: &Tensor, pad_mask: Option<&Tensor>) -> Result<Tensor> {
         match self {
             Norm::Layer(n) => n.forward(x),
@@ -177,6 +185,18 @@ impl Norm {
             Norm::Batch(n) => n.forward(x, pad_mask),
             Norm::Power(n) => n.forward(x, pad_mask),
             Norm::Unified(n) => n.forward(x, pad_mask),
+        }
+    }
+
+    /// Attach (or with `None` detach) a statistics trace site ([`trace`]). An RMSNorm
+    /// records nothing, so it ignores the site.
+    pub fn set_trace(&mut self, site: Option<TraceSite>) {
+        match self {
+            Norm::Layer(n) => n.set_trace(site),
+            Norm::Rms(_) => {}
+            Norm::Batch(n) => n.set_trace(site),
+            Norm::Power(n) => n.set_trace(site),
+            Norm::Unified(n) => n.set_trace(site),
         }
     }
 }
@@ -211,4 +231,32 @@ impl Module for Norm {
             Norm::Unified(n) => n.set_train(train),
         }
     }
+
+    /// A norm site is itself: `f(prefix, self)`.
+    fn visit_norms_mut(&mut self, prefix: &str, f: &mut NormVisitor<'_>) {
+        f(prefix, self);
+    }
 }
+
+/// Attach a [`Tracer`] to every norm of a module (or detach it). Implemented for every
+/// [`Module`]: the norms are found through [`Module::visit_norms_mut`], so any model whose
+/// layers report their norm sites (the LM, Seq2Seq, ViT) can be traced.
+pub trait Traceable: Module {
+    /// Attach `tracer` (or detach with `None`) to every norm site, naming each site by its
+    /// parameter prefix under `prefix` (`blocks.0.norm1`). RMSNorm sites record nothing.
+    fn attach_tracer(&mut self, prefix: &str, tracer: Option<&Tracer>) {
+        self.visit_norms_mut(prefix, &mut |name, n| n.set_trace(tracer.map(|t| t.site(name))));
+    }
+
+    /// Trace every norm of this module into `tracer` (names like the parameters').
+    fn enable_trace(&mut self, tracer: &Tracer) {
+        self.attach_tracer("", Some(tracer));
+    }
+
+    /// Detach every norm from its tracer: no more records, no device reads.
+    fn disable_trace(&mut self) {
+        self.attach_tracer("", None);
+    }
+}
+
+impl<M: Module + ?Sized> Traceable for M {}

@@ -22,8 +22,8 @@
 //! `[1, C, 1, 1]`, `iters` is i64 `[1]`) so checkpoints map one to one. Step names (P1–P7,
 //! P-B1–P-B6) and "quirk §3.n" refer to ALGORITHMS.md next to the fixtures.
 
+use super::stats::{check_state, token_norm_accessors, valid_sq_mean, TokenParams};
 use super::trace::TraceSite;
-use super::unified::{check_param, check_state, input_3d, valid_indicator, valid_sq_mean, Counter};
 use crate::module::{join, Buffer, BufferVisitor, Module, ParamVisitor};
 use std::sync::{Arc, Mutex};
 use unigrad_core::custom::{apply, CustomOp};
@@ -207,13 +207,8 @@ impl CustomOp for PnOp {
 /// PowerNorm over the channel (last) dimension of `[B, N, C]` tokens.
 #[derive(Debug)]
 pub struct PowerNorm {
-    dtype: DType,
-    device: Device,
-    weight: Tensor,
-    bias: Tensor,
+    p: TokenParams,
     sh: PnShared,
-    iters: Counter,
-    training: bool,
 }
 
 impl PowerNorm {
@@ -221,9 +216,6 @@ impl PowerNorm {
     /// `ema_gz = 0`, `iters = 0`. Starts in training mode.
     pub fn new(channels: usize, cfg: PnConfig, dtype: DType, device: &Device) -> Result<Self> {
         let bad = |msg: String| Err(Error::invalid(OP, msg));
-        if channels == 0 {
-            return bad("channels must be at least 1".into());
-        }
         if channels.checked_rem(cfg.group_num) != Some(0) {
             return bad(format!("group_num {} must divide channels {channels}", cfg.group_num));
         }
@@ -236,18 +228,8 @@ impl PowerNorm {
                 cfg.alpha_fwd, cfg.alpha_bkw
             ));
         }
-        if !dtype.is_float() {
-            return Err(Error::UnsupportedDType {
-                op: OP,
-                dtype,
-                shape: vec![channels],
-            });
-        }
         Ok(PowerNorm {
-            dtype,
-            device: device.clone(),
-            weight: Tensor::ones(&[channels], dtype, device)?.requires_grad(),
-            bias: Tensor::zeros(&[channels], dtype, device)?.requires_grad(),
+            p: TokenParams::new(OP, channels, dtype, device)?,
             sh: PnShared {
                 cfg,
                 channels,
@@ -256,8 +238,6 @@ impl PowerNorm {
                 last: Arc::new(Mutex::new(None)),
                 trace: None,
             },
-            iters: Counter::new(device)?,
-            training: true,
         })
     }
 
@@ -266,51 +246,7 @@ impl PowerNorm {
         &self.sh.cfg
     }
 
-    /// Number of channels `C`.
-    pub fn channels(&self) -> usize {
-        self.sh.channels
-    }
-
-    /// The layer's dtype (parameters and float buffers).
-    pub fn dtype(&self) -> DType {
-        self.dtype
-    }
-
-    /// The scale parameter `γ` (`[C]`, a grad leaf).
-    pub fn weight(&self) -> &Tensor {
-        &self.weight
-    }
-
-    /// The shift parameter `β` (`[C]`, a grad leaf).
-    pub fn bias(&self) -> &Tensor {
-        &self.bias
-    }
-
-    /// Whether the layer is in training mode.
-    pub fn is_training(&self) -> bool {
-        self.training
-    }
-
-    /// The iteration counter (training calls since construction or the last reset).
-    pub fn iterations(&self) -> Result<u64> {
-        self.iters.get(OP)
-    }
-
-    /// Restart the iteration counter at 0: warm-up starts over; statistics are kept.
-    pub fn reset_iterations(&self) -> Result<()> {
-        self.iters.set(0, &self.device)
-    }
-
-    /// Attach (or with `None` detach) a trace site: training steps then record their
-    /// statistics there ([`super::trace`]). Without one nothing is read back.
-    pub fn set_trace(&mut self, site: Option<TraceSite>) {
-        self.sh.trace = site;
-    }
-
-    /// The attached trace site, if any.
-    pub fn trace_site(&self) -> Option<&TraceSite> {
-        self.sh.trace.as_ref()
-    }
+    token_norm_accessors!();
 
     /// What the last training forward did, if there was one.
     pub fn last_step(&self) -> Option<PnStep> {
@@ -326,22 +262,22 @@ impl PowerNorm {
         PnState {
             running_phi: self.sh.running_phi.get(),
             ema_gz: self.sh.ema_gz.get(),
-            iters: self.iters.buffer().get(),
+            iters: self.p.iters.buffer().get(),
         }
     }
 
     /// Restore a snapshot (checked first; copied to this layer's device if needed).
     pub fn set_state(&self, s: &PnState) -> Result<()> {
-        let (c, d) = (self.sh.channels, self.dtype);
+        let (c, d, dev) = (self.p.channels, self.p.dtype, &self.p.device);
         check_state(OP, "running_phi", &s.running_phi, &[1, c, 1, 1], d)?;
         check_state(OP, "ema_gz", &s.ema_gz, &[1, c, 1, 1], d)?;
         check_state(OP, "iters", &s.iters, &[1], DType::I64)?;
-        let phi = s.running_phi.to_device(&self.device)?;
-        let e = s.ema_gz.to_device(&self.device)?;
-        let it = s.iters.to_device(&self.device)?;
+        let phi = s.running_phi.to_device(dev)?;
+        let e = s.ema_gz.to_device(dev)?;
+        let it = s.iters.to_device(dev)?;
         self.sh.running_phi.set(phi);
         self.sh.ema_gz.set(e);
-        self.iters.buffer().set(it);
+        self.p.iters.buffer().set(it);
         Ok(())
     }
 
@@ -350,7 +286,7 @@ impl PowerNorm {
     /// records the PowerNorm backward; eval mode uses `running_phi`, ignores the mask and
     /// changes nothing.
     pub fn forward(&self, x: &Tensor, pad_mask: Option<&Tensor>) -> Result<Tensor> {
-        self.forward_with_params(x, &self.weight, &self.bias, pad_mask)
+        self.forward_with_params(x, &self.p.weight, &self.p.bias, pad_mask)
     }
 
     /// [`forward`](Self::forward) with explicit `weight` and `bias` (`[C]` each).
@@ -361,15 +297,11 @@ impl PowerNorm {
         bias: &Tensor,
         pad_mask: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let c = self.sh.channels;
-        let (x3, was_2d) = input_3d(OP, x, c, self.dtype, &self.device)?;
-        check_param(OP, "weight", weight, c, self.dtype)?;
-        check_param(OP, "bias", bias, c, self.dtype)?;
-        let (b, n) = (x3.shape()[0], x3.shape()[1]);
-        let valid = pad_mask.map(|m| valid_indicator(OP, m, b, n, self.dtype)).transpose()?;
+        let c = self.p.channels;
+        let inp = self.p.input(OP, x, weight, bias, pad_mask)?;
         // P1 (and §2.5): group scaling first, in training and eval, at every position.
-        let u = group_scale(&x3, self.sh.cfg.group_num)?;
-        let y = if !self.training {
+        let u = group_scale(&inp.x, self.sh.cfg.group_num)?;
+        let y = if !self.p.training {
             // §2.5: y = γ·u/sqrt(φ+ε) + β; the mask is ignored, no state changes (quirk §3.12).
             let s = self
                 .sh
@@ -381,38 +313,32 @@ impl PowerNorm {
             weight.mul(&u.div(&s)?)?.add(bias)?
         } else {
             // P2: the counter goes up first; the step runs with the new value.
-            let i = self.iters.get(OP)? + 1;
-            self.iters.set(i, &self.device)?;
+            let i = self.p.next_iteration(OP)?;
             let op = PnOp {
                 sh: self.sh.clone(),
                 i,
-                valid,
+                valid: inp.valid.clone(),
                 saved: None,
             };
             apply(op, &[&u, weight, bias])?
         };
-        if was_2d {
-            y.squeeze(0)
-        } else {
-            Ok(y)
-        }
+        inp.finish(y)
     }
 }
 
 impl Module for PowerNorm {
     fn visit_params(&self, prefix: &str, f: &mut ParamVisitor<'_>) {
-        f(&join(prefix, "weight"), &self.weight);
-        f(&join(prefix, "bias"), &self.bias);
+        self.p.visit(prefix, f);
     }
 
     /// The reference's buffer names, in its registration order.
     fn visit_buffers(&self, prefix: &str, f: &mut BufferVisitor<'_>) {
         f(&join(prefix, "running_phi"), &self.sh.running_phi);
         f(&join(prefix, "ema_gz"), &self.sh.ema_gz);
-        f(&join(prefix, "iters"), self.iters.buffer());
+        f(&join(prefix, "iters"), self.p.iters.buffer());
     }
 
     fn set_train(&mut self, train: bool) {
-        self.training = train;
+        self.p.training = train;
     }
 }

@@ -14,8 +14,8 @@
 //!
 //! # Cost
 //!
-//! Tracing is attached per layer ([`Traceable::enable_trace`] on a model attaches every
-//! norm in it, named like its parameters: `blocks.0.norm1`). A layer without a trace site
+//! Tracing is attached per layer ([`Traceable::enable_trace`](super::Traceable::enable_trace)
+//! on a model attaches every norm in it, named like its parameters: `blocks.0.norm1`). A layer without a trace site
 //! does nothing extra: no tensor is read back from the device. With a site attached, each
 //! training step copies a few `[C]` vectors to the host (LayerNorm: one mean and one
 //! variance per token); [`Tracer::pause`] suspends that, e.g. during evaluation.
@@ -44,11 +44,11 @@
 //! | LayerNorm | `token_mean`, `token_var` | each token's mean and variance over channels, summarised over tokens |
 //!
 //! RMSNorm is not traced.
+//!
+//! This module knows no layer or model: the layers hold a [`TraceSite`] and record into
+//! it, and [`Traceable`](super::Traceable) reaches a model's norms through
+//! [`Module::visit_norms_mut`](crate::Module::visit_norms_mut).
 
-use crate::models::TransformerLm;
-use crate::module::join;
-use crate::norm::Norm;
-use crate::transformer::{DecoderLayer, EncoderLayer};
 use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -365,61 +365,4 @@ pub(crate) fn record_batch_norm(
     site.record_tensor("bn", "running_stat", running_var)?;
     site.record_fluctuation("bn", &v, &running_var_before.to_vec_f64()?);
     Ok(())
-}
-
-/// Attach a [`Tracer`] to every norm of a module (or detach it).
-pub trait Traceable {
-    /// Attach `tracer` (or detach with `None`) to every traceable norm, naming each site
-    /// by its parameter prefix under `prefix`.
-    fn set_trace(&mut self, prefix: &str, tracer: Option<&Tracer>);
-
-    /// Trace every norm of this module into `tracer` (names like the parameters').
-    fn enable_trace(&mut self, tracer: &Tracer) {
-        self.set_trace("", Some(tracer));
-    }
-
-    /// Detach every norm from its tracer: no more records, no device reads.
-    fn disable_trace(&mut self) {
-        self.set_trace("", None);
-    }
-}
-
-impl Traceable for Norm {
-    /// LayerNorm, BatchNorm, PowerNorm and UN; an RMSNorm is left alone (not traced).
-    fn set_trace(&mut self, prefix: &str, tracer: Option<&Tracer>) {
-        let site = tracer.map(|t| t.site(prefix));
-        match self {
-            Norm::Layer(n) => n.set_trace(site),
-            Norm::Rms(_) => {}
-            Norm::Batch(n) => n.set_trace(site),
-            Norm::Power(n) => n.set_trace(site),
-            Norm::Unified(n) => n.set_trace(site),
-        }
-    }
-}
-
-impl Traceable for EncoderLayer {
-    fn set_trace(&mut self, prefix: &str, tracer: Option<&Tracer>) {
-        self.norm1.set_trace(&join(prefix, "norm1"), tracer);
-        self.norm2.set_trace(&join(prefix, "norm2"), tracer);
-    }
-}
-
-impl Traceable for DecoderLayer {
-    fn set_trace(&mut self, prefix: &str, tracer: Option<&Tracer>) {
-        self.norm1.set_trace(&join(prefix, "norm1"), tracer);
-        self.norm2.set_trace(&join(prefix, "norm2"), tracer);
-        self.norm3.set_trace(&join(prefix, "norm3"), tracer);
-    }
-}
-
-impl Traceable for TransformerLm {
-    fn set_trace(&mut self, prefix: &str, tracer: Option<&Tracer>) {
-        for (i, b) in self.blocks.iter_mut().enumerate() {
-            b.set_trace(&join(prefix, &format!("blocks.{i}")), tracer);
-        }
-        if let Some(n) = &mut self.norm_f {
-            n.set_trace(&join(prefix, "norm_f"), tracer);
-        }
-    }
 }

@@ -29,7 +29,7 @@
 //!
 //! # The algorithm
 //!
-//! `ALGORITHMS.md` §1 next to the fixtures (`nn/tests/data/fixtures/`) describes it step by
+//! `ALGORITHMS.md` §1 next to the fixtures (`tests/data/fixtures/`) describes it step by
 //! step (F1–F10 forward, B1–B8 backward); the comments below cite those step names and the
 //! §3 checklist items ("quirk §3.n") where a reference peculiarity is reproduced.
 //!
@@ -39,11 +39,12 @@
 //! gradient (ALGORITHMS.md §1.6). It leaves `ema_gz` and `buffer_gz` untouched, since only
 //! the calibrated backward uses them.
 
+use super::stats::{check_state, token_norm_accessors, valid_sq_mean, Counter, TokenParams};
 use super::trace::TraceSite;
 use crate::module::{join, Buffer, BufferVisitor, Module, ParamVisitor};
 use std::sync::{Arc, Mutex};
 use unigrad_core::custom::{apply, CustomOp};
-use unigrad_core::{no_grad, BackendStorage, DType, Device, Error, Result, Tensor};
+use unigrad_core::{no_grad, DType, Device, Error, Result, Tensor};
 
 const OP: &str = "UnifiedNorm";
 
@@ -166,144 +167,10 @@ pub struct UnStep {
     pub r: Tensor,
 }
 
-// ----- helpers shared with PowerNorm ---------------------------------------------------
-
-/// A host mirror of an i64 `[1]` counter buffer, so that reading it does not copy from
-/// the device on every step. The mirror is trusted only while the buffer still holds the
-/// very storage the mirror was taken from (a checkpoint load or `set_state` replaces it,
-/// and so does an in-place `assign`).
-pub(crate) struct Counter {
-    buf: Buffer,
-    cache: Mutex<Option<(Arc<dyn BackendStorage>, u64)>>,
-}
-
-impl std::fmt::Debug for Counter {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Counter")
-            .field("buf", &self.buf)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Counter {
-    pub(crate) fn new(device: &Device) -> Result<Counter> {
-        Ok(Counter {
-            buf: Buffer::new(Tensor::from_vec(vec![0i64], &[1], device)?),
-            cache: Mutex::new(None),
-        })
-    }
-
-    pub(crate) fn buffer(&self) -> &Buffer {
-        &self.buf
-    }
-
-    pub(crate) fn get(&self, op: &'static str) -> Result<u64> {
-        let t = self.buf.get();
-        let storage = t.storage();
-        let mut cache = self.cache.lock().expect("counter lock poisoned");
-        if let Some((s, v)) = cache.as_ref() {
-            if std::ptr::addr_eq(Arc::as_ptr(s), Arc::as_ptr(&storage)) {
-                return Ok(*v);
-            }
-        }
-        if t.numel() != 1 {
-            return Err(Error::invalid(
-                op,
-                format!("counter buffer must hold one element, has shape {:?}", t.shape()),
-            ));
-        }
-        let v = t.to_scalar()?;
-        if !(v >= 0.0 && v.fract() == 0.0) {
-            return Err(Error::invalid(op, format!("counter buffer holds {v}, not a count")));
-        }
-        *cache = Some((storage, v as u64));
-        Ok(v as u64)
-    }
-
-    pub(crate) fn set(&self, v: u64, device: &Device) -> Result<()> {
-        let t = Tensor::from_vec(vec![v as i64], &[1], device)?;
-        let storage = t.storage();
-        self.buf.set(t);
-        *self.cache.lock().expect("counter lock poisoned") = Some((storage, v));
-        Ok(())
-    }
-}
-
-/// Check a `[B, N, C]` or `[N, C]` input; return it as `[B, N, C]` and whether it was 2-D.
-pub(crate) fn input_3d(
-    op: &'static str,
-    x: &Tensor,
-    channels: usize,
-    dtype: DType,
-    device: &Device,
-) -> Result<(Tensor, bool)> {
-    if x.dtype() != dtype {
-        return Err(Error::DTypeMismatch {
-            op,
-            lhs: x.dtype(),
-            rhs: dtype,
-        });
-    }
-    if !x.device().same(device) {
-        return Err(Error::DeviceMismatch {
-            op,
-            lhs: x.device().name(),
-            rhs: device.name(),
-        });
-    }
-    let ok = matches!(x.rank(), 2 | 3) && x.shape()[x.rank() - 1] == channels && x.numel() > 0;
-    if !ok {
-        return Err(Error::invalid(
-            op,
-            format!(
-                "expected a non-empty input [B, N, {channels}] or [N, {channels}], got {:?}",
-                x.shape()
-            ),
-        ));
-    }
-    if x.rank() == 2 {
-        Ok((x.unsqueeze(0)?, true))
-    } else {
-        Ok((x.clone(), false))
-    }
-}
-
-/// Turn a padding mask (`[B, N]`, or `[N]` / `[1, N]` for 2-D input; any dtype; non-zero =
-/// padding) into the validity indicator `[B, N, 1]` in `dtype` (1 = valid token).
-pub(crate) fn valid_indicator(op: &'static str, mask: &Tensor, b: usize, n: usize, dtype: DType) -> Result<Tensor> {
-    let shape_ok = mask.shape() == [b, n] || (b == 1 && mask.shape() == [n]);
-    if !shape_ok {
-        return Err(Error::invalid(
-            op,
-            format!(
-                "padding mask must have shape [{b}, {n}] to match the input, got {:?}",
-                mask.shape()
-            ),
-        ));
-    }
-    let m = mask.detach().to_dtype(dtype)?.reshape(&[b, n, 1])?;
-    m.eq_scalar(0.0)
-}
-
-/// Per-channel quadratic mean over valid tokens: `[B, N, C]` → `[C]`.
-///
-/// Quirk §3.1/§3.2: only valid tokens enter the forward statistic, divided by their count
-/// `M`, and nothing is centred. (An all-padding batch gives NaN, like the reference's mean
-/// of an empty selection.)
-pub(crate) fn valid_sq_mean(x: &Tensor, valid: Option<&Tensor>) -> Result<Tensor> {
-    let x2 = x.sqr()?;
-    match valid {
-        None => x2.mean(&[0, 1], false),
-        Some(v) => {
-            let zero = Tensor::scalar(0.0, x.dtype(), x.device())?;
-            let s = v.where_cond(&x2, &zero)?.sum(&[0, 1], false)?;
-            s.div(&v.sum_all()?)
-        }
-    }
-}
+// ----- helpers -------------------------------------------------------------------------
 
 /// `buf` (`[R, C]`) with row `j` replaced by `row` (`[C]`); differentiable in `row`.
-pub(crate) fn write_row(buf: &Tensor, j: usize, row: &Tensor) -> Result<Tensor> {
+fn write_row(buf: &Tensor, j: usize, row: &Tensor) -> Result<Tensor> {
     let rows = buf.shape()[0];
     let row = row.reshape(&[1, row.numel()])?;
     let mut parts = Vec::with_capacity(3);
@@ -318,32 +185,6 @@ pub(crate) fn write_row(buf: &Tensor, j: usize, row: &Tensor) -> Result<Tensor> 
     Tensor::cat(&refs, 0)
 }
 
-/// Check that a parameter is a `[C]` tensor of the layer's dtype.
-pub(crate) fn check_param(op: &'static str, name: &str, p: &Tensor, channels: usize, dtype: DType) -> Result<()> {
-    if p.shape() != [channels] || p.dtype() != dtype {
-        return Err(Error::invalid(
-            op,
-            format!("{name} must be [{channels}] {dtype}, got {:?} {}", p.shape(), p.dtype()),
-        ));
-    }
-    Ok(())
-}
-
-/// Check a state tensor's shape and dtype before it is restored.
-pub(crate) fn check_state(op: &'static str, name: &str, t: &Tensor, shape: &[usize], dtype: DType) -> Result<()> {
-    if t.shape() != shape || t.dtype() != dtype {
-        return Err(Error::invalid(
-            op,
-            format!(
-                "state {name} must be {shape:?} {dtype}, got {:?} {}",
-                t.shape(),
-                t.dtype()
-            ),
-        ));
-    }
-    Ok(())
-}
-
 // ----- the layer -------------------------------------------------------------------------
 
 /// Everything a training step reads or writes besides its inputs; cloned (cheaply: all
@@ -356,7 +197,6 @@ struct UnShared {
     ema_gz: Buffer,
     buffer_x2: Buffer,
     buffer_gz: Buffer,
-    iters: Arc<Counter>,
     skip_counter: Arc<Counter>,
     last: Arc<Mutex<Option<UnStep>>>,
     /// Where statistics are recorded ([`super::trace`]); `None`: nothing is read back.
@@ -586,12 +426,8 @@ impl CustomOp for UnOp {
 /// Unified Normalization over the channel (last) dimension of `[B, N, C]` tokens.
 #[derive(Debug)]
 pub struct UnifiedNorm {
-    channels: usize,
-    dtype: DType,
-    weight: Tensor,
-    bias: Tensor,
+    p: TokenParams,
     sh: UnShared,
-    training: bool,
 }
 
 impl UnifiedNorm {
@@ -599,19 +435,10 @@ impl UnifiedNorm {
     /// initial state (`running_var = 1`, everything else 0). Starts in training mode.
     pub fn new(channels: usize, cfg: UnConfig, dtype: DType, device: &Device) -> Result<Self> {
         cfg.validate(channels)?;
-        if !dtype.is_float() {
-            return Err(Error::UnsupportedDType {
-                op: OP,
-                dtype,
-                shape: vec![channels],
-            });
-        }
+        let p = TokenParams::new(OP, channels, dtype, device)?;
         let (f, k) = (cfg.window.fwd, cfg.window.bwd);
         Ok(UnifiedNorm {
-            channels,
-            dtype,
-            weight: Tensor::ones(&[channels], dtype, device)?.requires_grad(),
-            bias: Tensor::zeros(&[channels], dtype, device)?.requires_grad(),
+            p,
             sh: UnShared {
                 cfg,
                 device: device.clone(),
@@ -619,12 +446,10 @@ impl UnifiedNorm {
                 ema_gz: Buffer::new(Tensor::zeros(&[channels], dtype, device)?),
                 buffer_x2: Buffer::new(Tensor::zeros(&[f, channels], dtype, device)?),
                 buffer_gz: Buffer::new(Tensor::zeros(&[k, channels], dtype, device)?),
-                iters: Arc::new(Counter::new(device)?),
                 skip_counter: Arc::new(Counter::new(device)?),
                 last: Arc::new(Mutex::new(None)),
                 trace: None,
             },
-            training: true,
         })
     }
 
@@ -633,58 +458,11 @@ impl UnifiedNorm {
         &self.sh.cfg
     }
 
-    /// Number of channels `C`.
-    pub fn channels(&self) -> usize {
-        self.channels
-    }
-
-    /// The layer's dtype (parameters and float buffers).
-    pub fn dtype(&self) -> DType {
-        self.dtype
-    }
-
-    /// The scale parameter `γ` (`[C]`, a grad leaf).
-    pub fn weight(&self) -> &Tensor {
-        &self.weight
-    }
-
-    /// The shift parameter `β` (`[C]`, a grad leaf).
-    pub fn bias(&self) -> &Tensor {
-        &self.bias
-    }
-
-    /// Whether the layer is in training mode.
-    pub fn is_training(&self) -> bool {
-        self.training
-    }
-
-    /// The iteration counter: training calls since construction or the last
-    /// [`reset_iterations`](Self::reset_iterations).
-    pub fn iterations(&self) -> Result<u64> {
-        self.sh.iters.get(OP)
-    }
-
-    /// Restart the iteration counter at 0, so the next training call is iteration 1 and
-    /// warm-up starts over (fine-tuning from a checkpoint). Statistics and the skip
-    /// counter are kept.
-    pub fn reset_iterations(&self) -> Result<()> {
-        self.sh.iters.set(0, &self.sh.device)
-    }
+    token_norm_accessors!();
 
     /// How many iterations the outlier filter has skipped.
     pub fn skip_count(&self) -> Result<u64> {
         self.sh.skip_counter.get(OP)
-    }
-
-    /// Attach (or with `None` detach) a trace site: training steps then record their
-    /// statistics there ([`super::trace`]). Without one nothing is read back.
-    pub fn set_trace(&mut self, site: Option<TraceSite>) {
-        self.sh.trace = site;
-    }
-
-    /// The attached trace site, if any.
-    pub fn trace_site(&self) -> Option<&TraceSite> {
-        self.sh.trace.as_ref()
     }
 
     /// What the last training forward did, if there was one.
@@ -703,7 +481,7 @@ impl UnifiedNorm {
             ema_gz: self.sh.ema_gz.get(),
             buffer_x2: self.sh.buffer_x2.get(),
             buffer_gz: self.sh.buffer_gz.get(),
-            iters: self.sh.iters.buffer().get(),
+            iters: self.p.iters.buffer().get(),
             skip_counter: self.sh.skip_counter.buffer().get(),
         }
     }
@@ -712,10 +490,10 @@ impl UnifiedNorm {
     /// error); tensors on another device are copied to this layer's.
     pub fn set_state(&self, s: &UnState) -> Result<()> {
         let (c, f, k, d) = (
-            self.channels,
+            self.p.channels,
             self.sh.cfg.window.fwd,
             self.sh.cfg.window.bwd,
-            self.dtype,
+            self.p.dtype,
         );
         check_state(OP, "running_var", &s.running_var, &[c], d)?;
         check_state(OP, "ema_gz", &s.ema_gz, &[c], d)?;
@@ -737,7 +515,7 @@ impl UnifiedNorm {
         self.sh.ema_gz.set(ez);
         self.sh.buffer_x2.set(bx);
         self.sh.buffer_gz.set(bg);
-        self.sh.iters.buffer().set(it);
+        self.p.iters.buffer().set(it);
         self.sh.skip_counter.buffer().set(sc);
         Ok(())
     }
@@ -747,7 +525,7 @@ impl UnifiedNorm {
     /// state (see the module docs) and the result's backward is the calibrated one; in
     /// eval mode it uses `running_var`, ignores the mask and changes nothing.
     pub fn forward(&self, x: &Tensor, pad_mask: Option<&Tensor>) -> Result<Tensor> {
-        self.forward_with_params(x, &self.weight, &self.bias, pad_mask)
+        self.forward_with_params(x, &self.p.weight, &self.p.bias, pad_mask)
     }
 
     /// [`forward`](Self::forward) with explicit `weight` and `bias` (`[C]` each) in place
@@ -759,57 +537,46 @@ impl UnifiedNorm {
         bias: &Tensor,
         pad_mask: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let c = self.channels;
-        let (x3, was_2d) = input_3d(OP, x, c, self.dtype, &self.sh.device)?;
-        check_param(OP, "weight", weight, c, self.dtype)?;
-        check_param(OP, "bias", bias, c, self.dtype)?;
-        let (b, n) = (x3.shape()[0], x3.shape()[1]);
-        let valid = pad_mask.map(|m| valid_indicator(OP, m, b, n, self.dtype)).transpose()?;
-        let y = if !self.training {
+        let inp = self.p.input(OP, x, weight, bias, pad_mask)?;
+        let y = if !self.p.training {
             // §1.4: y = γ·x/sqrt(ρ+ε) + β everywhere; the mask is ignored (quirk §3.12).
             let s = self.sh.running_var.get().add_scalar(self.sh.cfg.eps)?.sqrt()?;
-            weight.mul(&x3.div(&s)?)?.add(bias)?
+            weight.mul(&inp.x.div(&s)?)?.add(bias)?
         } else {
             // F1: the counter goes up before anything else; the step runs with the new value.
-            let i = self.sh.iters.get(OP)? + 1;
-            self.sh.iters.set(i, &self.sh.device)?;
+            let i = self.p.next_iteration(OP)?;
             if self.sh.cfg.calibrated_backward {
                 let op = UnOp {
                     sh: self.sh.clone(),
                     i,
-                    valid,
+                    valid: inp.valid.clone(),
                     saved: None,
                 };
-                apply(op, &[&x3, weight, bias])?
+                apply(op, &[&inp.x, weight, bias])?
             } else {
-                un_forward(&self.sh, i, &x3, weight, bias, valid.as_ref())?.y
+                un_forward(&self.sh, i, &inp.x, weight, bias, inp.valid.as_ref())?.y
             }
         };
-        if was_2d {
-            y.squeeze(0)
-        } else {
-            Ok(y)
-        }
+        inp.finish(y)
     }
 }
 
 impl Module for UnifiedNorm {
     fn visit_params(&self, prefix: &str, f: &mut ParamVisitor<'_>) {
-        f(&join(prefix, "weight"), &self.weight);
-        f(&join(prefix, "bias"), &self.bias);
+        self.p.visit(prefix, f);
     }
 
     /// The reference's buffer names, in its registration order.
     fn visit_buffers(&self, prefix: &str, f: &mut BufferVisitor<'_>) {
         f(&join(prefix, "running_var"), &self.sh.running_var);
         f(&join(prefix, "ema_gz"), &self.sh.ema_gz);
-        f(&join(prefix, "iters"), self.sh.iters.buffer());
+        f(&join(prefix, "iters"), self.p.iters.buffer());
         f(&join(prefix, "buffer_x2"), &self.sh.buffer_x2);
         f(&join(prefix, "buffer_gz"), &self.sh.buffer_gz);
         f(&join(prefix, "skip_counter"), self.sh.skip_counter.buffer());
     }
 
     fn set_train(&mut self, train: bool) {
-        self.training = train;
+        self.p.training = train;
     }
 }

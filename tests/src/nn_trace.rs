@@ -1,15 +1,14 @@
-//! Statistics tracing (`unigrad_nn::norm::trace`): what each norm records, checked against
-//! direct computations and the layers' own state; naming, step tagging, pausing, detaching
-//! and CSV export through a model; and that tracing changes no result.
+//! Statistics tracing (`unigrad_nn::norm::trace`) on the device under test: what each norm
+//! records, checked against direct computations and the layers' own state; naming, step
+//! tagging, pausing, detaching and CSV export through a model (the LM, Seq2Seq and ViT all
+//! reach their norms through `Module::visit_norms_mut`); and that tracing changes no result.
 
-use unigrad_core::{manual_seed, DType, Device, Tensor};
-use unigrad_nn::norm::trace::{Stat, TraceRecord, Traceable, Tracer, CSV_HEADER};
+use unigrad_core::{manual_seed, DType, Device, Result, Tensor};
+use unigrad_nn::norm::trace::{Stat, TraceRecord, Tracer, CSV_HEADER};
 use unigrad_nn::norm::{BatchNorm, LayerNorm, Norm, PnConfig, PowerNorm, UnConfig, UnifiedNorm};
-use unigrad_nn::{LmConfig, Module, NormKind, TransformerLm};
-
-fn dev() -> Device {
-    unigrad_cpu::cpu()
-}
+use unigrad_nn::{
+    LmConfig, Module, NormKind, PositionKind, Seq2Seq, Seq2SeqConfig, Traceable, TransformerLm, Vit, VitConfig,
+};
 
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-12 * (1.0 + a.abs().max(b.abs()))
@@ -50,10 +49,10 @@ fn quad_mean(x: &[f64], c: usize) -> Vec<f64> {
         .collect()
 }
 
-#[test]
-fn un_records_match_the_layer_state() {
+/// UN's records, step by step, equal direct computations and the layer's state, through an outlier skip.
+pub fn un_records_match_the_layer_state(dev: &Device) -> Result<()> {
     manual_seed(1);
-    let d = dev();
+    let d = dev.clone();
     let cfg = UnConfig {
         warmup_iters: 3,
         outlier_filtration: true,
@@ -108,12 +107,13 @@ fn un_records_match_the_layer_state() {
     assert!(tracer.records().iter().all(|r| r.layer == "un0" && r.norm == "un"));
     // 12 quantities per step: 9 forward + 3 backward
     assert_eq!(tracer.len(), 6 * 12);
+    Ok(())
 }
 
-#[test]
-fn bn_records_batch_and_running_statistics() {
+/// BatchNorm records its masked batch statistics and running statistics; eval records nothing.
+pub fn bn_records_batch_and_running_statistics(dev: &Device) -> Result<()> {
     manual_seed(2);
-    let d = dev();
+    let d = dev.clone();
     let mut bn = BatchNorm::new(4, DType::F64, &d).unwrap();
     let tracer = Tracer::new();
     bn.set_trace(Some(tracer.site("bn")));
@@ -154,12 +154,13 @@ fn bn_records_batch_and_running_statistics() {
     bn.set_train(false);
     bn.forward(&x, None).unwrap();
     assert_eq!(tracer.len(), 5);
+    Ok(())
 }
 
-#[test]
-fn pn_records_q_phi_and_ema_gz() {
+/// PowerNorm records `q`, `running_phi`, `ema_gz` and which statistic the forward used.
+pub fn pn_records_q_phi_and_ema_gz(dev: &Device) -> Result<()> {
     manual_seed(3);
-    let d = dev();
+    let d = dev.clone();
     let cfg = PnConfig {
         warmup_iters: 2,
         ..PnConfig::default()
@@ -184,12 +185,13 @@ fn pn_records_q_phi_and_ema_gz() {
         );
         assert_eq!(find(&recs, step, "grad_stat").count, 4);
     }
+    Ok(())
 }
 
-#[test]
-fn ln_records_per_token_statistics() {
+/// LayerNorm records per-token means and variances; a paused tracer records nothing.
+pub fn ln_records_per_token_statistics(dev: &Device) -> Result<()> {
     manual_seed(4);
-    let d = dev();
+    let d = dev.clone();
     let mut ln = LayerNorm::new(5, DType::F64, &d).unwrap();
     let tracer = Tracer::new();
     ln.set_trace(Some(tracer.site("ln")));
@@ -213,9 +215,10 @@ fn ln_records_per_token_statistics() {
     tracer.pause();
     ln.forward(&x).unwrap();
     assert_eq!(tracer.len(), 2);
+    Ok(())
 }
 
-fn small_lm(norm: NormKind) -> TransformerLm {
+fn small_lm(dev: &Device, norm: NormKind) -> TransformerLm {
     manual_seed(5);
     let cfg = LmConfig {
         vocab: 11,
@@ -226,32 +229,32 @@ fn small_lm(norm: NormKind) -> TransformerLm {
         max_seq: 6,
         ..LmConfig::reference(norm)
     };
-    TransformerLm::new(cfg, DType::F32, &dev()).unwrap()
+    TransformerLm::new(cfg, DType::F32, dev).unwrap()
 }
 
-fn ids(seed: i64) -> (Tensor, Tensor) {
+fn ids(dev: &Device, seed: i64) -> (Tensor, Tensor) {
     let x: Vec<i64> = (0..12).map(|i| (i * 7 + seed) % 11).collect();
     let y: Vec<i64> = (0..12).map(|i| (i * 5 + seed + 1) % 11).collect();
     (
-        Tensor::from_vec(x, &[2, 6], &dev()).unwrap(),
-        Tensor::from_vec(y, &[2, 6], &dev()).unwrap(),
+        Tensor::from_vec(x, &[2, 6], dev).unwrap(),
+        Tensor::from_vec(y, &[2, 6], dev).unwrap(),
     )
 }
 
-#[test]
-fn model_tracing_names_steps_pauses_detaches_and_exports() {
+/// Tracing a whole LM: site names, step tags, pause, detach and CSV export, for every traced norm kind.
+pub fn model_tracing_names_steps_pauses_detaches_and_exports(dev: &Device) -> Result<()> {
     for kind in [
         NormKind::LayerNorm,
         NormKind::BatchNorm,
         NormKind::PowerNorm,
         NormKind::Unified,
     ] {
-        let mut m = small_lm(kind);
+        let mut m = small_lm(dev, kind);
         let tracer = Tracer::new();
         m.enable_trace(&tracer);
         for s in 1..=3u64 {
             tracer.set_step(s);
-            let (x, y) = ids(s as i64);
+            let (x, y) = ids(dev, s as i64);
             m.loss(&x, &y).unwrap().backward().unwrap();
         }
         assert_eq!(
@@ -275,13 +278,13 @@ fn model_tracing_names_steps_pauses_detaches_and_exports() {
         // eval forwards of batch-statistics norms record nothing; a paused tracer nothing at all
         tracer.pause();
         m.eval();
-        m.forward(&ids(9).0, None).unwrap();
+        m.forward(&ids(dev, 9).0, None).unwrap();
         m.train();
-        m.loss(&ids(9).0, &ids(9).1).unwrap().backward().unwrap();
+        m.loss(&ids(dev, 9).0, &ids(dev, 9).1).unwrap().backward().unwrap();
         assert_eq!(tracer.len(), n, "{kind}: paused tracer recorded");
         tracer.resume();
         m.disable_trace();
-        m.loss(&ids(9).0, &ids(9).1).unwrap().backward().unwrap();
+        m.loss(&ids(dev, 9).0, &ids(dev, 9).1).unwrap().backward().unwrap();
         assert_eq!(tracer.len(), n, "{kind}: detached layers recorded");
         // CSV: header + one line per record, parseable numbers
         let csv = tracer.to_csv();
@@ -297,10 +300,11 @@ fn model_tracing_names_steps_pauses_detaches_and_exports() {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), csv);
         std::fs::remove_file(&path).unwrap();
     }
+    Ok(())
 }
 
-#[test]
-fn tracing_changes_no_result() {
+/// Losses, gradients and buffers are the same with and without tracing.
+pub fn tracing_changes_no_result(dev: &Device) -> Result<()> {
     for kind in [
         NormKind::LayerNorm,
         NormKind::BatchNorm,
@@ -308,14 +312,14 @@ fn tracing_changes_no_result() {
         NormKind::Unified,
     ] {
         let run = |trace: bool| {
-            let mut m = small_lm(kind);
+            let mut m = small_lm(dev, kind);
             let tracer = Tracer::new();
             if trace {
                 m.enable_trace(&tracer);
             }
             let mut out = Vec::new();
             for s in 0..3 {
-                let (x, y) = ids(s);
+                let (x, y) = ids(dev, s);
                 let loss = m.loss(&x, &y).unwrap();
                 loss.backward().unwrap();
                 out.push(loss.to_scalar().unwrap());
@@ -334,14 +338,107 @@ fn tracing_changes_no_result() {
         assert!(n1 > 0);
         assert_eq!(plain, traced, "{kind}");
     }
+    Ok(())
 }
 
-#[test]
-fn rms_norm_is_not_traced() {
-    let mut m = small_lm(NormKind::RmsNorm);
+/// RMSNorm sites record nothing.
+pub fn rms_norm_is_not_traced(dev: &Device) -> Result<()> {
+    let mut m = small_lm(dev, NormKind::RmsNorm);
     let tracer = Tracer::new();
     m.enable_trace(&tracer);
-    m.loss(&ids(1).0, &ids(1).1).unwrap().backward().unwrap();
+    m.loss(&ids(dev, 1).0, &ids(dev, 1).1).unwrap().backward().unwrap();
     assert!(tracer.is_empty());
     assert!(matches!(m.blocks[0].norm1, Norm::Rms(_)));
+    Ok(())
+}
+
+/// The records of one traced training step of `model`, then `disable_trace`: the site
+/// names in order of first appearance, and that a detached model records nothing more.
+fn traced_layers<M: Module>(model: &mut M, step: impl Fn(&M) -> Result<()>) -> Result<Vec<String>> {
+    let tracer = Tracer::new();
+    model.enable_trace(&tracer);
+    tracer.set_step(1);
+    step(model)?;
+    let layers = tracer.layers();
+    assert!(tracer.records().iter().all(|r| r.step == 1));
+    let n = tracer.len();
+    model.disable_trace();
+    step(model)?;
+    assert_eq!(tracer.len(), n, "a detached model recorded");
+    Ok(layers)
+}
+
+/// Seq2Seq is traced at every encoder, decoder and final norm, named like its parameters.
+pub fn seq2seq_is_traced(dev: &Device) -> Result<()> {
+    manual_seed(6);
+    let cfg = Seq2SeqConfig {
+        src_vocab: 9,
+        tgt_vocab: 9,
+        d_model: 8,
+        heads: 2,
+        d_ff: 16,
+        enc_layers: 1,
+        dec_layers: 1,
+        max_len: 8,
+        norm: NormKind::Unified.into(),
+        pre_norm: true,
+        positions: PositionKind::Sinusoidal,
+        dropout: 0.0,
+        ln_scaling: false,
+        pad_id: Some(0),
+        scale_embeddings: true,
+    };
+    let mut m = Seq2Seq::new(cfg, DType::F32, dev)?;
+    let src = Tensor::from_vec(vec![3i64, 4, 5, 6, 7, 8, 0, 0], &[2, 4], dev)?;
+    let tgt = Tensor::from_vec(vec![1i64, 3, 4, 5, 1, 7, 8, 2], &[2, 4], dev)?;
+    let layers = traced_layers(&mut m, |m| {
+        let logits = m.forward(&src, &tgt, None, None)?;
+        logits.sqr()?.mean_all()?.backward()
+    })?;
+    assert_eq!(
+        layers,
+        [
+            "encoder.0.norm1",
+            "encoder.0.norm2",
+            "enc_norm",
+            "decoder.0.norm1",
+            "decoder.0.norm2",
+            "decoder.0.norm3",
+            "dec_norm"
+        ]
+    );
+    Ok(())
+}
+
+/// ViT is traced at every block norm and its final norm.
+pub fn vit_is_traced(dev: &Device) -> Result<()> {
+    manual_seed(7);
+    let cfg = VitConfig {
+        image_size: 8,
+        patch: 4,
+        channels: 1,
+        classes: 3,
+        d_model: 8,
+        heads: 2,
+        d_ff: 16,
+        layers: 2,
+        norm: NormKind::BatchNorm.into(),
+        pre_norm: true,
+        dropout: 0.0,
+        ln_scaling: false,
+    };
+    let mut m = Vit::new(cfg, DType::F32, dev)?;
+    let x = Tensor::randn(&[3, 1, 8, 8], DType::F32, dev)?;
+    let layers = traced_layers(&mut m, |m| m.forward(&x)?.sqr()?.mean_all()?.backward())?;
+    assert_eq!(
+        layers,
+        [
+            "blocks.0.norm1",
+            "blocks.0.norm2",
+            "blocks.1.norm1",
+            "blocks.1.norm2",
+            "norm"
+        ]
+    );
+    Ok(())
 }

@@ -1,13 +1,14 @@
-//! Replay of the reference fixtures for [`UnifiedNorm`] and [`PowerNorm`], on any device and
-//! in f64 or f32.
+//! Reference parity of Unified Normalization and PowerNorm: the fixtures of the authors'
+//! reference layers replayed on the device under test, in f64 (chained and step by step)
+//! and in f32 (step by step).
 //!
 //! The fixtures (safetensors files plus `manifest.json`, `README.md` and `ALGORITHMS.md`,
-//! copied into `nn/tests/data/fixtures/`) record whole training runs of the authors'
-//! reference layers in f64: for every step the input, upstream gradient and mask, and the
-//! output, every gradient, every state buffer and the counters after it; then one eval
-//! forward. This module rebuilds each layer from the manifest's constructor arguments,
-//! replays the run and compares everything. It lives in the library (not a test file) so
-//! the shared suite can run it once per backend.
+//! in `tests/data/fixtures/`) record whole training runs of the reference layers in f64:
+//! for every step the input, upstream gradient and mask, and the output, every gradient,
+//! every state buffer and the counters after it; then one eval forward. The replay
+//! rebuilds each layer from the manifest's constructor arguments, runs the steps and
+//! compares everything. The directory is `$UNIGRAD_FIXTURES_DIR` when set (see
+//! [`fixtures_dir`]).
 //!
 //! Two modes:
 //!
@@ -21,28 +22,33 @@
 //! max|want|)` with `rtol = 1e-9, atol = 1e-12` in f64 and `rtol = 1e-4, atol = 1e-5` in
 //! f32. Counters and the skip flag must match exactly. A case whose `module` is not `un`
 //! or `pn`, or whose constructor has an argument this replay does not know, is an error —
-//! never silently skipped.
+//! never silently skipped. Both layers run through one loop ([`replay_layer`]); what
+//! differs (configuration, state, layout) is the [`Replayed`] trait.
 
-use super::power::{PnConfig, PnState, PowerNorm};
-use super::unified::{UnConfig, UnState, UnifiedNorm, Window};
-use crate::module::Module;
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use unigrad_core::{DType, Device, Error, Result, Tensor};
+use unigrad_nn::norm::power::{PnConfig, PnState, PowerNorm};
+use unigrad_nn::norm::unified::{UnConfig, UnState, UnifiedNorm, Window};
+use unigrad_nn::Module;
 
 const OP: &str = "fixture replay";
 
 /// Environment variable that overrides the fixture directory.
 pub const FIXTURES_ENV: &str = "UNIGRAD_FIXTURES_DIR";
 
-/// The fixture directory: `$UNIGRAD_FIXTURES_DIR` when set, else the crate's own copy in
-/// `nn/tests/data/fixtures`.
+/// The fixture directory: `$UNIGRAD_FIXTURES_DIR` when set, else `data/fixtures` in this
+/// crate's directory — taken from `$CARGO_MANIFEST_DIR` at run time (set by `cargo test`,
+/// and by `run-all.sh` on a GPU machine that has no build tree), else at build time.
 pub fn fixtures_dir() -> PathBuf {
     match std::env::var_os(FIXTURES_ENV) {
         Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fixtures"),
+        _ => std::env::var_os("CARGO_MANIFEST_DIR")
+            .filter(|d| !d.is_empty())
+            .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+            .join("data/fixtures"),
     }
 }
 
@@ -477,27 +483,17 @@ fn pn_config(info: &CaseInfo) -> Result<(usize, PnConfig)> {
     ))
 }
 
-/// Replay one case, choosing the mode by dtype: f64 runs [`ReplayMode::Chained`], f32
-/// [`ReplayMode::Stepwise`] (as the fixtures README recommends).
+/// Replay one case of the manifest in `dir` on `device` in `dtype`, choosing the mode by
+/// dtype: f64 runs [`ReplayMode::Chained`], f32 [`ReplayMode::Stepwise`] (as the fixtures
+/// README recommends). Returns `Err` for an unknown case or module, an unreadable or
+/// inconsistent file, or a failing layer call; numerical disagreement is reported in the
+/// [`CaseReport`].
 pub fn replay_case(dir: &Path, case_name: &str, device: &Device, dtype: DType) -> Result<CaseReport> {
     let mode = if dtype == DType::F64 {
         ReplayMode::Chained
     } else {
         ReplayMode::Stepwise
     };
-    replay_case_with(dir, case_name, device, dtype, mode)
-}
-
-/// Replay one case of the manifest in `dir` on `device` in `dtype` (f32 or f64).
-/// Returns `Err` for an unknown case or module, an unreadable or inconsistent file, or a
-/// failing layer call; numerical disagreement is reported in the [`CaseReport`].
-pub fn replay_case_with(
-    dir: &Path,
-    case_name: &str,
-    device: &Device,
-    dtype: DType,
-    mode: ReplayMode,
-) -> Result<CaseReport> {
     let cases = load_manifest(dir)?;
     let info = cases
         .iter()
@@ -543,10 +539,17 @@ fn replay_info(dir: &Path, info: &CaseInfo, device: &Device, dtype: DType, mode:
         file: info.file.clone(),
     };
     let mut rep = CaseReport::new(info, dtype, mode);
-    let tol = Tolerance::for_dtype(dtype);
+    let run = Run {
+        info,
+        fx: &fx,
+        dev: device,
+        dtype,
+        mode,
+        tol: Tolerance::for_dtype(dtype),
+    };
     match info.module.as_str() {
-        "un" => replay_un(info, &fx, device, dtype, mode, tol, &mut rep)?,
-        _ => replay_pn(info, &fx, device, dtype, mode, tol, &mut rep)?,
+        "un" => replay_layer(UnifiedNorm::from_case(info, dtype, device)?, &run, &mut rep)?,
+        _ => replay_layer(PowerNorm::from_case(info, dtype, device)?, &run, &mut rep)?,
     }
     if let Some(want) = &info.skipped_iterations {
         if *want != rep.skips {
@@ -559,185 +562,390 @@ fn replay_info(dir: &Path, info: &CaseInfo, device: &Device, dtype: DType, mode:
     Ok(rep)
 }
 
-fn mask_for(fx: &Fixture<'_>, info: &CaseInfo, t: usize, dtype: DType, dev: &Device) -> Result<Option<Tensor>> {
-    let name = step_name(t, "mask");
-    match (fx.has(&name), info.has_mask) {
-        (true, _) => Ok(Some(fx.tensor(&name, dtype, dev)?)),
-        (false, false) => Ok(None),
-        (false, true) => Err(err(format!("{}: {name} is missing", info.file))),
+/// One case being replayed: where its data comes from and how it runs.
+struct Run<'a> {
+    info: &'a CaseInfo,
+    fx: &'a Fixture<'a>,
+    dev: &'a Device,
+    dtype: DType,
+    mode: ReplayMode,
+    tol: Tolerance,
+}
+
+impl Run<'_> {
+    fn tensor(&self, name: &str) -> Result<Tensor> {
+        self.fx.tensor(name, self.dtype, self.dev)
+    }
+
+    fn tensor_shaped(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self.fx.tensor_shaped(name, shape, self.dtype, self.dev)
+    }
+
+    fn counter(&self, name: &str) -> Result<Tensor> {
+        Tensor::from_vec(vec![self.fx.int(name)?], &[1], self.dev)
+    }
+
+    fn mask(&self, t: usize) -> Result<Option<Tensor>> {
+        let name = step_name(t, "mask");
+        match (self.fx.has(&name), self.info.has_mask) {
+            (true, _) => Ok(Some(self.tensor(&name)?)),
+            (false, false) => Ok(None),
+            (false, true) => Err(err(format!("{}: {name} is missing", self.info.file))),
+        }
     }
 }
 
-fn un_recorded_state(fx: &Fixture<'_>, t: Option<usize>, norm: &UnifiedNorm, dev: &Device) -> Result<UnState> {
-    let d = norm.dtype();
-    let init = norm.state(); // shapes only, for the initial state
-    match t {
-        None => {
-            let c = norm.channels();
-            let w = norm.config().window;
-            Ok(UnState {
-                running_var: Tensor::ones(&[c], d, dev)?,
-                ema_gz: Tensor::zeros(&[c], d, dev)?,
-                buffer_x2: Tensor::zeros(&[w.fwd, c], d, dev)?,
-                buffer_gz: Tensor::zeros(&[w.bwd, c], d, dev)?,
+/// What the replay needs from a layer beyond [`Module`]; implemented by UN and PowerNorm.
+trait Replayed: Module + Sized {
+    /// Build the layer exactly as the reference resolves the case's `ctor_kwargs`.
+    fn from_case(info: &CaseInfo, dtype: DType, dev: &Device) -> Result<Self>;
+    /// Restore the state recorded after step `t` (`None`: the initial state).
+    fn restore(&self, run: &Run<'_>, t: Option<usize>) -> Result<()>;
+    /// The forward on a tensor in the fixtures' layout.
+    fn forward_fixture(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor>;
+    /// After a training step: the float state and diagnostics, and the integer ones besides
+    /// `iters`, by the fixtures' names (`running_var`, `var`, ...; `skipped`, ...).
+    #[allow(clippy::type_complexity)]
+    fn step_values(&self) -> Result<(Vec<(&'static str, Vec<f64>)>, Vec<(&'static str, i64)>)>;
+}
+
+impl Replayed for UnifiedNorm {
+    fn from_case(info: &CaseInfo, dtype: DType, dev: &Device) -> Result<Self> {
+        let (channels, cfg) = un_config(info)?;
+        UnifiedNorm::new(channels, cfg, dtype, dev)
+    }
+
+    fn restore(&self, run: &Run<'_>, t: Option<usize>) -> Result<()> {
+        let (d, dev) = (self.dtype(), run.dev);
+        let state = match t {
+            None => {
+                let (c, w) = (self.channels(), self.config().window);
+                UnState {
+                    running_var: Tensor::ones(&[c], d, dev)?,
+                    ema_gz: Tensor::zeros(&[c], d, dev)?,
+                    buffer_x2: Tensor::zeros(&[w.fwd, c], d, dev)?,
+                    buffer_gz: Tensor::zeros(&[w.bwd, c], d, dev)?,
+                    iters: Tensor::from_vec(vec![0i64], &[1], dev)?,
+                    skip_counter: Tensor::from_vec(vec![0i64], &[1], dev)?,
+                }
+            }
+            Some(t) => {
+                let init = self.state(); // shapes only
+                let f = |name: &str, like: &Tensor| run.tensor_shaped(&step_name(t, name), like.shape());
+                UnState {
+                    running_var: f("running_var", &init.running_var)?,
+                    ema_gz: f("ema_gz", &init.ema_gz)?,
+                    buffer_x2: f("buffer_x2", &init.buffer_x2)?,
+                    buffer_gz: f("buffer_gz", &init.buffer_gz)?,
+                    iters: run.counter(&step_name(t, "iters"))?,
+                    skip_counter: run.counter(&step_name(t, "skip_counter"))?,
+                }
+            }
+        };
+        self.set_state(&state)
+    }
+
+    fn forward_fixture(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        self.forward(x, mask)
+    }
+
+    fn step_values(&self) -> Result<(Vec<(&'static str, Vec<f64>)>, Vec<(&'static str, i64)>)> {
+        let step = self
+            .last_step()
+            .ok_or_else(|| err("the training forward left no step record"))?;
+        let st = self.state();
+        let floats = vec![
+            ("running_var", st.running_var.to_vec_f64()?),
+            ("ema_gz", st.ema_gz.to_vec_f64()?),
+            ("buffer_x2", st.buffer_x2.to_vec_f64()?),
+            ("buffer_gz", st.buffer_gz.to_vec_f64()?),
+            ("var", step.var.to_vec_f64()?),
+            ("r", step.r.to_vec_f64()?),
+        ];
+        let ints = vec![
+            ("skip_counter", self.skip_count()? as i64),
+            ("skipped", step.skipped as i64),
+        ];
+        Ok((floats, ints))
+    }
+}
+
+impl Replayed for PowerNorm {
+    fn from_case(info: &CaseInfo, dtype: DType, dev: &Device) -> Result<Self> {
+        let (channels, cfg) = pn_config(info)?;
+        PowerNorm::new(channels, cfg, dtype, dev)
+    }
+
+    fn restore(&self, run: &Run<'_>, t: Option<usize>) -> Result<()> {
+        let (c, d, dev) = (self.channels(), self.dtype(), run.dev);
+        let state = match t {
+            None => PnState {
+                running_phi: Tensor::ones(&[1, c, 1, 1], d, dev)?,
+                ema_gz: Tensor::zeros(&[1, c, 1, 1], d, dev)?,
                 iters: Tensor::from_vec(vec![0i64], &[1], dev)?,
-                skip_counter: Tensor::from_vec(vec![0i64], &[1], dev)?,
-            })
-        }
-        Some(t) => Ok(UnState {
-            running_var: fx.tensor_shaped(&step_name(t, "running_var"), init.running_var.shape(), d, dev)?,
-            ema_gz: fx.tensor_shaped(&step_name(t, "ema_gz"), init.ema_gz.shape(), d, dev)?,
-            buffer_x2: fx.tensor_shaped(&step_name(t, "buffer_x2"), init.buffer_x2.shape(), d, dev)?,
-            buffer_gz: fx.tensor_shaped(&step_name(t, "buffer_gz"), init.buffer_gz.shape(), d, dev)?,
-            iters: Tensor::from_vec(vec![fx.int(&step_name(t, "iters"))?], &[1], dev)?,
-            skip_counter: Tensor::from_vec(vec![fx.int(&step_name(t, "skip_counter"))?], &[1], dev)?,
-        }),
+            },
+            Some(t) => PnState {
+                running_phi: run.tensor_shaped(&step_name(t, "running_phi"), &[1, c, 1, 1])?,
+                ema_gz: run.tensor_shaped(&step_name(t, "ema_gz"), &[1, c, 1, 1])?,
+                iters: run.counter(&step_name(t, "iters"))?,
+            },
+        };
+        self.set_state(&state)
     }
-}
 
-fn set_params(fx: &Fixture<'_>, w: &Tensor, b: &Tensor, dtype: DType, dev: &Device) -> Result<()> {
-    w.assign(&fx.tensor_shaped("param.weight", w.shape(), dtype, dev)?)?;
-    b.assign(&fx.tensor_shaped("param.bias", b.shape(), dtype, dev)?)
-}
+    /// The fixtures are time-major `[L, B, C]` with a `[B, L]` mask; the layer takes
+    /// `[B, L, C]`. Transposing a view of the leaf keeps its gradient in fixture layout.
+    fn forward_fixture(&self, x: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        self.forward(&x.transpose(0, 1)?, mask)?.transpose(0, 1)
+    }
 
-fn replay_un(
-    info: &CaseInfo,
-    fx: &Fixture<'_>,
-    dev: &Device,
-    dtype: DType,
-    mode: ReplayMode,
-    tol: Tolerance,
-    rep: &mut CaseReport,
-) -> Result<()> {
-    let (channels, cfg) = un_config(info)?;
-    let mut norm = UnifiedNorm::new(channels, cfg, dtype, dev)?;
-    set_params(fx, norm.weight(), norm.bias(), dtype, dev)?;
-    norm.set_train(true);
-    for t in 0..info.steps {
-        if mode == ReplayMode::Stepwise {
-            norm.set_state(&un_recorded_state(fx, t.checked_sub(1), &norm, dev)?)?;
-        }
-        let x = fx.tensor(&step_name(t, "x"), dtype, dev)?.requires_grad();
-        let gy = fx.tensor(&step_name(t, "gy"), dtype, dev)?;
-        let mask = mask_for(fx, info, t, dtype, dev)?;
-        norm.zero_grad();
-        let y = norm.forward(&x, mask.as_ref())?;
-        y.backward_with(&gy)?;
-        let step = norm
+    fn step_values(&self) -> Result<(Vec<(&'static str, Vec<f64>)>, Vec<(&'static str, i64)>)> {
+        let step = self
             .last_step()
             .ok_or_else(|| err("the training forward left no step record"))?;
+        let st = self.state();
+        let floats = vec![
+            ("running_phi", st.running_phi.to_vec_f64()?),
+            ("ema_gz", st.ema_gz.to_vec_f64()?),
+            ("var", step.var.to_vec_f64()?),
+        ];
+        Ok((floats, Vec::new()))
+    }
+}
+
+/// A layer's parameter or buffer by its (reference) name.
+fn named<T>(items: Vec<(String, T)>, name: &str) -> Result<T> {
+    items
+        .into_iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, t)| t)
+        .ok_or_else(|| err(format!("the layer has no `{name}`")))
+}
+
+/// The layer's iteration counter, read from its `iters` buffer (both layers keep the
+/// reference's name).
+fn iterations(norm: &impl Module) -> Result<i64> {
+    Ok(named(norm.named_buffers(), "iters")?.get().to_vec::<i64>()?[0])
+}
+
+/// The one replay loop: every training step (forward, backward, then outputs, gradients,
+/// state and counters against the fixture), then the eval forward, which must leave the
+/// counter alone.
+fn replay_layer<L: Replayed>(mut norm: L, run: &Run<'_>, rep: &mut CaseReport) -> Result<()> {
+    let (w, b) = (
+        named(norm.named_params(), "weight")?,
+        named(norm.named_params(), "bias")?,
+    );
+    w.assign(&run.tensor_shaped("param.weight", w.shape())?)?;
+    b.assign(&run.tensor_shaped("param.bias", b.shape())?)?;
+    norm.set_train(true);
+    let (steps, tol) = (run.info.steps, run.tol);
+    for t in 0..steps {
+        if run.mode == ReplayMode::Stepwise {
+            norm.restore(run, t.checked_sub(1))?;
+        }
+        let x = run.tensor(&step_name(t, "x"))?.requires_grad();
+        let gy = run.tensor(&step_name(t, "gy"))?;
+        let mask = run.mask(t)?;
+        norm.zero_grad();
+        let y = norm.forward_fixture(&x, mask.as_ref())?;
+        y.backward_with(&gy)?;
         let s = Some(t);
-        let want = |what: &str| fx.f64s(&step_name(t, what)).map(|v| v.0);
+        let want = |what: &str| run.fx.f64s(&step_name(t, what)).map(|v| v.0);
         rep.compare_f("y", s, &y.to_vec_f64()?, &want("y")?, tol);
         rep.compare_f("gx", s, &grad_of(&x, "x")?, &want("gx")?, tol);
-        rep.compare_f("gw", s, &grad_of(norm.weight(), "weight")?, &want("gw")?, tol);
-        rep.compare_f("gb", s, &grad_of(norm.bias(), "bias")?, &want("gb")?, tol);
-        let st = norm.state();
-        rep.compare_f(
-            "running_var",
-            s,
-            &st.running_var.to_vec_f64()?,
-            &want("running_var")?,
-            tol,
-        );
-        rep.compare_f("ema_gz", s, &st.ema_gz.to_vec_f64()?, &want("ema_gz")?, tol);
-        rep.compare_f("buffer_x2", s, &st.buffer_x2.to_vec_f64()?, &want("buffer_x2")?, tol);
-        rep.compare_f("buffer_gz", s, &st.buffer_gz.to_vec_f64()?, &want("buffer_gz")?, tol);
-        rep.compare_f("var", s, &step.var.to_vec_f64()?, &want("var")?, tol);
-        rep.compare_f("r", s, &step.r.to_vec_f64()?, &want("r")?, tol);
-        rep.compare_i("iters", s, norm.iterations()? as i64, fx.int(&step_name(t, "iters"))?);
-        rep.compare_i(
-            "skip_counter",
-            s,
-            norm.skip_count()? as i64,
-            fx.int(&step_name(t, "skip_counter"))?,
-        );
-        rep.compare_i("skipped", s, step.skipped as i64, fx.int(&step_name(t, "skipped"))?);
-        if step.skipped {
-            rep.skips.push(t);
+        rep.compare_f("gw", s, &grad_of(&w, "weight")?, &want("gw")?, tol);
+        rep.compare_f("gb", s, &grad_of(&b, "bias")?, &want("gb")?, tol);
+        let (floats, ints) = norm.step_values()?;
+        for (kind, got) in floats {
+            rep.compare_f(kind, s, &got, &want(kind)?, tol);
+        }
+        rep.compare_i("iters", s, iterations(&norm)?, run.fx.int(&step_name(t, "iters"))?);
+        for (kind, got) in ints {
+            rep.compare_i(kind, s, got, run.fx.int(&step_name(t, kind))?);
+            if kind == "skipped" && got != 0 {
+                rep.skips.push(t);
+            }
         }
     }
-    if mode == ReplayMode::Stepwise {
-        norm.set_state(&un_recorded_state(fx, info.steps.checked_sub(1), &norm, dev)?)?;
+    if run.mode == ReplayMode::Stepwise {
+        norm.restore(run, steps.checked_sub(1))?;
     }
-    let before = norm.iterations()?;
+    let before = iterations(&norm)?;
     norm.set_train(false);
-    let y = norm.forward(&fx.tensor("eval.x", dtype, dev)?, None)?;
-    rep.compare_f("eval.y", None, &y.to_vec_f64()?, &fx.f64s("eval.y")?.0, tol);
-    rep.compare_i("eval.iters", None, norm.iterations()? as i64, before as i64);
+    let y = norm.forward_fixture(&run.tensor("eval.x")?, None)?;
+    rep.compare_f("eval.y", None, &y.to_vec_f64()?, &run.fx.f64s("eval.y")?.0, tol);
+    rep.compare_i("eval.iters", None, iterations(&norm)?, before);
     Ok(())
 }
 
-fn pn_recorded_state(fx: &Fixture<'_>, t: Option<usize>, norm: &PowerNorm, dev: &Device) -> Result<PnState> {
-    let (c, d) = (norm.channels(), norm.dtype());
-    match t {
-        None => Ok(PnState {
-            running_phi: Tensor::ones(&[1, c, 1, 1], d, dev)?,
-            ema_gz: Tensor::zeros(&[1, c, 1, 1], d, dev)?,
-            iters: Tensor::from_vec(vec![0i64], &[1], dev)?,
-        }),
-        Some(t) => Ok(PnState {
-            running_phi: fx.tensor_shaped(&step_name(t, "running_phi"), &[1, c, 1, 1], d, dev)?,
-            ema_gz: fx.tensor_shaped(&step_name(t, "ema_gz"), &[1, c, 1, 1], d, dev)?,
-            iters: Tensor::from_vec(vec![fx.int(&step_name(t, "iters"))?], &[1], dev)?,
-        }),
+// ----- the suite functions -----------------------------------------------------------------
+
+/// Replay every case in `dtype` and `mode`; every comparison must have run and passed.
+fn check_all(dev: &Device, dtype: DType, mode: ReplayMode) -> Result<()> {
+    let dir = fixtures_dir();
+    let t0 = std::time::Instant::now();
+    let reports = replay_all(&dir, dev, dtype, mode).map_err(|e| err(format!("replay in {}: {e}", dir.display())))?;
+    let manifest = load_manifest(&dir)?;
+    assert_eq!(reports.len(), manifest.len(), "every manifest case is replayed");
+    for r in &reports {
+        println!("{}", r.summary());
+    }
+    println!("{dtype} {mode:?}: {} cases in {:.2?}", reports.len(), t0.elapsed());
+    let failed: Vec<&CaseReport> = reports.iter().filter(|r| !r.passed()).collect();
+    assert!(
+        failed.is_empty(),
+        "cases out of tolerance:\n{}",
+        failed.iter().map(|r| r.summary()).collect::<Vec<_>>().join("\n")
+    );
+    // The comparisons really ran: every case compared outputs, gradients and state at
+    // every step, and the eval forward once.
+    for (r, info) in reports.iter().zip(&manifest) {
+        for kind in ["y", "gx", "gw", "gb", "ema_gz", "iters", "var"] {
+            let n = r.kinds.get(kind).map_or(0, |k| k.tensors);
+            assert_eq!(n, info.steps, "{}: {kind} compared {n} times", r.case);
+        }
+        assert_eq!(r.kinds["eval.y"].tensors, 1, "{}", r.case);
+        let state: &[&str] = if info.module == "un" {
+            &["running_var", "buffer_x2", "buffer_gz", "skip_counter", "skipped", "r"]
+        } else {
+            &["running_phi"]
+        };
+        for kind in state {
+            assert_eq!(r.kinds[*kind].tensors, info.steps, "{}: {kind}", r.case);
+        }
+    }
+    Ok(())
+}
+
+/// Every case in f64, the layer carrying its own state through the run.
+pub fn f64_chained(dev: &Device) -> Result<()> {
+    check_all(dev, DType::F64, ReplayMode::Chained)
+}
+
+/// Every case in f64, each step from the recorded state of the previous one.
+pub fn f64_stepwise(dev: &Device) -> Result<()> {
+    check_all(dev, DType::F64, ReplayMode::Stepwise)
+}
+
+/// Every case in f32, step by step (f32 state would drift over a chained run).
+pub fn f32_stepwise(dev: &Device) -> Result<()> {
+    check_all(dev, DType::F32, ReplayMode::Stepwise)
+}
+
+/// [`replay_case`] runs one case (f64: chained) and records the filter's skips; an
+/// unknown case is an error.
+pub fn single_case_and_skip_record(dev: &Device) -> Result<()> {
+    let r = replay_case(&fixtures_dir(), "un_early_filtration", dev, DType::F64)?;
+    assert!(r.passed(), "{}", r.summary());
+    assert_eq!(r.mode, ReplayMode::Chained);
+    assert_eq!(r.skips, vec![0, 1, 2, 3, 4, 5, 6, 11]);
+    assert!(replay_case(&fixtures_dir(), "no_such_case", dev, DType::F64).is_err());
+    Ok(())
+}
+
+/// A copy of the manifest, edited by `edit`, next to copies of two small fixture files.
+fn doctored_dir(tag: &str, edit: impl Fn(&mut Value)) -> Result<PathBuf> {
+    let io = |e: std::io::Error| err(format!("doctored fixture dir {tag}: {e}"));
+    let src = fixtures_dir();
+    let dir = std::env::temp_dir().join(format!("unigrad-un-fixtures-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(io)?;
+    let text = std::fs::read_to_string(src.join("manifest.json")).map_err(io)?;
+    let mut v: Value = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+    edit(&mut v);
+    std::fs::write(dir.join("manifest.json"), v.to_string()).map_err(io)?;
+    for f in ["un_window1.safetensors", "pn_group.safetensors"] {
+        std::fs::copy(src.join(f), dir.join(f)).map_err(io)?;
+    }
+    Ok(dir)
+}
+
+fn keep_cases(v: &mut Value, names: &[&str]) {
+    if let Some(cases) = v["cases"].as_array_mut() {
+        cases.retain(|c| names.contains(&c["name"].as_str().unwrap_or("")));
     }
 }
 
-fn replay_pn(
-    info: &CaseInfo,
-    fx: &Fixture<'_>,
-    dev: &Device,
-    dtype: DType,
-    mode: ReplayMode,
-    tol: Tolerance,
-    rep: &mut CaseReport,
-) -> Result<()> {
-    let (channels, cfg) = pn_config(info)?;
-    let mut norm = PowerNorm::new(channels, cfg, dtype, dev)?;
-    set_params(fx, norm.weight(), norm.bias(), dtype, dev)?;
-    norm.set_train(true);
-    for t in 0..info.steps {
-        if mode == ReplayMode::Stepwise {
-            norm.set_state(&pn_recorded_state(fx, t.checked_sub(1), &norm, dev)?)?;
-        }
-        // The fixtures are time-major [L, B, C] with a [B, L] mask; the layer takes
-        // [B, L, C]. Transposing a view of the leaf keeps its gradient in fixture layout.
-        let x = fx.tensor(&step_name(t, "x"), dtype, dev)?.requires_grad();
-        let gy = fx.tensor(&step_name(t, "gy"), dtype, dev)?;
-        let mask = mask_for(fx, info, t, dtype, dev)?;
-        norm.zero_grad();
-        let y = norm.forward(&x.transpose(0, 1)?, mask.as_ref())?.transpose(0, 1)?;
-        y.backward_with(&gy)?;
-        let step = norm
-            .last_step()
-            .ok_or_else(|| err("the training forward left no step record"))?;
-        let s = Some(t);
-        let want = |what: &str| fx.f64s(&step_name(t, what)).map(|v| v.0);
-        rep.compare_f("y", s, &y.to_vec_f64()?, &want("y")?, tol);
-        rep.compare_f("gx", s, &grad_of(&x, "x")?, &want("gx")?, tol);
-        rep.compare_f("gw", s, &grad_of(norm.weight(), "weight")?, &want("gw")?, tol);
-        rep.compare_f("gb", s, &grad_of(norm.bias(), "bias")?, &want("gb")?, tol);
-        let st = norm.state();
-        rep.compare_f(
-            "running_phi",
-            s,
-            &st.running_phi.to_vec_f64()?,
-            &want("running_phi")?,
-            tol,
-        );
-        rep.compare_f("ema_gz", s, &st.ema_gz.to_vec_f64()?, &want("ema_gz")?, tol);
-        rep.compare_f("var", s, &step.var.to_vec_f64()?, &want("var")?, tol);
-        rep.compare_i("iters", s, norm.iterations()? as i64, fx.int(&step_name(t, "iters"))?);
-    }
-    if mode == ReplayMode::Stepwise {
-        norm.set_state(&pn_recorded_state(fx, info.steps.checked_sub(1), &norm, dev)?)?;
-    }
-    let before = norm.iterations()?;
-    norm.set_train(false);
-    let ex = fx.tensor("eval.x", dtype, dev)?;
-    let y = norm.forward(&ex.transpose(0, 1)?, None)?.transpose(0, 1)?;
-    rep.compare_f("eval.y", None, &y.to_vec_f64()?, &fx.f64s("eval.y")?.0, tol);
-    rep.compare_i("eval.iters", None, norm.iterations()? as i64, before as i64);
+/// A case of an unknown module fails the replay instead of being skipped; the same
+/// directory without it passes.
+pub fn unknown_module_fails(dev: &Device) -> Result<()> {
+    let dir = doctored_dir("module", |v| {
+        keep_cases(v, &["un_window1", "pn_group"]);
+        v["cases"][1]["module"] = "bn".into();
+    })?;
+    let e = replay_all(&dir, dev, DType::F64, ReplayMode::Chained).expect_err("unknown module must fail");
+    assert!(e.to_string().contains("`bn`"), "{e}");
+    let ok = doctored_dir("module-ok", |v| keep_cases(v, &["un_window1", "pn_group"]))?;
+    let reports = replay_all(&ok, dev, DType::F64, ReplayMode::Chained)?;
+    assert!(reports.iter().all(CaseReport::passed));
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&ok);
     Ok(())
+}
+
+/// A constructor argument the replay does not know fails it.
+pub fn unknown_constructor_argument_fails(dev: &Device) -> Result<()> {
+    let dir = doctored_dir("ctor", |v| {
+        keep_cases(v, &["un_window1"]);
+        v["cases"][0]["ctor_kwargs"]["track_running_stats"] = true.into();
+    })?;
+    let e = replay_all(&dir, dev, DType::F64, ReplayMode::Chained).expect_err("unknown argument must fail");
+    assert!(e.to_string().contains("track_running_stats"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// The replay is only as good as its ability to fail: a changed hyperparameter (momentum
+/// 0.8 instead of 0.9) must be reported as out of tolerance.
+pub fn a_wrong_layer_is_caught(dev: &Device) -> Result<()> {
+    let dir = doctored_dir("momentum", |v| {
+        keep_cases(v, &["un_window1"]);
+        v["cases"][0]["ctor_kwargs"]["momentum"] = 0.8.into();
+    })?;
+    let r = &replay_all(&dir, dev, DType::F64, ReplayMode::Chained)?[0];
+    assert!(!r.passed());
+    assert!(r.kinds["running_var"].failures > 0 && r.kinds["ema_gz"].failures > 0);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_covers_both_modules_and_the_quirk_cases() {
+        let cases = load_manifest(&fixtures_dir()).expect("manifest");
+        let names: Vec<&str> = cases.iter().map(|c| c.name.as_str()).collect();
+        for want in [
+            "un_warmup_nomask",
+            "un_warmup_mask",
+            "un_smoothing",
+            "un_outlier",
+            "un_window_tuple",
+            "un_input_2d",
+            "un_early_filtration",
+            "un_window1",
+            "pn_basic",
+            "pn_basic_mask",
+            "pn_group",
+        ] {
+            assert!(
+                names.contains(&want),
+                "case {want} missing from the manifest: {names:?}"
+            );
+        }
+        // Long cases pass iteration 1000, where r starts to differ from 1.
+        assert!(cases.iter().any(|c| c.module == "un" && c.steps > 1000));
+    }
+
+    #[test]
+    fn fixture_dir_default_is_the_crate_copy() {
+        if std::env::var_os(FIXTURES_ENV).is_none() {
+            let want = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/fixtures");
+            assert_eq!(fixtures_dir(), want);
+            assert!(want.join("manifest.json").is_file());
+            assert!(want.join("ALGORITHMS.md").is_file());
+        }
+    }
 }

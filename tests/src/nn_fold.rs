@@ -1,18 +1,14 @@
-//! Inference folding (`unigrad_nn::fold`): the folded LM reproduces the eval-mode model's
-//! logits after a few training steps (so running statistics, γ and β are non-trivial), for
-//! every norm kind, in f32 (1e-5) and f64 (1e-12), and removes exactly the norm ops that are
-//! a per-channel affine at inference.
+//! Inference folding (`unigrad_nn::fold`) on the device under test: the folded LM
+//! reproduces the eval-mode model's logits after a few training steps (so running
+//! statistics, γ and β are non-trivial), for every norm kind, in f32 (1e-5) and f64
+//! (1e-12), and removes exactly the norm ops that are a per-channel affine at inference.
 
-use unigrad_core::{manual_seed, no_grad, DType, Device, Tensor};
+use unigrad_core::{manual_seed, no_grad, DType, Device, Result, Tensor};
 use unigrad_nn::fold::{fold_for_inference, fold_into_linear, FoldedLm};
 use unigrad_nn::norm::{Norm, NormConfig, PnConfig, PowerNorm, UnConfig};
 use unigrad_nn::{
     decay_groups, Adam, AdamConfig, Linear, LmConfig, Module, NormKind, Optimizer, PositionKind, TransformerLm,
 };
-
-fn dev() -> Device {
-    unigrad_cpu::cpu()
-}
 
 const B: usize = 4;
 const T: usize = 8;
@@ -34,7 +30,7 @@ fn small_cfg(norm: NormConfig) -> LmConfig {
     }
 }
 
-fn batch(seed: u64) -> (Tensor, Tensor) {
+fn batch(dev: &Device, seed: u64) -> (Tensor, Tensor) {
     let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     let mut next = || {
         s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -48,18 +44,18 @@ fn batch(seed: u64) -> (Tensor, Tensor) {
         y.extend_from_slice(&row[1..]);
     }
     (
-        Tensor::from_vec(x, &[B, T], &dev()).unwrap(),
-        Tensor::from_vec(y, &[B, T], &dev()).unwrap(),
+        Tensor::from_vec(x, &[B, T], dev).unwrap(),
+        Tensor::from_vec(y, &[B, T], dev).unwrap(),
     )
 }
 
 /// A model trained for `steps` AdamW steps, then put in eval mode.
-fn trained(cfg: LmConfig, dtype: DType, steps: usize) -> TransformerLm {
+fn trained(dev: &Device, cfg: LmConfig, dtype: DType, steps: usize) -> TransformerLm {
     manual_seed(7);
-    let mut m = TransformerLm::new(cfg, dtype, &dev()).unwrap();
+    let mut m = TransformerLm::new(cfg, dtype, dev).unwrap();
     let mut opt = Adam::new(decay_groups(m.named_params(), 0.01), AdamConfig::adamw(1e-2)).unwrap();
     for s in 0..steps {
-        let (x, y) = batch(s as u64);
+        let (x, y) = batch(dev, s as u64);
         opt.zero_grad();
         let loss = m.loss(&x, &y).unwrap();
         assert!(loss.to_scalar().unwrap().is_finite());
@@ -107,10 +103,10 @@ fn stats_moved(m: &TransformerLm) -> f64 {
     worst
 }
 
-fn check_kind(norm: NormConfig, dtype: DType, tol: f64) -> FoldedLm {
-    let m = trained(small_cfg(norm), dtype, 4);
+fn check_kind(dev: &Device, norm: NormConfig, dtype: DType, tol: f64) -> FoldedLm {
+    let m = trained(dev, small_cfg(norm), dtype, 4);
     let folded = fold_for_inference(&m).unwrap();
-    let (x, _) = batch(99);
+    let (x, _) = batch(dev, 99);
     let want = no_grad(|| m.forward(&x, None)).unwrap();
     let got = folded.forward(&x, None).unwrap();
     let (d, scale) = max_abs_diff(&want, &got);
@@ -134,32 +130,34 @@ fn check_kind(norm: NormConfig, dtype: DType, tol: f64) -> FoldedLm {
     folded
 }
 
-#[test]
-fn folded_matches_eval_f32_for_every_norm() {
+/// The folded LM reproduces the eval-mode logits in f32 (1e-5) for every norm kind.
+pub fn folded_matches_eval_f32_for_every_norm(dev: &Device) -> Result<()> {
     for kind in [NormKind::Unified, NormKind::BatchNorm, NormKind::PowerNorm] {
-        let f = check_kind(kind.into(), DType::F32, 1e-5);
+        let f = check_kind(dev, kind.into(), DType::F32, 1e-5);
         assert_eq!(f.sites().len(), 5);
     }
     // LayerNorm / RMSNorm stay: the "fold" only re-packs the model, still exact
     for kind in [NormKind::LayerNorm, NormKind::RmsNorm] {
-        check_kind(kind.into(), DType::F32, 1e-5);
+        check_kind(dev, kind.into(), DType::F32, 1e-5);
     }
+    Ok(())
 }
 
-#[test]
-fn folded_matches_eval_f64_for_every_norm() {
+/// ... and in f64 (1e-12).
+pub fn folded_matches_eval_f64_for_every_norm(dev: &Device) -> Result<()> {
     for kind in [
         NormKind::Unified,
         NormKind::BatchNorm,
         NormKind::PowerNorm,
         NormKind::LayerNorm,
     ] {
-        check_kind(kind.into(), DType::F64, 1e-12);
+        check_kind(dev, kind.into(), DType::F64, 1e-12);
     }
+    Ok(())
 }
 
-#[test]
-fn un_past_warmup_with_filtration_and_pn_groups_fold_exactly() {
+/// UN past warm-up with outlier filtration, and PowerNorm with groups, fold exactly.
+pub fn un_past_warmup_with_filtration_and_pn_groups_fold_exactly(dev: &Device) -> Result<()> {
     // UN after warm-up (smoothed statistic, outlier test active), PN after warm-up with 4
     // groups: other code paths produce the running statistics
     let mut un: NormConfig = NormKind::Unified.into();
@@ -169,16 +167,17 @@ fn un_past_warmup_with_filtration_and_pn_groups_fold_exactly() {
         ..UnConfig::default()
     }
     .with_window(2);
-    check_kind(un, DType::F64, 1e-12);
+    check_kind(dev, un, DType::F64, 1e-12);
     let mut pn: NormConfig = NormKind::PowerNorm.into();
     pn.pn.warmup_iters = 2;
     pn.pn.group_num = 4;
-    let f = check_kind(pn, DType::F64, 1e-12);
+    let f = check_kind(dev, pn, DType::F64, 1e-12);
     assert!(f.sites().iter().all(|s| s.kept_op == "group_scale"));
+    Ok(())
 }
 
-#[test]
-fn fold_removes_exactly_the_affine_norms() {
+/// Exactly the norms that are a per-channel affine at inference are removed, at the expected sites.
+pub fn fold_removes_exactly_the_affine_norms(dev: &Device) -> Result<()> {
     let expect = [
         (NormKind::Unified, 5, "none"),
         (NormKind::BatchNorm, 5, "none"),
@@ -188,7 +187,7 @@ fn fold_removes_exactly_the_affine_norms() {
     ];
     for (kind, removed, kept) in expect {
         manual_seed(1);
-        let mut m = TransformerLm::new(small_cfg(kind.into()), DType::F32, &dev()).unwrap();
+        let mut m = TransformerLm::new(small_cfg(kind.into()), DType::F32, dev).unwrap();
         m.eval();
         let f = fold_for_inference(&m).unwrap();
         assert_eq!(f.removed_norms(), removed, "{kind}");
@@ -214,24 +213,25 @@ fn fold_removes_exactly_the_affine_norms() {
         assert!(names.contains(&"blocks.1.attn.qkv.weight".to_string()));
         assert!(f.named_params().iter().all(|(_, t)| !t.is_grad_leaf()));
     }
+    Ok(())
 }
 
-#[test]
-fn ln_scaling_sinusoids_no_bias_and_padding_fold_exactly() {
+/// LayerNorm Scaling, sinusoidal positions, bias-free Linears and padding masks fold exactly.
+pub fn ln_scaling_sinusoids_no_bias_and_padding_fold_exactly(dev: &Device) -> Result<()> {
     let mut cfg = small_cfg(NormKind::Unified.into());
     cfg.ln_scaling = true;
     cfg.positions = PositionKind::Sinusoidal;
     cfg.bias = false;
-    let m = trained(cfg, DType::F64, 3);
+    let m = trained(dev, cfg, DType::F64, 3);
     let f = fold_for_inference(&m).unwrap();
     // UN's shift β became a bias where the Linear had none
     assert!(f.blocks[0].attn.qkv.as_ref().unwrap().bias.is_some());
     assert!(f.blocks[0].attn.proj.bias.is_none());
-    let (x, _) = batch(5);
+    let (x, _) = batch(dev, 5);
     let mut pad = vec![0.0; B * T];
     pad[T - 2..T].iter_mut().for_each(|p| *p = 1.0);
     pad[2 * T - 1] = 1.0;
-    let mask = Tensor::from_vec(pad, &[B, T], &dev())
+    let mask = Tensor::from_vec(pad, &[B, T], dev)
         .unwrap()
         .to_dtype(DType::F64)
         .unwrap();
@@ -245,17 +245,18 @@ fn ln_scaling_sinusoids_no_bias_and_padding_fold_exactly() {
     // LayerNorm Scaling in front of a LayerNorm that stays folds too
     let mut cfg = small_cfg(NormKind::LayerNorm.into());
     cfg.ln_scaling = true;
-    let m = trained(cfg, DType::F64, 2);
+    let m = trained(dev, cfg, DType::F64, 2);
     let f = fold_for_inference(&m).unwrap();
     let want = no_grad(|| m.forward(&x, None)).unwrap();
     assert!(max_abs_diff(&want, &f.forward(&x, None).unwrap()).0 <= 1e-12);
+    Ok(())
 }
 
-#[test]
-fn folded_model_is_a_snapshot() {
-    let m = trained(small_cfg(NormKind::Unified.into()), DType::F64, 2);
+/// The folded model is a snapshot: later training of the source does not change it.
+pub fn folded_model_is_a_snapshot(dev: &Device) -> Result<()> {
+    let m = trained(dev, small_cfg(NormKind::Unified.into()), DType::F64, 2);
     let f = fold_for_inference(&m).unwrap();
-    let (x, y) = batch(3);
+    let (x, y) = batch(dev, 3);
     let before = f.forward(&x, None).unwrap();
     // more training changes the source model (parameters and running statistics) ...
     let mut m = m;
@@ -271,25 +272,27 @@ fn folded_model_is_a_snapshot() {
     let now = no_grad(|| m.forward(&x, None)).unwrap();
     assert!(max_abs_diff(&now, &after).0 > 1e-4);
     assert!(max_abs_diff(&now, &fold_for_inference(&m).unwrap().forward(&x, None).unwrap()).0 <= 1e-12);
+    Ok(())
 }
 
-#[test]
-fn post_norm_and_training_mode_are_refused() {
+/// Post-norm models and models in training mode are refused with an error.
+pub fn post_norm_and_training_mode_are_refused(dev: &Device) -> Result<()> {
     manual_seed(0);
     let mut cfg = small_cfg(NormKind::Unified.into());
     cfg.pre_norm = false;
-    let mut post = TransformerLm::new(cfg, DType::F32, &dev()).unwrap();
+    let mut post = TransformerLm::new(cfg, DType::F32, dev).unwrap();
     post.eval();
     let e = fold_for_inference(&post).unwrap_err().to_string();
     assert!(e.contains("post-norm"), "{e}");
-    let pre = TransformerLm::new(small_cfg(NormKind::BatchNorm.into()), DType::F32, &dev()).unwrap();
+    let pre = TransformerLm::new(small_cfg(NormKind::BatchNorm.into()), DType::F32, dev).unwrap();
     let e = fold_for_inference(&pre).unwrap_err().to_string();
     assert!(e.contains("eval"), "{e}");
+    Ok(())
 }
 
-#[test]
-fn fold_into_linear_is_w_diag_a_and_b_plus_w_s() {
-    let d = dev();
+/// `fold_into_linear` computes `W·diag(a)` and `b + W·s`, and checks its operands.
+pub fn fold_into_linear_is_w_diag_a_and_b_plus_w_s(dev: &Device) -> Result<()> {
+    let d = dev.clone();
     let w = Tensor::from_vec(vec![1.0f64, 2.0, 3.0, -1.0, 0.5, 4.0], &[2, 3], &d).unwrap();
     let b = Tensor::from_vec(vec![0.25f64, -0.5], &[2], &d).unwrap();
     let lin = Linear::from_tensors(w, Some(b)).unwrap();
@@ -303,13 +306,14 @@ fn fold_into_linear_is_w_diag_a_and_b_plus_w_s() {
     // no bias and zero shift: still no bias
     let nb = Linear::from_tensors(Tensor::ones(&[2, 3], DType::F32, &d).unwrap(), None).unwrap();
     assert!(fold_into_linear(&nb, &a, &[0.0; 3]).unwrap().bias.is_none());
+    Ok(())
 }
 
-#[test]
-fn power_norm_eval_is_group_scale_then_affine() {
+/// PowerNorm in eval mode is its group scaling followed by the per-channel affine.
+pub fn power_norm_eval_is_group_scale_then_affine(dev: &Device) -> Result<()> {
     // the decomposition the fold relies on, checked on the layer itself
     manual_seed(3);
-    let d = dev();
+    let d = dev.clone();
     let cfg = PnConfig {
         group_num: 2,
         warmup_iters: 1,
@@ -328,28 +332,29 @@ fn power_norm_eval_is_group_scale_then_affine() {
         let c = i % 4;
         assert!((u * aff.scale[c] + aff.shift[c] - w).abs() < 1e-13);
     }
+    Ok(())
 }
 
-#[test]
-fn un_and_pn_models_keep_padding_out_of_their_statistics() {
+/// The padding mask reaches every batch-statistics norm of the LM: padded ids change no statistic.
+pub fn un_and_pn_models_keep_padding_out_of_their_statistics(dev: &Device) -> Result<()> {
     // the padding mask reaches every UN / PowerNorm of the LM: changing the ids at padded
     // positions changes none of the statistics a training forward writes
     for kind in [NormKind::Unified, NormKind::PowerNorm, NormKind::BatchNorm] {
-        let (x, _) = batch(11);
+        let (x, _) = batch(dev, 11);
         let mut pad = vec![0.0; B * T];
         pad[T - 3..T].iter_mut().for_each(|p| *p = 1.0);
         pad[3 * T - 1] = 1.0;
-        let mask = Tensor::from_vec(pad.clone(), &[B, T], &dev()).unwrap();
+        let mask = Tensor::from_vec(pad.clone(), &[B, T], dev).unwrap();
         let mut alt = x.to_vec::<i64>().unwrap();
         for (i, p) in pad.iter().enumerate() {
             if *p == 1.0 {
                 alt[i] = (alt[i] + 5) % V as i64;
             }
         }
-        let alt = Tensor::from_vec(alt, &[B, T], &dev()).unwrap();
+        let alt = Tensor::from_vec(alt, &[B, T], dev).unwrap();
         let stats = |ids: &Tensor, mask: Option<&Tensor>| {
             manual_seed(4);
-            let m = TransformerLm::new(small_cfg(kind.into()), DType::F64, &dev()).unwrap();
+            let m = TransformerLm::new(small_cfg(kind.into()), DType::F64, dev).unwrap();
             m.forward(ids, mask).unwrap();
             let mut v = Vec::new();
             for (name, b) in m.named_buffers() {
@@ -365,4 +370,5 @@ fn un_and_pn_models_keep_padding_out_of_their_statistics() {
         // without the mask they do change (so the check above can fail)
         assert!(!close(&stats(&x, None), &stats(&alt, None)), "{kind}");
     }
+    Ok(())
 }
