@@ -116,16 +116,19 @@ fn check_finite(t: &Tensor, op: &str, phase: &'static str) -> Result<()> {
     Ok(())
 }
 
-/// Record `out = op(inputs)` with its backward closure. If recording is off or no
-/// input tracks gradients, `out` is returned untouched and `backward` is dropped.
-/// This is the one entry point for every differentiable op, built-in or custom.
+/// Record `out = op(inputs)` with its backward closure. If recording is off, no
+/// input tracks gradients, or `out` is not floating point, `out` is returned
+/// untouched and `backward` is dropped: as in PyTorch, only floating-point tensors
+/// take part in differentiation, so an integer result (an index computed by a custom
+/// op, say) is never differentiable. This is the one entry point for every
+/// differentiable op, built-in or custom.
 pub fn record(op: &str, out: Tensor, inputs: &[&Tensor], backward: BackwardFn) -> Result<Tensor> {
     // Not while recording is off: inside backward the gradient ops would otherwise be
     // blamed ("forward of div") before the node's own backward check names the culprit.
     if anomaly_detection() && is_grad_enabled() {
         check_finite(&out, op, "forward")?;
     }
-    if !is_grad_enabled() || !inputs.iter().any(|t| t.tracks_grad()) {
+    if !is_grad_enabled() || !out.dtype().is_float() || !inputs.iter().any(|t| t.tracks_grad()) {
         return Ok(out);
     }
     let node = Node {

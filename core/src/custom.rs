@@ -44,7 +44,9 @@ pub trait CustomOp: Send + 'static {
     fn backward(self: Box<Self>, grad_output: &Tensor) -> Result<Vec<Option<Tensor>>>;
 }
 
-/// Run `op` on `inputs` and record it for autograd.
+/// Run `op` on `inputs` and record it for autograd. An output that is not floating
+/// point (an `i64` result) is returned without history: it is never differentiable,
+/// and its backward is never called.
 pub fn apply<O: CustomOp>(mut op: O, inputs: &[&Tensor]) -> Result<Tensor> {
     let detached: Vec<Tensor> = inputs.iter().map(|t| t.detach()).collect();
     let out = no_grad(|| op.forward(&detached))?;

@@ -76,19 +76,55 @@ impl Layout {
         true
     }
 
-    /// One past the largest storage index this layout touches (0 when empty).
+    /// One past the largest storage index this layout touches (0 when empty), or
+    /// `usize::MAX` when that index does not fit `usize` (see [`Layout::reach`]).
     pub fn storage_extent(&self) -> usize {
-        if self.numel() == 0 {
-            return 0;
+        self.reach().unwrap_or(usize::MAX)
+    }
+
+    /// One past the largest storage index this layout touches (`Some(0)` when it has
+    /// no element), computed without wrapping: `None` when the layout is malformed
+    /// (not one stride per dimension) or its element count or furthest index
+    /// overflows `usize`. O(rank).
+    pub fn reach(&self) -> Option<usize> {
+        if self.strides.len() != self.shape.len() {
+            return None;
         }
-        self.offset
-            + self
-                .shape
-                .iter()
-                .zip(self.strides.iter())
-                .map(|(&d, &s)| (d - 1) * s)
-                .sum::<usize>()
-            + 1
+        let numel = self.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?;
+        if numel == 0 {
+            return Some(0);
+        }
+        self.shape
+            .iter()
+            .zip(&self.strides)
+            .try_fold(self.offset, |at, (&d, &s)| at.checked_add((d - 1).checked_mul(s)?))?
+            .checked_add(1)
+    }
+
+    /// Error unless every element this layout addresses lies inside a storage of
+    /// `len` elements (and its sizes fit `usize`, see [`Layout::reach`]).
+    ///
+    /// Backends call this at each entry that hands a layout to a kernel, as defence
+    /// in depth: core only builds layouts that fit their storage, but the `Backend`
+    /// trait is public, and a layout that reached past its storage would read or
+    /// write out of bounds in unsafe code (GEMM, device kernels). O(rank).
+    pub fn check_fits(&self, op: &'static str, len: usize) -> Result<()> {
+        match self.reach() {
+            Some(r) if r <= len => Ok(()),
+            reach => Err(Error::invalid(
+                op,
+                format!(
+                    "view (shape {:?}, strides {:?}, offset {}) {} a storage of {len} elements",
+                    self.shape,
+                    self.strides,
+                    self.offset,
+                    match reach {
+                        Some(_) => "reaches past the end of",
+                        None => "has sizes that overflow usize; it cannot address",
+                    }
+                ),
+            )),
+        }
     }
 
     /// View with dimensions reordered by `perm` (a permutation of `0..rank`).
@@ -120,7 +156,7 @@ impl Layout {
     pub fn unsqueeze(&self, dim: usize) -> Layout {
         let mut l = self.clone();
         let stride = if dim < self.rank() {
-            self.strides[dim] * self.shape[dim]
+            self.strides[dim].saturating_mul(self.shape[dim])
         } else {
             1
         };

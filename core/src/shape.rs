@@ -10,17 +10,41 @@ use smallvec::SmallVec;
 pub type Dims = SmallVec<[usize; 6]>;
 
 /// Number of elements of a shape (1 for a scalar, 0 when any dimension is 0).
+///
+/// For shapes that passed [`check_shape`] (every tensor's shape did, where it was
+/// made). On any other shape the product saturates at `usize::MAX` rather than
+/// wrapping, so a size compared against it can never look small.
 pub fn numel(shape: &[usize]) -> usize {
-    shape.iter().product()
+    shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).unwrap_or(usize::MAX)
 }
 
-/// Row-major (C-order) strides of a shape.
+/// Validate a shape that an op is about to create, and return its element count.
+///
+/// Every constructor and every op that makes a new shape calls this once, so the
+/// sizes behind every tensor fit `usize`. The rule is that the product of the
+/// dimensions, each counted as at least 1, fits `usize`: that covers the element
+/// count and also the row-major strides (a zero-size `[0, 2^40, 2^40]` has strides
+/// that overflow although it holds no element). An overflow is an error naming `op`
+/// and the shape as passed, instead of a wrapped count that a kernel would trust.
+pub fn check_shape(op: &'static str, shape: &[usize]) -> Result<usize> {
+    let fits = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d.max(1))).is_some();
+    if !fits {
+        return Err(Error::invalid(
+            op,
+            format!("shape {shape:?} is too large: its number of elements overflows usize"),
+        ));
+    }
+    Ok(shape.iter().product())
+}
+
+/// Row-major (C-order) strides of a shape (size-0 and size-1 dimensions count as 1).
+/// Saturates instead of wrapping on a shape that [`check_shape`] rejects.
 pub fn contiguous_strides(shape: &[usize]) -> Dims {
     let mut strides: Dims = smallvec::smallvec![0; shape.len()];
     let mut acc = 1usize;
     for i in (0..shape.len()).rev() {
         strides[i] = acc;
-        acc *= shape[i].max(1);
+        acc = acc.saturating_mul(shape[i].max(1));
     }
     strides
 }
@@ -56,7 +80,8 @@ pub fn normalize_axes(op: &'static str, axes: &[isize], shape: &[usize]) -> Resu
     Ok(out)
 }
 
-/// NumPy broadcasting: the shape two operands broadcast to, or an error naming the op.
+/// NumPy broadcasting: the shape two operands broadcast to, or an error naming the op
+/// (also when the broadcast shape is too large, see [`check_shape`]).
 pub fn broadcast_shape(op: &'static str, a: &[usize], b: &[usize]) -> Result<Dims> {
     let rank = a.len().max(b.len());
     let mut out: Dims = smallvec::smallvec![0; rank];
@@ -75,6 +100,7 @@ pub fn broadcast_shape(op: &'static str, a: &[usize], b: &[usize]) -> Result<Dim
             });
         };
     }
+    check_shape(op, &out)?;
     Ok(out)
 }
 

@@ -12,7 +12,7 @@ use crate::dtype::{DType, HostData};
 use crate::error::{Error, Result};
 use crate::layout::Layout;
 use crate::rng;
-use crate::shape::numel;
+use crate::shape::check_shape;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -114,9 +114,14 @@ impl Tensor {
 
     /// A tensor from host data with the given shape.
     pub fn from_host(data: HostData, shape: &[usize], device: &Device) -> Result<Tensor> {
-        if data.len() != numel(shape) {
+        Tensor::from_host_as("from_host", data, shape, device)
+    }
+
+    /// [`Tensor::from_host`] reporting errors as `op` (the constructor the user called).
+    fn from_host_as(op: &'static str, data: HostData, shape: &[usize], device: &Device) -> Result<Tensor> {
+        if data.len() != check_shape(op, shape)? {
             return Err(Error::invalid(
-                "from_host",
+                op,
                 format!("{} elements do not fill shape {shape:?}", data.len()),
             ));
         }
@@ -126,7 +131,7 @@ impl Tensor {
 
     /// A tensor from a vector of `f32`, `f64` or `i64`.
     pub fn from_vec<T: Element>(v: Vec<T>, shape: &[usize], device: &Device) -> Result<Tensor> {
-        Tensor::from_host(T::into_host(v), shape, device)
+        Tensor::from_host_as("from_vec", T::into_host(v), shape, device)
     }
 
     /// Wrap storage returned by a backend kernel (for instance a fused kernel that a
@@ -134,7 +139,7 @@ impl Tensor {
     /// `shape` on `device`, without autograd history. The storage must hold exactly
     /// `shape`'s number of elements and belong to `device`.
     pub fn from_backend_storage(storage: BoxStorage, shape: &[usize], device: &Device) -> Result<Tensor> {
-        if storage.len() != numel(shape) {
+        if storage.len() != check_shape("from_backend_storage", shape)? {
             return Err(Error::invalid(
                 "from_backend_storage",
                 format!("storage of {} elements does not fill shape {shape:?}", storage.len()),
@@ -145,7 +150,7 @@ impl Tensor {
 
     /// A tensor of `dtype` from f64 values.
     pub fn from_f64s(v: &[f64], shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
-        Tensor::from_host(HostData::from_f64(v.to_vec(), dtype), shape, device)
+        Tensor::from_host_as("from_f64s", HostData::from_f64(v.to_vec(), dtype), shape, device)
     }
 
     /// A rank-0 tensor holding `v`.
@@ -155,13 +160,14 @@ impl Tensor {
 
     /// Zeros.
     pub fn zeros(shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
-        let s = device.backend().zeros(numel(shape), dtype)?;
+        let s = device.backend().zeros(check_shape("zeros", shape)?, dtype)?;
         Ok(Tensor::from_storage(s, Layout::contiguous(shape), device.clone()))
     }
 
     /// Every element equal to `v`.
     pub fn full(shape: &[usize], v: f64, dtype: DType, device: &Device) -> Result<Tensor> {
-        Tensor::from_host(HostData::from_f64(vec![v; numel(shape)], dtype), shape, device)
+        let data = host_values("full", shape, || v)?;
+        Tensor::from_host_as("full", HostData::from_f64(data, dtype), shape, device)
     }
 
     /// Ones.
@@ -171,23 +177,24 @@ impl Tensor {
 
     /// `0, 1, .., n-1`.
     pub fn arange(n: usize, dtype: DType, device: &Device) -> Result<Tensor> {
-        Tensor::from_host(
-            HostData::from_f64((0..n).map(|i| i as f64).collect(), dtype),
-            &[n],
-            device,
-        )
+        let mut i = 0.0;
+        let v = host_values("arange", &[n], || {
+            i += 1.0;
+            i - 1.0
+        })?;
+        Tensor::from_host_as("arange", HostData::from_f64(v, dtype), &[n], device)
     }
 
     /// Standard normal samples from the global seeded generator ([`rng::manual_seed`]).
     pub fn randn(shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
-        let v = rng::with_rng(|r| (0..numel(shape)).map(|_| r.normal()).collect());
-        Tensor::from_host(HostData::from_f64(v, dtype), shape, device)
+        let v = rng::with_rng(|r| host_values("randn", shape, || r.normal()))?;
+        Tensor::from_host_as("randn", HostData::from_f64(v, dtype), shape, device)
     }
 
     /// Uniform samples in `[lo, hi)` from the global seeded generator.
     pub fn rand_uniform(shape: &[usize], lo: f64, hi: f64, dtype: DType, device: &Device) -> Result<Tensor> {
-        let v = rng::with_rng(|r| (0..numel(shape)).map(|_| lo + (hi - lo) * r.uniform()).collect());
-        Tensor::from_host(HostData::from_f64(v, dtype), shape, device)
+        let v = rng::with_rng(|r| host_values("rand_uniform", shape, || lo + (hi - lo) * r.uniform()))?;
+        Tensor::from_host_as("rand_uniform", HostData::from_f64(v, dtype), shape, device)
     }
 
     /// Bernoulli samples: 1 with probability `p`, else 0.
@@ -195,12 +202,8 @@ impl Tensor {
         if !(0.0..=1.0).contains(&p) {
             return Err(Error::invalid("bernoulli", format!("probability {p} is not in [0, 1]")));
         }
-        let v = rng::with_rng(|r| {
-            (0..numel(shape))
-                .map(|_| if r.uniform() < p { 1.0 } else { 0.0 })
-                .collect()
-        });
-        Tensor::from_host(HostData::from_f64(v, dtype), shape, device)
+        let v = rng::with_rng(|r| host_values("bernoulli", shape, || if r.uniform() < p { 1.0 } else { 0.0 }))?;
+        Tensor::from_host_as("bernoulli", HostData::from_f64(v, dtype), shape, device)
     }
 
     /// Zeros with this tensor's shape, dtype and device.
@@ -317,7 +320,15 @@ impl Tensor {
     /// another tensor with its own identity and no history: gradients reach the
     /// returned handle, not other clones of the original, and an op result turned into
     /// a leaf no longer passes gradients to its inputs.
+    ///
+    /// As in PyTorch, only floating-point tensors can require a gradient. A non-float
+    /// (`i64`) tensor is returned as an untracked handle ([`Tensor::detach`]), so it
+    /// never gets a gradient; [`Tensor::try_requires_grad`] reports that case as an
+    /// error instead.
     pub fn requires_grad(self) -> Tensor {
+        if !self.dtype().is_float() {
+            return self.detach();
+        }
         Tensor(Arc::new(Inner {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             storage: RwLock::new(self.storage()),
@@ -327,6 +338,20 @@ impl Tensor {
             node: None,
             grad: Some(Mutex::new(None)),
         }))
+    }
+
+    /// [`Tensor::requires_grad`], but a non-float tensor is an error naming its dtype
+    /// and shape (PyTorch: "only Tensors of floating point dtype can require
+    /// gradients").
+    pub fn try_requires_grad(self) -> Result<Tensor> {
+        if !self.dtype().is_float() {
+            return Err(Error::UnsupportedDType {
+                op: "requires_grad",
+                dtype: self.dtype(),
+                shape: self.shape().to_vec(),
+            });
+        }
+        Ok(self.requires_grad())
     }
 
     /// True when gradients flow into this tensor (a grad leaf or an op result
@@ -425,6 +450,22 @@ impl Tensor {
         b.copy_strided(&*src, self.layout(), &mut *dst, &Layout::contiguous(self.shape()))?;
         Ok(dst)
     }
+}
+
+/// `shape`'s elements produced by `f` in a host vector, with the shape checked
+/// ([`check_shape`]) and the allocation fallible: a shape too large for memory is an
+/// error naming `op`, not an abort.
+fn host_values(op: &'static str, shape: &[usize], mut f: impl FnMut() -> f64) -> Result<Vec<f64>> {
+    let n = check_shape(op, shape)?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| {
+        Error::invalid(
+            op,
+            format!("cannot allocate {n} elements on the host for shape {shape:?}"),
+        )
+    })?;
+    v.extend((0..n).map(|_| f()));
+    Ok(v)
 }
 
 /// Check that two tensors agree in shape, dtype and device (errors name `op`).

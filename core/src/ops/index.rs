@@ -6,7 +6,7 @@ use super::{check_float, check_index};
 use crate::autograd::record;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
-use crate::shape::normalize_axis;
+use crate::shape::{check_shape, normalize_axis};
 use crate::tensor::Tensor;
 
 fn check_device(op: &'static str, a: &Tensor, ids: &Tensor) -> Result<()> {
@@ -46,13 +46,14 @@ impl Tensor {
         check_index(OP, ids)?;
         check_device(OP, self, ids)?;
         let d = normalize_axis(OP, dim, self.shape())?;
+        let mut shape = self.shape().to_vec();
+        shape[d] = ids.numel();
+        check_shape(OP, &shape)?;
         let (s, si) = (self.storage(), ids.storage());
         let out = self
             .device()
             .backend()
             .index_select(&*s, self.layout(), &*si, ids.layout(), d)?;
-        let mut shape = self.shape().to_vec();
-        shape[d] = ids.numel();
         let out = Tensor::from_storage(out, Layout::contiguous(&shape), self.device().clone());
         let ids = ids.detach();
         let in_shape = self.shape().to_vec();
@@ -83,10 +84,11 @@ impl Tensor {
                 format!("table must be [vocab, dim], got shape {:?}", self.shape()),
             ));
         }
-        let flat = ids.reshape(&[ids.numel()])?;
-        let rows = self.index_select(0, &flat).map_err(as_embedding)?;
         let mut shape = ids.shape().to_vec();
         shape.push(self.shape()[1]);
+        check_shape("embedding", &shape)?;
+        let flat = ids.reshape(&[ids.numel()])?;
+        let rows = self.index_select(0, &flat).map_err(as_embedding)?;
         rows.reshape(&shape)
     }
 

@@ -5,17 +5,31 @@ use super::check_float;
 use crate::autograd::record;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
-use crate::shape::broadcast_shape;
+use crate::shape::{broadcast_shape, check_shape};
 use crate::tensor::{check_same_kind, Tensor};
 
 impl Tensor {
     /// Matrix product of `[.., m, k]` and `[.., k, n]` (both rank ≥ 2, batch dims broadcast).
+    ///
+    /// Unlike PyTorch, operands of rank 0 or 1 are not promoted to matrices: they are
+    /// an error (unsqueeze a vector to `[1, k]` or `[k, 1]` first).
     pub fn matmul(&self, rhs: &Tensor) -> Result<Tensor> {
         const OP: &str = "matmul";
         check_same_kind(OP, self, rhs)?;
         check_float(OP, self)?;
         let (a, b) = (self.shape(), rhs.shape());
-        if a.len() < 2 || b.len() < 2 || a[a.len() - 1] != b[b.len() - 2] {
+        if a.len() < 2 || b.len() < 2 {
+            return Err(Error::invalid(
+                OP,
+                format!(
+                    "operands of rank below 2 are unsupported (got shapes {a:?} and {b:?}, ranks {} and {}); \
+                     unsqueeze a vector to a [1, k] or [k, 1] matrix",
+                    a.len(),
+                    b.len()
+                ),
+            ));
+        }
+        if a[a.len() - 1] != b[b.len() - 2] {
             return Err(Error::ShapeMismatch {
                 op: OP,
                 lhs: a.to_vec(),
@@ -39,12 +53,15 @@ impl Tensor {
         sa.extend([m, k]);
         let mut sb = batch.to_vec();
         sb.extend([k, n]);
+        let mut so = batch.to_vec();
+        so.extend([m, n]);
+        for shape in [&sa, &sb, &so] {
+            check_shape(OP, shape)?;
+        }
         let la = self.layout().broadcast_to(&sa).expect("validated");
         let lb = rhs.layout().broadcast_to(&sb).expect("validated");
         let (st_a, st_b) = (self.storage(), rhs.storage());
         let out = self.device().backend().matmul(&*st_a, &la, &*st_b, &lb)?;
-        let mut so = batch.to_vec();
-        so.extend([m, n]);
         let out = Tensor::from_storage(out, Layout::contiguous(&so), self.device().clone());
         let (x, y) = (self.detach(), rhs.detach());
         let (need_a, need_b) = (self.tracks_grad(), rhs.tracks_grad());

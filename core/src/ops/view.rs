@@ -11,7 +11,7 @@ use crate::device::Device;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::layout::Layout;
-use crate::shape::{normalize_axis, numel};
+use crate::shape::{check_shape, normalize_axis};
 use crate::tensor::{check_same_kind, Tensor};
 
 impl Tensor {
@@ -19,7 +19,7 @@ impl Tensor {
     /// contiguous, else a copy. Every size is explicit; use [`Tensor::reshape_infer`]
     /// for a `-1` entry.
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
-        if numel(shape) != self.numel() {
+        if check_shape("reshape", shape)? != self.numel() {
             return Err(Error::ShapeMismatch {
                 op: "reshape",
                 lhs: self.shape().to_vec(),
@@ -47,14 +47,22 @@ impl Tensor {
 
     /// Reshape where one entry may be `-1` (inferred).
     pub fn reshape_infer(&self, shape: &[isize]) -> Result<Tensor> {
-        let known: usize = shape.iter().filter(|&&d| d >= 0).map(|&d| d as usize).product();
+        let known = shape
+            .iter()
+            .filter(|&&d| d >= 0)
+            .try_fold(1usize, |a, &d| a.checked_mul(d as usize));
         let holes = shape.iter().filter(|&&d| d < 0).count();
-        if holes > 1 || (holes == 1 && (known == 0 || !self.numel().is_multiple_of(known))) {
+        let bad = match known {
+            None => true,
+            Some(known) => holes > 1 || (holes == 1 && (known == 0 || !self.numel().is_multiple_of(known))),
+        };
+        if bad {
             return Err(Error::invalid(
                 "reshape",
                 format!("cannot reshape {:?} into {shape:?}", self.shape()),
             ));
         }
+        let known = known.unwrap_or(1);
         let dims: Vec<usize> = shape
             .iter()
             .map(|&d| if d < 0 { self.numel() / known } else { d as usize })
@@ -111,12 +119,23 @@ impl Tensor {
     pub fn narrow(&self, dim: isize, start: usize, len: usize) -> Result<Tensor> {
         let d = normalize_axis("narrow", dim, self.shape())?;
         let size = self.shape()[d];
-        if start.checked_add(len).is_none_or(|end| end > size) {
-            return Err(Error::IndexOutOfRange {
-                op: "narrow",
-                index: start.saturating_add(len) as i64,
-                size,
-                shape: self.shape().to_vec(),
+        let end = start.checked_add(len);
+        if end.is_none_or(|end| end > size) {
+            // the end as an index when it is one; else the numbers as passed (no wrap)
+            return Err(match end.and_then(|e| i64::try_from(e).ok()) {
+                Some(index) => Error::IndexOutOfRange {
+                    op: "narrow",
+                    index,
+                    size,
+                    shape: self.shape().to_vec(),
+                },
+                None => Error::invalid(
+                    "narrow",
+                    format!(
+                        "start {start} with length {len} is out of range for dimension {dim} of size {size} (shape {:?})",
+                        self.shape()
+                    ),
+                ),
             });
         }
         let out = self.view_of(self.layout().narrow(d, start, len));
@@ -177,6 +196,7 @@ impl Tensor {
         if shape == self.shape() {
             return Ok(self.clone());
         }
+        check_shape("broadcast_as", shape)?;
         let l = self.layout().broadcast_to(shape).ok_or_else(|| Error::ShapeMismatch {
             op: "broadcast_as",
             lhs: self.shape().to_vec(),
@@ -231,8 +251,14 @@ impl Tensor {
                     rhs: t.shape().to_vec(),
                 });
             }
-            shape[d] += t.shape()[d];
+            shape[d] = shape[d].checked_add(t.shape()[d]).ok_or_else(|| {
+                Error::invalid(
+                    op,
+                    format!("the sizes of dimension {d} add up to more than usize holds (one part has shape {:?})", t.shape()),
+                )
+            })?;
         }
+        check_shape(op, &shape)?;
         let mut starts = Vec::with_capacity(tensors.len());
         let mut at = 0;
         for t in tensors {
@@ -335,7 +361,7 @@ pub fn dense(t: &Tensor) -> Result<Tensor> {
 /// its start offset along `dim` (raw, unrecorded). Used by `cat` and `narrow`'s backward.
 pub(crate) fn assemble(like: &Tensor, shape: &[usize], dim: usize, parts: &[(&Tensor, usize)]) -> Result<Tensor> {
     let b = like.device().backend();
-    let mut storage = b.zeros(numel(shape), like.dtype())?;
+    let mut storage = b.zeros(crate::shape::numel(shape), like.dtype())?;
     let whole = Layout::contiguous(shape);
     for (src, start) in parts {
         let target = whole.narrow(dim, *start, src.shape()[dim]);
