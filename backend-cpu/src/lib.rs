@@ -12,6 +12,14 @@
 //! `simd.rs` (run-time dispatch, libm-free `exp`/`log`/`tanh`), `strided.rs`
 //! (iteration plans over strided layouts), `elem.rs` (the float trait, erf), and
 //! `kernels/`, one file per op family matching `core/src/ops/`.
+//!
+//! Every `Backend` method below checks its operands before a kernel sees them: each
+//! layout must lie inside its storage ([`Layout::check_fits`], O(rank)), operands of
+//! one kernel must agree in shape, and the sizes of the fused kernels must fit their
+//! storage. Core only builds layouts that pass, but the trait is public, and the GEMM
+//! is unsafe code that trusts its strides; the other kernels would panic on a slice
+//! index instead. So a bad call through the trait is an error, never an out-of-bounds
+//! access or a panic.
 
 #![warn(missing_docs)]
 
@@ -58,8 +66,65 @@ fn get_mut(s: &mut dyn BackendStorage) -> Result<&mut CpuStorage> {
         })
 }
 
+/// `s` as CPU storage, with `l` checked to lie inside it: the one bounds check of
+/// every method that hands a layout to a kernel.
+fn view<'a>(op: &'static str, s: &'a dyn BackendStorage, l: &Layout) -> Result<&'a CpuStorage> {
+    let c = get(s)?;
+    l.check_fits(op, c.len())?;
+    Ok(c)
+}
+
+/// [`view`] for a destination.
+fn view_mut<'a>(op: &'static str, s: &'a mut dyn BackendStorage, l: &Layout) -> Result<&'a mut CpuStorage> {
+    let c = get_mut(s)?;
+    l.check_fits(op, c.len())?;
+    Ok(c)
+}
+
+/// Error unless every layout has the shape of the first (operands of one
+/// elementwise kernel, which walks them all over the first one's shape).
+fn same_shapes(op: &'static str, layouts: &[&Layout]) -> Result<()> {
+    let first = layouts[0].shape();
+    match layouts.iter().find(|l| l.shape() != first) {
+        Some(l) => Err(Error::ShapeMismatch {
+            op,
+            lhs: first.to_vec(),
+            rhs: l.shape().to_vec(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Error unless `axes` are sorted, distinct axes of `shape` (what the reduce kernel assumes).
+fn check_axes(op: &'static str, axes: &[usize], shape: &[usize]) -> Result<()> {
+    let sorted = axes.windows(2).all(|w| w[0] < w[1]);
+    if !sorted || axes.last().is_some_and(|&a| a >= shape.len()) {
+        return Err(Error::invalid(
+            op,
+            format!("axes {axes:?} are not sorted, distinct axes of shape {shape:?}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Error unless dense `y` and `dy` each hold exactly the elements of `shape`.
+fn check_dense_pair(op: &'static str, y: &CpuStorage, dy: &CpuStorage, shape: &[usize]) -> Result<()> {
+    let n = Layout::contiguous(shape).reach();
+    if n != Some(y.len()) || n != Some(dy.len()) {
+        return Err(Error::invalid(
+            op,
+            format!(
+                "shape {shape:?} needs dense operands of its size, got storage of {} and {} elements",
+                y.len(),
+                dy.len()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 fn ids_of(s: &dyn BackendStorage, l: &Layout, op: &'static str) -> Result<Vec<i64>> {
-    match get(s)? {
+    match view(op, s, l)? {
         CpuStorage::I64(v) => Ok(to_dense(v, l)),
         other => Err(Error::invalid(
             op,
@@ -84,7 +149,7 @@ impl Backend for CpuBackend {
     }
 
     fn zeros(&self, len: usize, dtype: DType) -> Result<BoxStorage> {
-        boxed(CpuStorage::zeros(len, dtype))
+        boxed(CpuStorage::try_zeros("zeros", len, dtype)?)
     }
 
     fn from_host(&self, data: &HostData) -> Result<BoxStorage> {
@@ -92,7 +157,7 @@ impl Backend for CpuBackend {
     }
 
     fn to_host(&self, src: &dyn BackendStorage, layout: &Layout) -> Result<HostData> {
-        Ok(kernels::view::to_host(get(src)?, layout))
+        Ok(kernels::view::to_host(view("to_host", src, layout)?, layout))
     }
 
     fn copy_strided(
@@ -102,15 +167,16 @@ impl Backend for CpuBackend {
         dst: &mut dyn BackendStorage,
         dl: &Layout,
     ) -> Result<()> {
-        kernels::view::copy_into(get(src)?, sl, get_mut(dst)?, dl)
+        const OP: &str = "copy_strided";
+        kernels::view::copy_into(view(OP, src, sl)?, sl, view_mut(OP, dst, dl)?, dl)
     }
 
     fn cast(&self, src: &dyn BackendStorage, l: &Layout, dtype: DType) -> Result<BoxStorage> {
-        boxed(kernels::view::cast(get(src)?, l, dtype))
+        boxed(kernels::view::cast(view("cast", src, l)?, l, dtype))
     }
 
     fn unary(&self, op: UnaryOp, src: &dyn BackendStorage, l: &Layout) -> Result<BoxStorage> {
-        boxed(match get(src)? {
+        boxed(match view("unary", src, l)? {
             CpuStorage::F32(v) => CpuStorage::F32(kernels::elementwise::unary(op, v, l)),
             CpuStorage::F64(v) => CpuStorage::F64(kernels::elementwise::unary(op, v, l)),
             s => return Err(unsupported("unary", s, l.shape())),
@@ -125,7 +191,8 @@ impl Backend for CpuBackend {
         b: &dyn BackendStorage,
         lb: &Layout,
     ) -> Result<BoxStorage> {
-        boxed(match (get(a)?, get(b)?) {
+        same_shapes("binary", &[la, lb])?;
+        boxed(match (view("binary", a, la)?, view("binary", b, lb)?) {
             (CpuStorage::F32(x), CpuStorage::F32(y)) => CpuStorage::F32(kernels::elementwise::binary(op, x, la, y, lb)),
             (CpuStorage::F64(x), CpuStorage::F64(y)) => CpuStorage::F64(kernels::elementwise::binary(op, x, la, y, lb)),
             (x, y) => return Err(mismatch("binary", x, y)),
@@ -142,7 +209,9 @@ impl Backend for CpuBackend {
         lb: &Layout,
     ) -> Result<BoxStorage> {
         use kernels::elementwise::where_cond;
-        boxed(match (get(c)?, get(a)?, get(b)?) {
+        const OP: &str = "where_cond";
+        same_shapes(OP, &[lc, la, lb])?;
+        boxed(match (view(OP, c, lc)?, view(OP, a, la)?, view(OP, b, lb)?) {
             (CpuStorage::F32(c), CpuStorage::F32(x), CpuStorage::F32(y)) => {
                 CpuStorage::F32(where_cond(c, lc, x, la, y, lb))
             }
@@ -154,7 +223,8 @@ impl Backend for CpuBackend {
     }
 
     fn reduce(&self, op: ReduceOp, src: &dyn BackendStorage, l: &Layout, axes: &[usize]) -> Result<BoxStorage> {
-        boxed(match get(src)? {
+        check_axes("reduce", axes, l.shape())?;
+        boxed(match view("reduce", src, l)? {
             CpuStorage::F32(v) => CpuStorage::F32(kernels::reduce::reduce(op, v, l, axes)),
             CpuStorage::F64(v) => CpuStorage::F64(kernels::reduce::reduce(op, v, l, axes)),
             s => return Err(unsupported("reduce", s, l.shape())),
@@ -162,7 +232,9 @@ impl Backend for CpuBackend {
     }
 
     fn matmul(&self, a: &dyn BackendStorage, la: &Layout, b: &dyn BackendStorage, lb: &Layout) -> Result<BoxStorage> {
-        boxed(match (get(a)?, get(b)?) {
+        const OP: &str = "matmul";
+        kernels::matmul::check_shapes(la, lb)?;
+        boxed(match (view(OP, a, la)?, view(OP, b, lb)?) {
             (CpuStorage::F32(x), CpuStorage::F32(y)) => CpuStorage::F32(kernels::matmul::matmul(x, la, y, lb)),
             (CpuStorage::F64(x), CpuStorage::F64(y)) => CpuStorage::F64(kernels::matmul::matmul(x, la, y, lb)),
             (x, y) => return Err(mismatch("matmul", x, y)),
@@ -179,7 +251,7 @@ impl Backend for CpuBackend {
     ) -> Result<BoxStorage> {
         let ids = ids_of(ids, il, "index_select")?;
         use kernels::index::index_select;
-        boxed(match get(src)? {
+        boxed(match view("index_select", src, sl)? {
             CpuStorage::F32(v) => CpuStorage::F32(index_select(v, sl, &ids, dim)?),
             CpuStorage::F64(v) => CpuStorage::F64(index_select(v, sl, &ids, dim)?),
             CpuStorage::I64(v) => CpuStorage::I64(index_select(v, sl, &ids, dim)?),
@@ -198,7 +270,8 @@ impl Backend for CpuBackend {
     ) -> Result<()> {
         let ids = ids_of(ids, il, "index_add")?;
         use kernels::index::index_add;
-        match (get_mut(dst)?, get(src)?) {
+        let dl = Layout::contiguous(shape);
+        match (view_mut("index_add", dst, &dl)?, view("index_add", src, sl)?) {
             (CpuStorage::F32(d), CpuStorage::F32(s)) => index_add(d, shape, dim, &ids, s, sl),
             (CpuStorage::F64(d), CpuStorage::F64(s)) => index_add(d, shape, dim, &ids, s, sl),
             (d, s) => Err(mismatch("index_add", d, s)),
@@ -215,7 +288,7 @@ impl Backend for CpuBackend {
     ) -> Result<BoxStorage> {
         let idv = ids_of(ids, il, "gather")?;
         use kernels::index::gather;
-        boxed(match get(src)? {
+        boxed(match view("gather", src, sl)? {
             CpuStorage::F32(v) => CpuStorage::F32(gather(v, sl, &idv, il.shape(), dim)?),
             CpuStorage::F64(v) => CpuStorage::F64(gather(v, sl, &idv, il.shape(), dim)?),
             CpuStorage::I64(v) => CpuStorage::I64(gather(v, sl, &idv, il.shape(), dim)?),
@@ -234,7 +307,8 @@ impl Backend for CpuBackend {
     ) -> Result<()> {
         let idv = ids_of(ids, il, "scatter_add")?;
         use kernels::index::scatter_add;
-        match (get_mut(dst)?, get(src)?) {
+        let dl = Layout::contiguous(shape);
+        match (view_mut("scatter_add", dst, &dl)?, view("scatter_add", src, sl)?) {
             (CpuStorage::F32(d), CpuStorage::F32(s)) => scatter_add(d, shape, dim, &idv, il.shape(), s, sl),
             (CpuStorage::F64(d), CpuStorage::F64(s)) => scatter_add(d, shape, dim, &idv, il.shape(), s, sl),
             (d, s) => Err(mismatch("scatter_add", d, s)),
@@ -242,11 +316,15 @@ impl Backend for CpuBackend {
     }
 
     fn softmax_last(&self, src: &dyn BackendStorage, l: &Layout) -> Result<BoxStorage> {
-        boxed(kernels::softmax::softmax_last(get(src)?, l, false)?)
+        boxed(kernels::softmax::softmax_last(view("softmax_last", src, l)?, l, false)?)
     }
 
     fn log_softmax_last(&self, src: &dyn BackendStorage, l: &Layout) -> Result<BoxStorage> {
-        boxed(kernels::softmax::softmax_last(get(src)?, l, true)?)
+        boxed(kernels::softmax::softmax_last(
+            view("log_softmax_last", src, l)?,
+            l,
+            true,
+        )?)
     }
 
     fn softmax_last_backward(
@@ -255,12 +333,9 @@ impl Backend for CpuBackend {
         dy: &dyn BackendStorage,
         shape: &[usize],
     ) -> Result<BoxStorage> {
-        boxed(kernels::softmax::softmax_last_backward(
-            get(y)?,
-            get(dy)?,
-            shape,
-            false,
-        )?)
+        let (y, dy) = (get(y)?, get(dy)?);
+        check_dense_pair("softmax_last_backward", y, dy, shape)?;
+        boxed(kernels::softmax::softmax_last_backward(y, dy, shape, false)?)
     }
 
     fn log_softmax_last_backward(
@@ -269,11 +344,13 @@ impl Backend for CpuBackend {
         dy: &dyn BackendStorage,
         shape: &[usize],
     ) -> Result<BoxStorage> {
-        boxed(kernels::softmax::softmax_last_backward(get(y)?, get(dy)?, shape, true)?)
+        let (y, dy) = (get(y)?, get(dy)?);
+        check_dense_pair("log_softmax_last_backward", y, dy, shape)?;
+        boxed(kernels::softmax::softmax_last_backward(y, dy, shape, true)?)
     }
 
     fn moments_last(&self, src: &dyn BackendStorage, l: &Layout) -> Result<(BoxStorage, BoxStorage)> {
-        let (m, v) = kernels::norm::moments_last(get(src)?, l)?;
+        let (m, v) = kernels::norm::moments_last(view("moments_last", src, l)?, l)?;
         Ok((Box::new(m), Box::new(v)))
     }
 

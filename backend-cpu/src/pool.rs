@@ -189,6 +189,29 @@ pub fn take_zeroed<T: Pooled>(n: usize) -> Vec<T> {
     take_impl(n, true)
 }
 
+/// Bytes from which [`try_take_zeroed`] asks the allocator first whether it can
+/// serve the request at all.
+const PROBE_BYTES: usize = 64 << 20;
+
+/// [`take_zeroed`], but a request the system cannot serve is `None` instead of a
+/// process abort: more than `isize::MAX` bytes, or (from 64 MiB on) a size the
+/// allocator refuses when asked with `try_reserve_exact`. The probe allocation is
+/// released untouched before the real one, so it costs one `mmap`/`munmap` pair and
+/// no page faults; the real allocation keeps the zeroed-pages path of
+/// [`take_zeroed`]. For allocations a user's sizes control (`Backend::zeros`).
+pub fn try_take_zeroed<T: Pooled>(n: usize) -> Option<Vec<T>> {
+    let bytes = n.checked_mul(std::mem::size_of::<T>())?;
+    if bytes > isize::MAX as usize {
+        return None;
+    }
+    if bytes >= PROBE_BYTES {
+        // the real allocation rounds up to the size class: probe that much
+        let want = if poolable::<T>(n) { class_size(class_ceil(n)) } else { n };
+        Vec::<T>::new().try_reserve_exact(want).ok()?;
+    }
+    Some(take_zeroed(n))
+}
+
 fn take_impl<T: Pooled>(n: usize, zero: bool) -> Vec<T> {
     if !poolable::<T>(n) || LIMIT.load(Ordering::Relaxed) == 0 {
         return vec![T::default(); n];

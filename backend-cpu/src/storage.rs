@@ -62,6 +62,17 @@ impl CpuStorage {
         }
     }
 
+    /// [`CpuStorage::zeros`], but a size the system cannot allocate is an error
+    /// naming `op` instead of an abort (see [`pool::try_take_zeroed`]).
+    pub fn try_zeros(op: &'static str, len: usize, dtype: DType) -> Result<CpuStorage> {
+        let s = match dtype {
+            DType::F32 => pool::try_take_zeroed(len).map(CpuStorage::F32),
+            DType::F64 => pool::try_take_zeroed(len).map(CpuStorage::F64),
+            DType::I64 => pool::try_take_zeroed(len).map(CpuStorage::I64),
+        };
+        s.ok_or_else(|| Error::invalid(op, format!("cannot allocate {len} elements of {dtype} on the CPU")))
+    }
+
     /// Move the elements out as host data (no copy; the buffer leaves the pool's reach).
     pub fn into_host(mut self) -> HostData {
         match &mut self {
@@ -136,6 +147,13 @@ pub(crate) fn need<'a, T>(op: &'static str, s: &'a [T], len: usize) -> Result<&'
             format!("storage of {} elements where the given sizes need {len}", s.len()),
         )
     })
+}
+
+/// `rows · n`, the element count of a fused kernel's `[rows, n]` operand, or an error
+/// naming `op` when the sizes overflow (counting `n = 0` as 1, as
+/// [`unigrad_core::shape::check_shape`] does, so the `[rows]` statistics fit too).
+pub(crate) fn rows_by_n(op: &'static str, rows: usize, n: usize) -> Result<usize> {
+    unigrad_core::shape::check_shape(op, &[rows, n])
 }
 
 /// [`slice_of`] then [`need`] of an optional operand: its first `len` elements.

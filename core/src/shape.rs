@@ -15,7 +15,10 @@ pub type Dims = SmallVec<[usize; 6]>;
 /// made). On any other shape the product saturates at `usize::MAX` rather than
 /// wrapping, so a size compared against it can never look small.
 pub fn numel(shape: &[usize]) -> usize {
-    shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).unwrap_or(usize::MAX)
+    shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .unwrap_or(usize::MAX)
 }
 
 /// Validate a shape that an op is about to create, and return its element count.

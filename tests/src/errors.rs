@@ -3,6 +3,7 @@
 //! that the message a user sees mentions the op.
 
 use crate::util::{ids, randn};
+use unigrad_core::custom::{apply, CustomOp};
 use unigrad_core::gradcheck::{gradcheck, GradcheckOptions};
 use unigrad_core::{DType, Device, Error, Result, Tensor};
 
@@ -58,7 +59,18 @@ pub fn shape_errors(dev: &Device) -> Result<()> {
         &["[2, 3]", "[4, 5]"],
     );
     assert!(matches!(e, Error::ShapeMismatch { .. }));
-    expect_err("matmul rank 1", a.matmul(&randn(dev, &[3])?), "matmul", &["[3]"]);
+    expect_err(
+        "matmul rank 1",
+        a.matmul(&randn(dev, &[3])?),
+        "matmul",
+        &["rank below 2", "unsupported", "[2, 3]", "[3]"],
+    );
+    expect_err(
+        "matmul rank 1 lhs",
+        randn(dev, &[3])?.matmul(&randn(dev, &[3, 4])?),
+        "matmul",
+        &["rank below 2", "[3]", "[3, 4]"],
+    );
     expect_err(
         "matmul rank 0",
         Tensor::scalar(1.0, DType::F64, dev)?.matmul(&a),
@@ -139,7 +151,7 @@ pub fn shape_errors(dev: &Device) -> Result<()> {
     expect_err(
         "from_vec",
         Tensor::from_vec(vec![1.0f64; 5], &[2, 3], dev),
-        "from_host",
+        "from_vec",
         &["5", "[2, 3]"],
     );
     Ok(())
@@ -410,5 +422,163 @@ pub fn argument_errors(dev: &Device) -> Result<()> {
             &["cpu"],
         );
     }
+    Ok(())
+}
+
+const BIG: usize = 1 << 33;
+
+/// Shapes whose element count overflows `usize` are errors naming the op and the
+/// shape as passed, from every constructor and every op that makes a new shape
+/// (they used to wrap: `zeros([2^33, 2^33])` had 0 elements and a reshape of 4
+/// elements to `[2^63 + 2, 2]` succeeded). Zero-size operands keep the inputs
+/// small while the shape an op makes overflows.
+pub fn shape_overflow(dev: &Device) -> Result<()> {
+    let f = DType::F64;
+    let huge = [BIG, BIG];
+    let shown = "[8589934592, 8589934592]";
+    expect_err("zeros", Tensor::zeros(&huge, f, dev), "zeros", &[shown, "overflows"]);
+    // no element, but the strides of the other dims overflow
+    expect_err(
+        "zeros empty",
+        Tensor::zeros(&[0, 1 << 40, 1 << 40], f, dev),
+        "zeros",
+        &["[0, "],
+    );
+    expect_err("full", Tensor::full(&huge, 1.0, f, dev), "full", &[shown]);
+    expect_err("ones", Tensor::ones(&huge, f, dev), "full", &[shown]);
+    expect_err("randn", Tensor::randn(&huge, f, dev), "randn", &[shown]);
+    expect_err(
+        "rand_uniform",
+        Tensor::rand_uniform(&huge, 0.0, 1.0, f, dev),
+        "rand_uniform",
+        &[shown],
+    );
+    expect_err(
+        "bernoulli",
+        Tensor::bernoulli(&huge, 0.5, f, dev),
+        "bernoulli",
+        &[shown],
+    );
+    expect_err(
+        "from_vec",
+        Tensor::from_vec(Vec::<f64>::new(), &huge, dev),
+        "from_vec",
+        &[shown],
+    );
+    expect_err(
+        "from_f64s",
+        Tensor::from_f64s(&[], &huge, f, dev),
+        "from_f64s",
+        &[shown],
+    );
+    // sizes that fit usize but no memory: an error, not an abort
+    expect_err("zeros 4 PB", Tensor::zeros(&[1 << 50], DType::F32, dev), "zeros", &[]);
+    expect_err("full 8 PB", Tensor::full(&[1 << 50], 0.0, f, dev), "full", &[]);
+    // views and copies
+    let a = randn(dev, &[4])?;
+    let e = expect_err(
+        "reshape wraps to 4",
+        a.reshape(&[(1 << 63) + 2, 2]),
+        "reshape",
+        &["9223372036854775810"],
+    );
+    assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
+    expect_err("reshape_infer", a.reshape_infer(&[-1, 1 << 62, 8]), "reshape", &[]);
+    let one = randn(dev, &[1])?;
+    expect_err("broadcast_as", one.broadcast_as(&huge), "broadcast_as", &[shown]);
+    let z = Tensor::zeros(&[0, 1 << 62, 2], f, dev)?;
+    expect_err(
+        "cat",
+        Tensor::cat(&[&z, &z, &z], 2),
+        "cat",
+        &["[0, 4611686018427387904, 6]"],
+    );
+    expect_err("stack", Tensor::stack(&[&z, &z, &z, &z], 0), "stack", &[]);
+    let wide = Tensor::zeros(&[0, usize::MAX], f, dev)?;
+    expect_err("cat sum", Tensor::cat(&[&wide, &wide], 1), "cat", &[]);
+    // broadcasting ops: [2^40, 1, 0] with [1, 2^40, 0]
+    let (p, q) = (
+        Tensor::zeros(&[1 << 40, 1, 0], f, dev)?,
+        Tensor::zeros(&[1, 1 << 40, 0], f, dev)?,
+    );
+    expect_err("add", p.add(&q), "add", &["[1099511627776, 1099511627776, 0]"]);
+    expect_err("maximum", p.maximum(&q), "maximum", &[]);
+    expect_err("where_cond", p.where_cond(&q, &p), "where_cond", &[]);
+    // matmul: batch dims [2^40, 1] and [1, 2^40]
+    let (m1, m2) = (
+        Tensor::zeros(&[1 << 40, 1, 1, 0], f, dev)?,
+        Tensor::zeros(&[1, 1 << 40, 0, 1], f, dev)?,
+    );
+    expect_err("matmul", m1.matmul(&m2), "matmul", &[]);
+    // index ops: 16 ids into dim 0 of [1, 0, 2^61] make [16, 0, 2^61]
+    let src = Tensor::zeros(&[1, 0, 1 << 61], f, dev)?;
+    expect_err(
+        "index_select",
+        src.index_select(0, &ids(dev, &[0; 16], &[16])?),
+        "index_select",
+        &["[16, 0, 2305843009213693952]"],
+    );
+    let table = randn(dev, &[1, 16])?;
+    let many = Tensor::zeros(&[0, 1 << 60], DType::I64, dev)?;
+    expect_err("embedding", table.embedding(&many), "embedding", &[]);
+    // shapes that fit are still fine at the edge
+    Tensor::zeros(&[0, 1 << 62, 3], f, dev)?.reshape(&[1 << 62, 0, 3])?;
+    Ok(())
+}
+
+/// A start near `usize::MAX` is reported as passed, never wrapped to "index -1".
+pub fn narrow_huge_start(dev: &Device) -> Result<()> {
+    let a = randn(dev, &[4, 3])?;
+    for start in [usize::MAX, usize::MAX - 1, 1 << 63] {
+        let e = expect_err(
+            "narrow",
+            a.narrow(0, start, 1),
+            "narrow",
+            &[&start.to_string(), "[4, 3]"],
+        );
+        assert!(!e.to_string().contains("-1"), "{e}");
+    }
+    Ok(())
+}
+
+/// y = x cast to i64: a custom op with an integer output.
+struct ToIndex;
+
+impl CustomOp for ToIndex {
+    fn name(&self) -> String {
+        "to_index".into()
+    }
+    fn forward(&mut self, inputs: &[Tensor]) -> Result<Tensor> {
+        inputs[0].to_dtype(DType::I64)
+    }
+    fn backward(self: Box<Self>, _: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        panic!("the backward of an op with an i64 output must never run");
+    }
+}
+
+/// Only floating-point tensors take part in autograd, as in PyTorch: an i64 tensor
+/// cannot become a grad leaf (`try_requires_grad` says why, `requires_grad` leaves
+/// it untracked), and a custom op's i64 output is not recorded.
+pub fn non_float_grad(dev: &Device) -> Result<()> {
+    let i = ids(dev, &[1, 2, 3], &[3])?;
+    let e = expect_err(
+        "try_requires_grad",
+        i.clone().try_requires_grad(),
+        "requires_grad",
+        &["i64", "[3]"],
+    );
+    assert!(matches!(e, Error::UnsupportedDType { .. }), "{e:?}");
+    let leaf = i.requires_grad();
+    assert!(!leaf.tracks_grad() && !leaf.is_grad_leaf() && leaf.grad().is_none());
+    assert_eq!(leaf.to_vec::<i64>()?, vec![1, 2, 3]);
+    // floats still become leaves through both entry points
+    assert!(randn(dev, &[2])?.try_requires_grad()?.is_grad_leaf());
+    let x = randn(dev, &[3])?.requires_grad();
+    assert!(x.is_grad_leaf());
+    let y = apply(ToIndex, &[&x])?;
+    assert_eq!(y.dtype(), DType::I64);
+    assert!(!y.tracks_grad(), "an i64 custom-op output was recorded");
+    expect_err("backward of i64", y.backward_with(&y), "backward", &["track"]);
+    assert!(x.grad().is_none());
     Ok(())
 }

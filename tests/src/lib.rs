@@ -25,6 +25,7 @@
 //! | [`autograd`] | accumulation, no_grad, detach, backward errors, anomaly mode, custom ops, dropout, RNG |
 //! | [`views`] | storage sharing of views, rank-0 and zero-size tensors |
 //! | [`errors`] | bad inputs return errors naming the op and shapes |
+//! | [`bounds`] | every backend method rejects crafted layouts and sizes that reach past their storage |
 //! | [`training`] | a 1,000-step MLP run learns and keeps memory flat |
 //! | [`fused`] | the backend's fused kernels against the composed defaults they replace |
 //! | [`nn_modules`] | every nn layer by central differences in f64, and forward against naive host code |
@@ -66,6 +67,7 @@
 #![warn(missing_docs)]
 
 pub mod autograd;
+pub mod bounds;
 pub mod errors;
 pub mod forward;
 pub mod fused;
@@ -150,7 +152,9 @@ macro_rules! backend_suite {
                 views(Shared) = $crate::views { storage_sharing, scalars, zero_size, creation }
                 errors(Shared) = $crate::errors {
                     shape_errors, dtype_errors, axis_errors, index_errors, argument_errors,
+                    shape_overflow, narrow_huge_start, non_float_grad,
                 }
+                bounds(Shared) = $crate::bounds { elementwise, reduce, matmul, view_copy, index, softmax, norm, optim }
                 training(Exclusive) = $crate::training { mlp_memory_flat }
                 fused(Shared) = $crate::fused {
                     softmax_and_moments, layer_norm, adam_update, core_entry_points,
@@ -238,6 +242,7 @@ mod registry {
             autograd,
             views,
             errors,
+            bounds,
             training,
             fused,
             nn_modules,

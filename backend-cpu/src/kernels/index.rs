@@ -25,7 +25,7 @@ fn check_ids_shape(op: &'static str, shape: &[usize], ids_shape: &[usize], ids: 
             .zip(shape)
             .enumerate()
             .all(|(i, (a, b))| i == dim || a == b)
-        && ids_shape.iter().product::<usize>() == ids;
+        && ids_shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) == Some(ids);
     if !ok {
         return Err(Error::ShapeMismatch {
             op,
@@ -38,7 +38,7 @@ fn check_ids_shape(op: &'static str, shape: &[usize], ids_shape: &[usize], ids: 
 
 /// The dense destination must hold exactly `shape`'s elements.
 fn check_dst(op: &'static str, len: usize, shape: &[usize]) -> Result<()> {
-    if len != shape.iter().product::<usize>() {
+    if Some(len) != shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) {
         return Err(Error::invalid(
             op,
             format!("destination of {len} elements does not match shape {shape:?}"),

@@ -35,7 +35,7 @@
 
 use crate::pool::{self, Pooled};
 use rayon::prelude::*;
-use unigrad_core::Layout;
+use unigrad_core::{Error, Layout, Result};
 
 /// Multiply-adds below which a product stays on the calling thread.
 const PAR_MACS: usize = 1 << 20;
@@ -134,7 +134,24 @@ fn parts_per_product(batch: usize, macs: usize, threads: usize) -> usize {
     want.min(macs / PAR_MACS).max(1)
 }
 
-/// Batched product of `[.., m, k]` and `[.., k, n]` views with identical batch dims.
+/// Error unless `la` is `[.., m, k]` and `lb` `[.., k, n]` with identical batch dims
+/// (rank ≥ 2): the shapes [`matmul`] assumes. With both layouts inside their storage
+/// (checked by the backend entry), every pointer the GEMM forms is then in bounds.
+pub fn check_shapes(la: &Layout, lb: &Layout) -> Result<()> {
+    let (a, b) = (la.shape(), lb.shape());
+    let r = a.len();
+    if r < 2 || b.len() != r || a[..r - 2] != b[..r - 2] || a[r - 1] != b[r - 2] {
+        return Err(Error::ShapeMismatch {
+            op: "matmul",
+            lhs: a.to_vec(),
+            rhs: b.to_vec(),
+        });
+    }
+    Ok(())
+}
+
+/// Batched product of `[.., m, k]` and `[.., k, n]` views with identical batch dims
+/// (see [`check_shapes`]), each inside its slice.
 pub fn matmul<T: Gemm>(a: &[T], la: &Layout, b: &[T], lb: &Layout) -> Vec<T> {
     let r = la.rank();
     let (m, k, n) = (la.shape()[r - 2], la.shape()[r - 1], lb.shape()[r - 1]);

@@ -13,7 +13,7 @@ use super::view::dense_cow;
 use crate::elem::Float;
 use crate::pool;
 use crate::simd::vectorized;
-use crate::storage::{need, opt_operand, slice_of, unsupported, CpuStorage, StorageElem};
+use crate::storage::{need, opt_operand, rows_by_n, slice_of, unsupported, CpuStorage, StorageElem};
 use crate::strided::par_threshold;
 use rayon::prelude::*;
 use unigrad_core::{Layout, Result};
@@ -332,7 +332,8 @@ pub fn norm_last(
     ) -> Result<(CpuStorage, CpuStorage, CpuStorage)> {
         const OP: &str = "norm_last";
         let (ws, bs) = (opt_operand::<T>(OP, w, x, n)?, opt_operand::<T>(OP, b, x, n)?);
-        let (y, m, r) = norm_forward(need(OP, xs, rows * n)?, rows, n, ws, bs, eps, rms);
+        let len = rows_by_n(OP, rows, n)?;
+        let (y, m, r) = norm_forward(need(OP, xs, len)?, rows, n, ws, bs, eps, rms);
         Ok((T::wrap(y), T::wrap(m), T::wrap(r)))
     }
     match x {
@@ -368,9 +369,10 @@ pub fn norm_last_backward(
     ) -> Result<NormGrads> {
         const OP: &str = "norm_last_backward";
         let one = |s, len| need(OP, slice_of::<T>(OP, s, x)?, len);
+        let len = rows_by_n(OP, rows, n)?;
         let (dx, dw, db) = norm_backward(
-            need(OP, xs, rows * n)?,
-            one(dy, rows * n)?,
+            need(OP, xs, len)?,
+            one(dy, len)?,
             one(mean, rows)?,
             one(rstd, rows)?,
             opt_operand::<T>(OP, w, x, n)?,

@@ -60,7 +60,8 @@ impl Tensor {
             out,
             &[&x],
             Box::new(move |g| {
-                let g = g.contiguous()?;
+                // dense, not `contiguous()`: the kernel reads the storage from element 0
+                let g = crate::ops::view::dense(g)?;
                 let b = g.device().backend();
                 let (sy, sg) = (y.storage(), g.storage());
                 let dx = if log {

@@ -254,7 +254,10 @@ impl Tensor {
             shape[d] = shape[d].checked_add(t.shape()[d]).ok_or_else(|| {
                 Error::invalid(
                     op,
-                    format!("the sizes of dimension {d} add up to more than usize holds (one part has shape {:?})", t.shape()),
+                    format!(
+                        "the sizes of dimension {d} add up to more than usize holds (one part has shape {:?})",
+                        t.shape()
+                    ),
                 )
             })?;
         }
