@@ -208,37 +208,10 @@ impl CudaBackend {
         }
     }
 
-    /// Reject layouts that would read or write outside `s`.
+    /// Reject layouts that would read or write outside `s`, or whose sizes overflow
+    /// `usize` (core's one check, [`Layout::check_fits`], shared with the CPU backend).
     pub(crate) fn check_view(&self, op: &'static str, s: &CudaStorage, l: &Layout) -> Result<()> {
-        if l.strides().len() != l.rank() {
-            return Err(Error::invalid(
-                op,
-                format!("layout has {} strides for shape {:?}", l.strides().len(), l.shape()),
-            ));
-        }
-        let numel = l.shape().iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-        let extent = if numel == Some(0) {
-            Some(0)
-        } else {
-            l.shape()
-                .iter()
-                .zip(l.strides())
-                .try_fold(l.offset(), |acc, (&d, &s)| acc.checked_add((d - 1).checked_mul(s)?))
-                .and_then(|last| last.checked_add(1))
-        };
-        match extent {
-            Some(e) if e <= s.len => Ok(()),
-            _ => Err(Error::invalid(
-                op,
-                format!(
-                    "view (shape {:?}, strides {:?}, offset {}) reaches past the end of a storage of {} elements",
-                    l.shape(),
-                    l.strides(),
-                    l.offset(),
-                    s.len
-                ),
-            )),
-        }
+        l.check_fits(op, s.len)
     }
 
     /// `s` as this device's storage, with `l` checked to lie inside it.

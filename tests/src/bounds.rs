@@ -23,7 +23,8 @@ fn index_store(b: &dyn Backend, n: usize) -> Result<BoxStorage> {
     b.from_host(&HostData::I64(vec![0; n]))
 }
 
-/// Layouts over a storage of 6 elements that each reach past it.
+/// Layouts over a storage of 6 elements that each reach past it (or, the last one,
+/// stay inside it with an element count that overflows `usize`).
 fn too_far() -> Vec<Layout> {
     vec![
         Layout::contiguous(&[7]),                  // one element too many
@@ -32,6 +33,7 @@ fn too_far() -> Vec<Layout> {
         Layout::new(&[3, 2], &[1, 4], 0),          // transposed, a column stride too large
         Layout::new(&[6], &[1], usize::MAX),       // offset alone overflows
         Layout::new(&[usize::MAX, 2], &[1, 1], 0), // sizes overflow usize
+        Layout::new(&[1 << 40, 1 << 40], &[0, 0], 0), // in bounds, but 2^80 elements
     ]
 }
 
