@@ -62,15 +62,22 @@ impl CpuStorage {
         }
     }
 
-    /// [`CpuStorage::zeros`], but a size the system cannot allocate is an error
-    /// naming `op` instead of an abort (see [`pool::try_take_zeroed`]).
+    /// [`CpuStorage::zeros`], but a size the system cannot allocate is an
+    /// [`Error::Backend`] (as a device's out-of-memory is) naming `op`, instead of an
+    /// abort (see [`pool::try_take_zeroed`]).
     pub fn try_zeros(op: &'static str, len: usize, dtype: DType) -> Result<CpuStorage> {
         let s = match dtype {
             DType::F32 => pool::try_take_zeroed(len).map(CpuStorage::F32),
             DType::F64 => pool::try_take_zeroed(len).map(CpuStorage::F64),
             DType::I64 => pool::try_take_zeroed(len).map(CpuStorage::I64),
         };
-        s.ok_or_else(|| Error::invalid(op, format!("cannot allocate {len} elements of {dtype} on the CPU")))
+        s.ok_or_else(|| Error::Backend {
+            device: "cpu".into(),
+            msg: format!(
+                "{op}: cannot allocate {len} elements of {dtype} ({} bytes)",
+                len as u128 * dtype.size_in_bytes() as u128
+            ),
+        })
     }
 
     /// Move the elements out as host data (no copy; the buffer leaves the pool's reach).

@@ -103,7 +103,12 @@ pub fn broadcast_shape(op: &'static str, a: &[usize], b: &[usize]) -> Result<Dim
             });
         };
     }
-    check_shape(op, &out)?;
+    check_shape(op, &out).map_err(|_| {
+        Error::invalid(
+            op,
+            format!("broadcasting {a:?} with {b:?} gives shape {out:?}, whose number of elements overflows usize"),
+        )
+    })?;
     Ok(out)
 }
 

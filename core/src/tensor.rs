@@ -4,6 +4,11 @@
 //! transpose, narrow, ...) share the storage and differ only in [`Layout`].
 //! Parameters are leaves created with [`Tensor::requires_grad`]; optimizers update
 //! them in place with [`Tensor::assign`].
+//!
+//! Every constructor validates its shape with [`check_shape`]: a shape whose element
+//! count overflows `usize` is an error naming the constructor (so no tensor carries a
+//! wrapped element count into a kernel). The host buffers of `full`, `randn` and the
+//! like are allocated fallibly, so a size memory cannot hold is an error too.
 
 use crate::autograd::{self, Node};
 use crate::backend::{BackendStorage, BoxStorage};

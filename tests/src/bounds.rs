@@ -27,12 +27,12 @@ fn index_store(b: &dyn Backend, n: usize) -> Result<BoxStorage> {
 /// stay inside it with an element count that overflows `usize`).
 fn too_far() -> Vec<Layout> {
     vec![
-        Layout::contiguous(&[7]),                  // one element too many
-        Layout::new(&[2, 3], &[3, 1], 1),          // the offset pushes the last one out
-        Layout::new(&[2, 3], &[4, 1], 0),          // a row stride too large
-        Layout::new(&[3, 2], &[1, 4], 0),          // transposed, a column stride too large
-        Layout::new(&[6], &[1], usize::MAX),       // offset alone overflows
-        Layout::new(&[usize::MAX, 2], &[1, 1], 0), // sizes overflow usize
+        Layout::contiguous(&[7]),                     // one element too many
+        Layout::new(&[2, 3], &[3, 1], 1),             // the offset pushes the last one out
+        Layout::new(&[2, 3], &[4, 1], 0),             // a row stride too large
+        Layout::new(&[3, 2], &[1, 4], 0),             // transposed, a column stride too large
+        Layout::new(&[6], &[1], usize::MAX),          // offset alone overflows
+        Layout::new(&[usize::MAX, 2], &[1, 1], 0),    // sizes overflow usize
         Layout::new(&[1 << 40, 1 << 40], &[0, 0], 0), // in bounds, but 2^80 elements
     ]
 }

@@ -17,7 +17,8 @@ use crate::tensor::{check_same_kind, Tensor};
 impl Tensor {
     /// Same elements, new shape (PyTorch's `reshape`). A view when the layout is
     /// contiguous, else a copy. Every size is explicit; use [`Tensor::reshape_infer`]
-    /// for a `-1` entry.
+    /// for a `-1` entry. A shape whose element count overflows `usize` is an error
+    /// (see [`check_shape`]), never a wrapped count that happens to match.
     pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
         if check_shape("reshape", shape)? != self.numel() {
             return Err(Error::ShapeMismatch {
@@ -115,7 +116,10 @@ impl Tensor {
         self.transpose(-2, -1)
     }
 
-    /// `len` entries of `dim` starting at `start` (a view).
+    /// `len` entries of `dim` starting at `start` (a view). A range past the end is
+    /// an error: [`Error::IndexOutOfRange`] with the end `start + len` as the index,
+    /// or, when that end does not fit `i64`, an [`Error::InvalidArgument`] quoting
+    /// `start` and `len` as passed (never a wrapped value).
     pub fn narrow(&self, dim: isize, start: usize, len: usize) -> Result<Tensor> {
         let d = normalize_axis("narrow", dim, self.shape())?;
         let size = self.shape()[d];
