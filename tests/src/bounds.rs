@@ -7,10 +7,12 @@
 //! element out, a stride too large, and sizes that overflow `usize`. One test per
 //! kernel family (elementwise, reduce, matmul, view/copy, index, softmax, norm,
 //! optim). Each also makes the same call with a layout that fits, so a check that
-//! rejected everything would fail too.
+//! rejected everything would fail too. One more test keeps core's side of the
+//! contract: the softmax backward hands the fused kernel dense storage even when the
+//! upstream gradient is a view at an offset.
 
 use unigrad_core::{
-    AdamStep, Backend, BinaryOp, BoxStorage, DType, Device, HostData, Layout, ReduceOp, Result, UnaryOp,
+    AdamStep, Backend, BinaryOp, BoxStorage, DType, Device, HostData, Layout, ReduceOp, Result, Tensor, UnaryOp,
 };
 
 /// Storage of `n` f64 values `0, 1, ..` on the device.
@@ -271,6 +273,33 @@ pub fn softmax(dev: &Device) -> Result<()> {
             b.log_softmax_last_backward(&*y, &*s8, shape).is_err(),
             "log_softmax backward {shape:?}"
         );
+    }
+    Ok(())
+}
+
+/// The softmax backward passes dense storage to the fused kernel: an upstream
+/// gradient that is a dense view at an offset (here the second half of `cat`'s
+/// gradient) is copied first, so the kernel neither reads the wrong rows nor fails
+/// the storage check. Checked against the same softmax without the `cat`.
+pub fn softmax_backward_of_an_offset_view(dev: &Device) -> Result<()> {
+    let r = Tensor::randn(&[4, 3], DType::F64, dev)?;
+    for log in [false, true] {
+        let run = |through_cat: bool| -> Result<Vec<f64>> {
+            let x = Tensor::from_f64s(&[0.1, -0.4, 0.7, 1.2, 0.3, -0.9], &[2, 3], DType::F64, dev)?.requires_grad();
+            let y = if log { x.log_softmax(-1)? } else { x.softmax(-1)? };
+            let loss = if through_cat {
+                let z = Tensor::zeros(&[2, 3], DType::F64, dev)?;
+                Tensor::cat(&[&z, &y], 0)?.mul(&r)?.sum_all()?
+            } else {
+                y.mul(&r.narrow(0, 2, 2)?)?.sum_all()?
+            };
+            loss.backward()?;
+            x.grad().expect("x takes part").to_vec_f64()
+        };
+        let (got, want) = (run(true)?, run(false)?);
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() <= 1e-12, "log={log}: {got:?} vs {want:?}");
+        }
     }
     Ok(())
 }

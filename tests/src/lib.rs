@@ -154,7 +154,10 @@ macro_rules! backend_suite {
                     shape_errors, dtype_errors, axis_errors, index_errors, argument_errors,
                     shape_overflow, narrow_huge_start, non_float_grad,
                 }
-                bounds(Shared) = $crate::bounds { elementwise, reduce, matmul, view_copy, index, softmax, norm, optim }
+                bounds(Shared) = $crate::bounds {
+                    elementwise, reduce, matmul, view_copy, index, softmax, softmax_backward_of_an_offset_view,
+                    norm, optim,
+                }
                 training(Exclusive) = $crate::training { mlp_memory_flat }
                 fused(Shared) = $crate::fused {
                     softmax_and_moments, layer_norm, adam_update, core_entry_points,
