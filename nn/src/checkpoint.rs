@@ -167,7 +167,13 @@ pub fn save_tensors(
     check_path(path, "write")?;
     let mut items = Items::new();
     for (name, t) in tensors {
-        add_item(&mut items, name.clone(), t.dtype(), t.shape().to_vec(), host_bytes(&t.to_host()?))?;
+        add_item(
+            &mut items,
+            name.clone(),
+            t.dtype(),
+            t.shape().to_vec(),
+            host_bytes(&t.to_host()?),
+        )?;
     }
     write_items(path, &items, metadata)
 }
@@ -213,14 +219,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| {
-            Error::invalid(
-                OP,
-                format!("{} names no file (it ends in a folder or `..`); give a file path", shown(path)),
-            )
-        })?;
+    let file_name = path.file_name().ok_or_else(|| {
+        Error::invalid(
+            OP,
+            format!(
+                "{} names no file (it ends in a folder or `..`); give a file path",
+                shown(path)
+            ),
+        )
+    })?;
     std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, "create folder", e))?;
     let tmp = dir.join(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
     let result = (|| {
@@ -445,13 +452,25 @@ pub fn save_optimizer<O: Optimizer + ?Sized>(
     meta.insert("unigrad.lr".into(), format!("{:e}", st.lr));
     let mut items = Items::new();
     for (name, t) in &st.tensors {
-        add_item(&mut items, name.clone(), t.dtype(), t.shape().to_vec(), host_bytes(&t.to_host()?))?;
+        add_item(
+            &mut items,
+            name.clone(),
+            t.dtype(),
+            t.shape().to_vec(),
+            host_bytes(&t.to_host()?),
+        )?;
     }
     for (name, n) in &st.param_steps {
         let n = i64::try_from(*n)
             .map_err(|_| Error::invalid(OP, format!("step count {n} of `{name}` does not fit an i64")))?;
         let bytes = n.to_le_bytes().to_vec();
-        add_item(&mut items, format!("{STEP_PREFIX}{name}"), DType::I64, Vec::new(), bytes)?;
+        add_item(
+            &mut items,
+            format!("{STEP_PREFIX}{name}"),
+            DType::I64,
+            Vec::new(),
+            bytes,
+        )?;
     }
     write_items(path, &items, &meta)
 }
@@ -479,7 +498,11 @@ pub fn load_optimizer<O: Optimizer + ?Sized>(opt: &mut O, path: impl AsRef<Path>
     let per_param = match sd.metadata.get(OPTIMIZER_FORMAT_KEY).map(String::as_str) {
         None => false,
         Some("2") => true,
-        Some(other) => return Err(bad(format!("unknown optimizer file format `{other}` (this build reads 2)"))),
+        Some(other) => {
+            return Err(bad(format!(
+                "unknown optimizer file format `{other}` (this build reads 2)"
+            )))
+        }
     };
     // Per-parameter counts stay on the host; the other tensors are state.
     let mut param_steps = Vec::new();

@@ -129,7 +129,10 @@ fn check_lr(op: &'static str, lr: f64) -> Result<()> {
     if lr.is_finite() && lr >= 0.0 {
         Ok(())
     } else {
-        Err(Error::invalid(op, format!("learning rate {lr} must be finite and >= 0")))
+        Err(Error::invalid(
+            op,
+            format!("learning rate {lr} must be finite and >= 0"),
+        ))
     }
 }
 
@@ -495,7 +498,14 @@ impl Optimizer for Adam {
     }
 
     fn set_lr(&mut self, lr: f64) -> Result<()> {
-        check_lr(if self.cfg.decoupled { "AdamW::set_lr" } else { "Adam::set_lr" }, lr)?;
+        check_lr(
+            if self.cfg.decoupled {
+                "AdamW::set_lr"
+            } else {
+                "Adam::set_lr"
+            },
+            lr,
+        )?;
         self.cfg.lr = lr;
         Ok(())
     }

@@ -3,8 +3,7 @@
 //! `lr_at(step)` takes the number of optimizer updates already done (0 before the
 //! first update) and returns the rate for the next one, so a loop does
 //! `opt.set_lr(sched.lr_at(step))?; opt.step()`. [`LrSchedule::validate`] refuses a rate
-//! that is not finite or is negative, so a validated schedule cannot hand the optimizer one
-//! (and `set_lr` refuses it anyway).
+//! parameter that is not finite or is negative, and `set_lr` refuses such a rate too.
 
 use unigrad_core::{Error, Result};
 
@@ -41,18 +40,16 @@ pub enum LrSchedule {
 }
 
 impl LrSchedule {
-    /// Check the parameters: every rate (`lr`, `min_lr`, `warmup_init_lr`) finite and
-    /// >= 0, `total >= warmup`, and `warmup >= 1` for `InverseSqrt`. The error names the
-    /// schedule and the value. A valid schedule only gives rates that are finite and
-    /// >= 0, which [`Optimizer::set_lr`](crate::Optimizer::set_lr) accepts.
+    /// Check the parameters: every rate (`lr`, `min_lr`, `warmup_init_lr`) must be finite
+    /// and at least 0, `total` at least `warmup`, and `warmup` at least 1 for
+    /// `InverseSqrt`. The error names the schedule and the value.
     pub fn validate(&self) -> Result<()> {
         let (name, rates): (&str, &[(&str, f64)]) = match self {
             LrSchedule::Constant { lr } => ("constant", &[("lr", *lr)]),
             LrSchedule::WarmupCosine { lr, min_lr, .. } => ("warmup_cosine", &[("lr", *lr), ("min_lr", *min_lr)]),
-            LrSchedule::InverseSqrt { lr, warmup_init_lr, .. } => (
-                "inverse_sqrt",
-                &[("lr", *lr), ("warmup_init_lr", *warmup_init_lr)],
-            ),
+            LrSchedule::InverseSqrt { lr, warmup_init_lr, .. } => {
+                ("inverse_sqrt", &[("lr", *lr), ("warmup_init_lr", *warmup_init_lr)])
+            }
         };
         let bad = |m: String| Err(Error::invalid("LrSchedule", format!("{name}: {m}")));
         for &(what, v) in rates {

@@ -547,7 +547,9 @@ fn adam_with_zero_lr_keeps_the_parameters_then_steps_normally() {
 }
 
 fn one_param(v: &[f32]) -> (String, Tensor) {
-    let t = Tensor::from_vec(v.to_vec(), &[v.len()], &dev()).unwrap().requires_grad();
+    let t = Tensor::from_vec(v.to_vec(), &[v.len()], &dev())
+        .unwrap()
+        .requires_grad();
     ("w".to_string(), t)
 }
 
@@ -561,15 +563,27 @@ fn optimizers_reject_bad_hyperparameters_naming_the_optimizer_and_value() {
     let group = |wd: f64| vec![ParamGroup::new(vec![one_param(&[1.0])], wd)];
     for (lr, shown) in [(f64::NAN, "NaN"), (-0.1, "-0.1"), (f64::INFINITY, "inf")] {
         let e = err_text(Sgd::new(group(0.0), lr, 0.0, false));
-        assert!(e.contains("Sgd") && e.contains(&format!("learning rate {shown}")), "{e}");
+        assert!(
+            e.contains("Sgd") && e.contains(&format!("learning rate {shown}")),
+            "{e}"
+        );
         let e = err_text(Adam::new(group(0.0), AdamConfig::adam(lr)));
-        assert!(e.starts_with("Adam:") && e.contains(&format!("learning rate {shown}")), "{e}");
+        assert!(
+            e.starts_with("Adam:") && e.contains(&format!("learning rate {shown}")),
+            "{e}"
+        );
         let e = err_text(Adam::new(group(0.0), AdamConfig::adamw(lr)));
-        assert!(e.starts_with("AdamW:") && e.contains(&format!("learning rate {shown}")), "{e}");
+        assert!(
+            e.starts_with("AdamW:") && e.contains(&format!("learning rate {shown}")),
+            "{e}"
+        );
     }
     for (wd, shown) in [(-0.01, "-0.01"), (f64::NAN, "NaN"), (f64::INFINITY, "inf")] {
         let e = err_text(Adam::new(group(wd), AdamConfig::adamw(1e-3)));
-        assert!(e.contains("AdamW") && e.contains(&format!("weight decay {shown}")), "{e}");
+        assert!(
+            e.contains("AdamW") && e.contains(&format!("weight decay {shown}")),
+            "{e}"
+        );
         let e = err_text(Sgd::new(group(wd), 0.1, 0.0, false));
         assert!(e.contains("Sgd") && e.contains(&format!("weight decay {shown}")), "{e}");
     }
@@ -594,14 +608,24 @@ fn optimizers_reject_bad_hyperparameters_naming_the_optimizer_and_value() {
 #[test]
 fn set_lr_and_loaded_state_refuse_a_bad_rate_and_keep_the_old_one() {
     let (name, w) = one_param(&[1.0, 2.0]);
-    let mut adam = Adam::new(vec![ParamGroup::new(vec![(name.clone(), w.clone())], 0.0)], AdamConfig::adamw(0.1)).unwrap();
+    let mut adam = Adam::new(
+        vec![ParamGroup::new(vec![(name.clone(), w.clone())], 0.0)],
+        AdamConfig::adamw(0.1),
+    )
+    .unwrap();
     let mut sgd = Sgd::new(vec![ParamGroup::new(vec![(name, w.clone())], 0.0)], 0.1, 0.0, false).unwrap();
     for bad in [f64::NAN, -1.0, f64::NEG_INFINITY] {
         let e = err_text(adam.set_lr(bad));
-        assert!(e.starts_with("AdamW::set_lr") && e.contains(&format!("learning rate {bad}")), "{e}");
+        assert!(
+            e.starts_with("AdamW::set_lr") && e.contains(&format!("learning rate {bad}")),
+            "{e}"
+        );
         assert_eq!(adam.lr(), 0.1);
         let e = err_text(sgd.set_lr(bad));
-        assert!(e.starts_with("Sgd::set_lr") && e.contains(&format!("learning rate {bad}")), "{e}");
+        assert!(
+            e.starts_with("Sgd::set_lr") && e.contains(&format!("learning rate {bad}")),
+            "{e}"
+        );
         assert_eq!(sgd.lr(), 0.1);
     }
     // one step after the refused rate leaves the weights finite
@@ -658,7 +682,11 @@ fn schedules_refuse_bad_rates() {
 #[test]
 fn optimizer_state_rejects_inconsistent_step_counts() {
     let (name, w) = one_param(&[1.0, 2.0]);
-    let mut adam = Adam::new(vec![ParamGroup::new(vec![(name, w.clone())], 0.0)], AdamConfig::adam(0.1)).unwrap();
+    let mut adam = Adam::new(
+        vec![ParamGroup::new(vec![(name, w.clone())], 0.0)],
+        AdamConfig::adam(0.1),
+    )
+    .unwrap();
     w.sqr().unwrap().sum_all().unwrap().backward().unwrap();
     adam.step().unwrap();
     let good = adam.state();
@@ -677,7 +705,12 @@ fn optimizer_files_without_per_parameter_steps_still_load() {
     let d = tmpdir("legacy-opt");
     let (name, w) = one_param(&[1.0, 2.0]);
     let (_, frozen) = one_param(&[3.0]);
-    let groups = || vec![ParamGroup::new(vec![(name.clone(), w.clone()), ("frozen".into(), frozen.clone())], 0.0)];
+    let groups = || {
+        vec![ParamGroup::new(
+            vec![(name.clone(), w.clone()), ("frozen".into(), frozen.clone())],
+            0.0,
+        )]
+    };
     let mut adam = Adam::new(groups(), AdamConfig::adam(0.1)).unwrap();
     w.sqr().unwrap().sum_all().unwrap().backward().unwrap();
     adam.step().unwrap();
@@ -724,7 +757,10 @@ fn checkpoint_path_errors_name_the_path_given() {
     let d = tmpdir("paths");
     let up = d.join("..");
     let e = err_text(save(&m, &up));
-    assert!(e.contains(&format!("{:?} names no file", up.display().to_string())), "{e}");
+    assert!(
+        e.contains(&format!("{:?} names no file", up.display().to_string())),
+        "{e}"
+    );
     let missing = d.join("nope.safetensors");
     let e = err_text(load(&m, &missing));
     assert!(e.contains(&format!("{:?}: read", missing.display().to_string())), "{e}");

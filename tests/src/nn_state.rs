@@ -87,14 +87,21 @@ fn all_padding_changes_nothing(kind: NormKind, dev: &Device) -> Result<()> {
     assert_finite(&format!("{kind} output on an all-padding batch"), &y.to_vec_f64()?);
     y.mul(&seeded(dev, &[B, N, C], 31))?.sum_all()?.backward()?;
     let gx = x.grad().expect("the skipped step still passes gradients");
-    assert_finite(&format!("{kind} input gradient on an all-padding batch"), &gx.to_vec_f64()?);
+    assert_finite(
+        &format!("{kind} input gradient on an all-padding batch"),
+        &gx.to_vec_f64()?,
+    );
     assert_eq!(buffers(&n), before, "{kind}: an all-padding batch changed the state");
 
     // Eval sees the same statistics: its output equals the skipped step's output.
     let mut n = n;
     n.set_train(false);
     let ye = n.forward(&x, None)?;
-    assert_eq!(ye.to_vec_f64()?, y.to_vec_f64()?, "{kind}: the skipped step is the eval forward");
+    assert_eq!(
+        ye.to_vec_f64()?,
+        y.to_vec_f64()?,
+        "{kind}: the skipped step is the eval forward"
+    );
     assert_eq!(buffers(&n), before);
 
     // A checkpoint carries the old statistics, all finite.
@@ -103,14 +110,21 @@ fn all_padding_changes_nothing(kind: NormKind, dev: &Device) -> Result<()> {
     save(&n, &path)?;
     let fresh = norm(kind, dev);
     load(&fresh, &path)?;
-    assert_eq!(buffers(&fresh), before, "{kind}: checkpoint of the state after the skip");
+    assert_eq!(
+        buffers(&fresh),
+        before,
+        "{kind}: checkpoint of the state after the skip"
+    );
     std::fs::remove_dir_all(&d).ok();
 
     // Training goes on from where it was: the next step changes the state again.
     n.set_train(true);
     n.forward(&seeded(dev, &[B, N, C], 40), Some(&partial))?;
     let after = buffers(&n);
-    assert_ne!(after, before, "{kind}: a normal step after the skip must update the state");
+    assert_ne!(
+        after, before,
+        "{kind}: a normal step after the skip must update the state"
+    );
     for (name, v) in &after {
         assert_finite(name, v);
     }
@@ -133,7 +147,10 @@ pub fn bn_all_padding_batch_changes_no_state(dev: &Device) -> Result<()> {
     all_padding_changes_nothing(NormKind::BatchNorm, dev)?;
     let n = norm(NormKind::BatchNorm, dev);
     let one = Tensor::from_f64s(&[1., 1., 1., 1., 0., 1.], &[B, N], F64, dev)?;
-    let e = n.forward(&seeded(dev, &[B, N, C], 1), Some(&one)).unwrap_err().to_string();
+    let e = n
+        .forward(&seeded(dev, &[B, N, C], 1), Some(&one))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("at least 2 valid tokens"), "{e}");
     Ok(())
 }
@@ -142,9 +159,7 @@ pub fn bn_all_padding_batch_changes_no_state(dev: &Device) -> Result<()> {
 /// value, its position and the layer, in training and eval mode, and changes no state.
 pub fn masks_hold_only_zero_and_one(dev: &Device) -> Result<()> {
     let x = seeded(dev, &[B, N, C], 1);
-    let f64_mask = |bad: f64| {
-        Tensor::from_f64s(&[0., 0., 1., 0., bad, 1.], &[B, N], F64, dev).unwrap()
-    };
+    let f64_mask = |bad: f64| Tensor::from_f64s(&[0., 0., 1., 0., bad, 1.], &[B, N], F64, dev).unwrap();
     let cases = [
         (f64_mask(2.0), "2"),
         (f64_mask(-1.0), "-1"),
@@ -170,7 +185,11 @@ pub fn masks_hold_only_zero_and_one(dev: &Device) -> Result<()> {
             }
             assert_eq!(buffers(&n), before, "{kind}: a rejected mask changed the state");
             // 0/1 masks of every dtype are fine
-            for ok in [f64_mask(0.0), f64_mask(1.0).to_dtype(DType::F32)?, f64_mask(0.0).to_dtype(DType::I64)?] {
+            for ok in [
+                f64_mask(0.0),
+                f64_mask(1.0).to_dtype(DType::F32)?,
+                f64_mask(0.0).to_dtype(DType::I64)?,
+            ] {
                 n.forward(&x, Some(&ok))?;
             }
         }
@@ -294,7 +313,10 @@ pub fn optimizer_checkpoint_keeps_per_parameter_steps(dev: &Device) -> Result<()
     let mut resumed = make(&a2, &b2);
     load_optimizer(&mut resumed, &path)?;
     assert_eq!(resumed.state().param_steps, opt.state().param_steps);
-    assert_eq!(resumed.state().param_steps, vec![("a".to_string(), 3), ("b".to_string(), 1)]);
+    assert_eq!(
+        resumed.state().param_steps,
+        vec![("a".to_string(), 3), ("b".to_string(), 1)]
+    );
     assert_eq!(resumed.steps(), 3);
     for (o, (pa, pb)) in [(&mut opt, (&a, &b)), (&mut resumed, (&a2, &b2))] {
         o.zero_grad();

@@ -27,7 +27,8 @@
 //! A training batch whose padding mask covers every token would make the reference write
 //! NaN into `running_phi` (0/0 in P3), which every later step, evaluation and checkpoint
 //! would inherit; this layer skips such a batch ([`PowerNorm::forward`]). A mask holds only
-//! 0 and 1; the reference would take any non-zero value as padding.
+//! 0 and 1: any other value is an error here, where the reference's valid set (positions
+//! where the mask is 0) would count it as padding.
 
 use super::stats::{check_state, token_norm_accessors, valid_sq_mean, TokenParams};
 use super::trace::TraceSite;

@@ -122,7 +122,12 @@ pub(crate) fn input_3d(
 /// `lead + [1]` in `dtype` (1 = valid token, 0 = padding), with the number of valid tokens.
 /// The mask has shape `lead`, or `lead` without its leading 1s (`[N]` for a single sequence
 /// `[1, N]`), and holds only 0 and 1 ([`check_mask`]).
-pub(crate) fn valid_indicator(op: &'static str, mask: &Tensor, lead: &[usize], dtype: DType) -> Result<(Tensor, usize)> {
+pub(crate) fn valid_indicator(
+    op: &'static str,
+    mask: &Tensor,
+    lead: &[usize],
+    dtype: DType,
+) -> Result<(Tensor, usize)> {
     let count = check_mask(op, mask, lead)?;
     let mut shape = lead.to_vec();
     shape.push(1);
@@ -167,11 +172,13 @@ pub(crate) fn check_mask(op: &'static str, mask: &Tensor, lead: &[usize]) -> Res
     Ok(count)
 }
 
+/// A mask [`check_mask`] accepted: its tensor id, its storage and its number of valid
+/// tokens.
+type CheckedMask = (usize, Weak<dyn BackendStorage>, usize);
+
 thread_local! {
-    /// The last mask [`check_mask`] accepted on this thread: its id, its storage and its
-    /// number of valid tokens.
-    static LAST_MASK: std::cell::RefCell<Option<(usize, Weak<dyn BackendStorage>, usize)>> =
-        const { std::cell::RefCell::new(None) };
+    /// The last mask [`check_mask`] accepted on this thread.
+    static LAST_MASK: std::cell::RefCell<Option<CheckedMask>> = const { std::cell::RefCell::new(None) };
 }
 
 /// The number of zeros of a 0/1 mask; any other value is an error naming it and where.
@@ -201,7 +208,11 @@ fn count_valid(op: &'static str, mask: &Tensor) -> Result<usize> {
 
 /// The number of `zero`s in `v`, or the first element that is neither `zero` nor `one`
 /// (its index and value).
-fn scan<T: Copy + PartialEq + std::fmt::Display>(v: &[T], zero: T, one: T) -> std::result::Result<usize, (usize, String)> {
+fn scan<T: Copy + PartialEq + std::fmt::Display>(
+    v: &[T],
+    zero: T,
+    one: T,
+) -> std::result::Result<usize, (usize, String)> {
     let mut zeros = 0;
     for (i, &m) in v.iter().enumerate() {
         if m == zero {

@@ -44,7 +44,8 @@
 //! A training batch whose padding mask covers every token would make the reference write
 //! NaN into `running_var` (and every later step, evaluation and checkpoint would inherit
 //! it); this layer skips such a batch ([`UnifiedNorm::forward`]). A mask holds only 0 and
-//! 1; the reference would take any non-zero value as padding.
+//! 1: any other value is an error here, where the reference's valid set (ALGORITHMS.md
+//! §1.1, positions where the mask is 0) would count it as padding.
 
 use super::stats::{check_state, token_norm_accessors, valid_sq_mean, Counter, TokenParams};
 use super::trace::TraceSite;
