@@ -165,6 +165,11 @@ pub fn save_tensors(
 ) -> Result<()> {
     let path = path.as_ref();
     check_path(path, "write")?;
+    write_items(path, &tensor_items(tensors)?, metadata)
+}
+
+/// The tensors' names, dtypes, shapes and bytes (copied to the host); names must be unique.
+fn tensor_items(tensors: &[(String, Tensor)]) -> Result<Items> {
     let mut items = Items::new();
     for (name, t) in tensors {
         add_item(
@@ -175,7 +180,7 @@ pub fn save_tensors(
             host_bytes(&t.to_host()?),
         )?;
     }
-    write_items(path, &items, metadata)
+    Ok(items)
 }
 
 /// Tensors on their way to a file: dtype, shape and little-endian bytes, by name.
@@ -450,16 +455,7 @@ pub fn save_optimizer<O: Optimizer + ?Sized>(
     meta.insert(OPTIMIZER_FORMAT_KEY.into(), "2".into());
     meta.insert("unigrad.step".into(), st.step.to_string());
     meta.insert("unigrad.lr".into(), format!("{:e}", st.lr));
-    let mut items = Items::new();
-    for (name, t) in &st.tensors {
-        add_item(
-            &mut items,
-            name.clone(),
-            t.dtype(),
-            t.shape().to_vec(),
-            host_bytes(&t.to_host()?),
-        )?;
-    }
+    let mut items = tensor_items(&st.tensors)?;
     for (name, n) in &st.param_steps {
         let n = i64::try_from(*n)
             .map_err(|_| Error::invalid(OP, format!("step count {n} of `{name}` does not fit an i64")))?;

@@ -225,6 +225,16 @@ fn param(dev: &Device, v: &[f64]) -> Tensor {
     Tensor::from_f64s(v, &[v.len()], F64, dev).unwrap().requires_grad()
 }
 
+/// Parameters `a` and `b` by those names.
+fn named(a: &Tensor, b: &Tensor) -> Vec<(String, Tensor)> {
+    vec![("a".to_string(), a.clone()), ("b".to_string(), b.clone())]
+}
+
+/// Per-parameter step counts `a: na`, `b: nb`, as [`unigrad_nn::optim::OptimizerState`] lists them.
+fn counts(na: u64, nb: u64) -> Vec<(String, u64)> {
+    vec![("a".to_string(), na), ("b".to_string(), nb)]
+}
+
 /// Give `p` the gradient of `Σ p²·k` (a different gradient each step).
 fn grad_of(p: &Tensor, k: f64) -> Result<()> {
     p.sqr()?.mul_scalar(k)?.sum_all()?.backward()
@@ -236,7 +246,7 @@ fn grad_of(p: &Tensor, k: f64) -> Result<()> {
 pub fn adam_counts_steps_per_parameter(dev: &Device) -> Result<()> {
     for cfg in [AdamConfig::adam(0.1), AdamConfig::adamw(0.1)] {
         let (a, b) = (param(dev, &[1.0, -2.0]), param(dev, &[0.5, 3.0]));
-        let group = vec![("a".to_string(), a.clone()), ("b".to_string(), b.clone())];
+        let group = named(&a, &b);
         let mut opt = Adam::new(vec![ParamGroup::new(group, 0.01)], cfg)?;
         // b alone, with the same two gradients b sees below
         let b_ref = param(dev, &[0.5, 3.0]);
@@ -262,10 +272,7 @@ pub fn adam_counts_steps_per_parameter(dev: &Device) -> Result<()> {
 
         assert_eq!(b.to_vec_f64()?, b_ref.to_vec_f64()?, "{cfg:?}: b's updates 1 and 2");
         assert_eq!(opt.steps(), 4);
-        assert_eq!(
-            opt.state().param_steps,
-            vec![("a".to_string(), 3), ("b".to_string(), 2)]
-        );
+        assert_eq!(opt.state().param_steps, counts(3, 2));
     }
     Ok(())
 }
@@ -274,7 +281,7 @@ pub fn adam_counts_steps_per_parameter(dev: &Device) -> Result<()> {
 /// the checkpoint carry them like Adam's).
 pub fn sgd_counts_steps_per_parameter(dev: &Device) -> Result<()> {
     let (a, b) = (param(dev, &[1.0]), param(dev, &[2.0]));
-    let group = vec![("a".to_string(), a.clone()), ("b".to_string(), b.clone())];
+    let group = named(&a, &b);
     let mut opt = Sgd::new(vec![ParamGroup::new(group, 0.0)], 0.1, 0.9, false)?;
     grad_of(&a, 1.0)?;
     opt.step()?;
@@ -282,10 +289,7 @@ pub fn sgd_counts_steps_per_parameter(dev: &Device) -> Result<()> {
     grad_of(&b, 1.0)?;
     opt.step()?;
     assert_eq!(opt.steps(), 3);
-    assert_eq!(
-        opt.state().param_steps,
-        vec![("a".to_string(), 3), ("b".to_string(), 1)]
-    );
+    assert_eq!(opt.state().param_steps, counts(3, 1));
     Ok(())
 }
 
@@ -294,10 +298,8 @@ pub fn sgd_counts_steps_per_parameter(dev: &Device) -> Result<()> {
 pub fn optimizer_checkpoint_keeps_per_parameter_steps(dev: &Device) -> Result<()> {
     let d = scratch(dev, "optimizer-steps");
     let path = d.join("opt.safetensors");
-    let make = |a: &Tensor, b: &Tensor| {
-        let group = vec![("a".to_string(), a.clone()), ("b".to_string(), b.clone())];
-        Adam::new(vec![ParamGroup::new(group, 0.0)], AdamConfig::adamw(0.05)).unwrap()
-    };
+    let make =
+        |a: &Tensor, b: &Tensor| Adam::new(vec![ParamGroup::new(named(a, b), 0.0)], AdamConfig::adamw(0.05)).unwrap();
     let (a, b) = (param(dev, &[1.0, 2.0]), param(dev, &[-1.0]));
     let mut opt = make(&a, &b);
     for k in 1..=3 {
@@ -313,10 +315,7 @@ pub fn optimizer_checkpoint_keeps_per_parameter_steps(dev: &Device) -> Result<()
     let mut resumed = make(&a2, &b2);
     load_optimizer(&mut resumed, &path)?;
     assert_eq!(resumed.state().param_steps, opt.state().param_steps);
-    assert_eq!(
-        resumed.state().param_steps,
-        vec![("a".to_string(), 3), ("b".to_string(), 1)]
-    );
+    assert_eq!(resumed.state().param_steps, counts(3, 1));
     assert_eq!(resumed.steps(), 3);
     for (o, (pa, pb)) in [(&mut opt, (&a, &b)), (&mut resumed, (&a2, &b2))] {
         o.zero_grad();
