@@ -152,6 +152,15 @@ pub fn bn_all_padding_batch_changes_no_state(dev: &Device) -> Result<()> {
         .unwrap_err()
         .to_string();
     assert!(e.contains("at least 2 valid tokens"), "{e}");
+    // an empty input is no all-padding batch: it is refused with or without a mask
+    let empty = Tensor::zeros(&[B, 0, C], F64, dev)?;
+    let e = n
+        .forward(&empty, Some(&Tensor::zeros(&[B, 0], F64, dev)?))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("at least 2 valid tokens"), "{e}");
+    assert!(n.forward(&empty, None).is_err());
+    assert_eq!(buffers(&n), buffers(&norm(NormKind::BatchNorm, dev)));
     Ok(())
 }
 

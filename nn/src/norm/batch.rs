@@ -125,8 +125,9 @@ impl BatchNorm {
                 .map(|m| valid_indicator("BatchNorm", m, lead, x.dtype()))
                 .transpose()?;
             match valid {
-                // every token is padding: skip the step (see above)
-                Some((_, 0)) => self.forward_running(&x2)?,
+                // every token is padding: skip the step (see above); an empty input is
+                // still refused below, as without a mask
+                Some((_, 0)) if rows > 0 => self.forward_running(&x2)?,
                 Some((v, count)) => self.forward_train(&x2, Some(&v), count)?,
                 None => self.forward_train(&x2, None, rows)?,
             }
