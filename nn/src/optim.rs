@@ -16,10 +16,10 @@
 //!
 //! As in PyTorch, each parameter counts its own updates, and Adam's bias correction uses
 //! that count: a [`Optimizer::step`] in which a parameter has no gradient (a frozen layer,
-//! an embedding row range never looked up, a step after a skipped batch) does not advance
-//! it. A single shared counter would make the next real update of such a parameter use
-//! the bias correction of a later step (too small a step size early in training).
-//! [`Optimizer::steps`] still counts the calls, for schedules and logs.
+//! a branch the batch did not use, a call before any backward) does not advance it. A
+//! single shared counter would give the next real update of such a parameter the bias
+//! correction of a later step, and so a wrongly scaled update. [`Optimizer::steps`] still
+//! counts the calls, for schedules and logs.
 //!
 //! # Hyperparameters are checked
 //!
