@@ -32,6 +32,7 @@
 //! | [`nn_replay`] | UN and PowerNorm against the reference fixtures (`tests/data/fixtures/`): f64 chained, f64 and f32 step by step |
 //! | [`nn_fold`] | inference folding reproduces the eval-mode LM |
 //! | [`nn_trace`] | norm statistics tracing of single layers and of the LM, Seq2Seq and ViT |
+//! | [`nn_state`] | state a bad batch or call must not corrupt: all-padding batches, mask values, per-parameter optimizer steps |
 //!
 //! ## Extension point: more suites, same mechanism
 //!
@@ -75,6 +76,7 @@ pub mod nn_fold;
 pub mod nn_modules;
 pub mod nn_norms;
 pub mod nn_replay;
+pub mod nn_state;
 pub mod nn_trace;
 pub mod reference;
 pub mod training;
@@ -191,6 +193,12 @@ macro_rules! backend_suite {
                     model_tracing_names_steps_pauses_detaches_and_exports, tracing_changes_no_result,
                     rms_norm_is_not_traced, seq2seq_is_traced, vit_is_traced,
                 }
+                nn_state(Shared) = $crate::nn_state {
+                    un_all_padding_batch_changes_no_state, pn_all_padding_batch_changes_no_state,
+                    bn_all_padding_batch_changes_no_state, masks_hold_only_zero_and_one,
+                    mask_check_sees_assigned_values, adam_counts_steps_per_parameter,
+                    sgd_counts_steps_per_parameter, optimizer_checkpoint_keeps_per_parameter_steps,
+                }
             }
         }
     };
@@ -244,7 +252,8 @@ mod registry {
             nn_norms,
             nn_replay,
             nn_fold,
-            nn_trace
+            nn_trace,
+            nn_state
         ];
         let mut n = 0;
         for (module, src) in sources {
