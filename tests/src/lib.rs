@@ -32,6 +32,8 @@
 //! | [`nn_replay`] | UN and PowerNorm against the reference fixtures (`tests/data/fixtures/`): f64 chained, f64 and f32 step by step |
 //! | [`nn_fold`] | inference folding reproduces the eval-mode LM |
 //! | [`nn_trace`] | norm statistics tracing of single layers and of the LM, Seq2Seq and ViT |
+//! | [`diff`] | every op with a PyTorch counterpart, forward and gradients, against cases PyTorch computed (`tests/data/torch_diff.safetensors`) |
+//! | [`props`] | random shapes, axes and broadcasting partners through every public op: no panic, shapes and errors as a reference predicts, gradients shaped like their inputs |
 //!
 //! ## Extension point: more suites, same mechanism
 //!
@@ -66,6 +68,7 @@
 #![warn(missing_docs)]
 
 pub mod autograd;
+pub mod diff;
 pub mod errors;
 pub mod forward;
 pub mod fused;
@@ -76,6 +79,7 @@ pub mod nn_modules;
 pub mod nn_norms;
 pub mod nn_replay;
 pub mod nn_trace;
+pub mod props;
 pub mod reference;
 pub mod training;
 pub mod util;
@@ -185,6 +189,8 @@ macro_rules! backend_suite {
                     post_norm_and_training_mode_are_refused, fold_into_linear_is_w_diag_a_and_b_plus_w_s,
                     power_norm_eval_is_group_scale_then_affine, un_and_pn_models_keep_padding_out_of_their_statistics,
                 }
+                diff(Shared) = $crate::diff { torch_cases, coverage, comparison_catches_differences }
+                props(Shared) = $crate::props { random_ops }
                 nn_trace(Shared) = $crate::nn_trace {
                     un_records_match_the_layer_state, bn_records_batch_and_running_statistics,
                     pn_records_q_phi_and_ema_gz, ln_records_per_token_statistics,
@@ -244,7 +250,9 @@ mod registry {
             nn_norms,
             nn_replay,
             nn_fold,
-            nn_trace
+            nn_trace,
+            diff,
+            props
         ];
         let mut n = 0;
         for (module, src) in sources {
