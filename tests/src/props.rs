@@ -557,7 +557,7 @@ pub fn plan(rng: &mut Rng, other: DType) -> Plan {
             // one `-1` is inferred; none with known size 0, or a size that does not divide
             let expect = match holes {
                 0 => (known == n).then(|| t.iter().map(|&d| d as usize).collect()),
-                1 if known != 0 && n % known == 0 => {
+                1 if known != 0 && n.is_multiple_of(known) => {
                     Some(t.iter().map(|&d| if d < 0 { n / known } else { d as usize }).collect())
                 }
                 _ => None,
