@@ -338,81 +338,29 @@ fn sizes(a: &Value, k: &str) -> Result<Vec<usize>> {
     Ok(list(a, k)?.into_iter().map(|v| v as usize).collect())
 }
 
-/// Every op name the replay knows, in the order of [`apply`].
-pub const OPS: &[&str] = &[
-    "neg",
-    "exp",
-    "log",
-    "sqrt",
-    "rsqrt",
-    "abs",
-    "relu",
-    "tanh",
-    "sigmoid",
-    "gelu",
-    "gelu_tanh",
-    "sqr",
-    "recip",
-    "powf",
-    "affine",
-    "add_scalar",
-    "mul_scalar",
-    "sub_scalar",
-    "div_scalar",
-    "clamp",
-    "dropout",
-    "add",
-    "sub",
-    "mul",
-    "div",
-    "maximum",
-    "minimum",
-    "eq",
-    "ne",
-    "lt",
-    "le",
-    "gt",
-    "ge",
-    "eq_scalar",
-    "lt_scalar",
-    "le_scalar",
-    "gt_scalar",
-    "ge_scalar",
-    "where_cond",
-    "masked_fill",
-    "sum",
-    "sum_all",
-    "mean",
-    "mean_all",
-    "var",
-    "max",
-    "min",
-    "sum_to",
-    "matmul",
-    "reshape",
-    "reshape_infer",
-    "flatten",
-    "permute",
-    "transpose",
-    "t",
-    "narrow",
-    "unsqueeze",
-    "squeeze",
-    "broadcast_as",
-    "contiguous",
-    "cat",
-    "stack",
-    "to_dtype_f32",
-    "index_select",
-    "embedding",
-    "gather",
-    "scatter_add",
-    "softmax",
-    "log_softmax",
-    "cross_entropy",
-    "layer_norm",
-    "rms_norm",
+/// Unary maps and their scalar forms (one float operand), as [`apply`] names them.
+#[rustfmt::skip]
+pub const UNARY_OPS: &[&str] = &[
+    "neg", "exp", "log", "sqrt", "rsqrt", "abs", "relu", "tanh", "sigmoid", "gelu", "gelu_tanh", "sqr", "recip",
+    "powf", "affine", "add_scalar", "mul_scalar", "sub_scalar", "div_scalar", "clamp", "dropout", "contiguous",
 ];
+/// Differentiable binary maps with broadcasting.
+pub const BINARY_OPS: &[&str] = &["add", "sub", "mul", "div", "maximum", "minimum"];
+/// Comparisons (1/0 results, no gradient): tensor-tensor with broadcasting, then scalar.
+#[rustfmt::skip]
+pub const COMPARE_OPS: &[&str] = &[
+    "eq", "ne", "lt", "le", "gt", "ge", "eq_scalar", "lt_scalar", "le_scalar", "gt_scalar", "ge_scalar",
+];
+/// The other ops [`apply`] knows.
+#[rustfmt::skip]
+pub const OTHER_OPS: &[&str] = &[
+    "where_cond", "masked_fill", "sum", "sum_all", "mean", "mean_all", "var", "max", "min", "sum_to", "matmul",
+    "reshape", "reshape_infer", "flatten", "permute", "transpose", "t", "narrow", "unsqueeze", "squeeze",
+    "broadcast_as", "cat", "stack", "to_dtype_f32", "index_select", "embedding", "gather", "scatter_add",
+    "softmax", "log_softmax", "cross_entropy", "layer_norm", "rms_norm",
+];
+/// Every op name [`apply`] knows, by group.
+pub const OPS: &[&[&str]] = &[UNARY_OPS, BINARY_OPS, COMPARE_OPS, OTHER_OPS];
 
 /// Apply the unigrad op `op` with arguments `a` to the operands `x`.
 pub fn apply(op: &str, a: &Value, x: &[Tensor]) -> Result<Tensor> {
@@ -586,14 +534,17 @@ pub fn replay_case(file: &CaseFile, case: &Case, dev: &Device) -> Result<Option<
         Ok(Ok(bad)) if bad.is_empty() => None,
         Ok(Ok(bad)) => Some(bad.join(" | ")),
         Ok(Err(e)) => Some(format!("error: {e}")),
-        Err(p) => Some(format!(
-            "PANIC: {}",
-            p.downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| p.downcast_ref::<&str>().copied())
-                .unwrap_or("(non-string payload)")
-        )),
+        Err(p) => Some(format!("PANIC: {}", panic_message(&*p))),
     })
+}
+
+/// The message of a caught panic (`"(non-string payload)"` when it has none).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("(non-string payload)")
 }
 
 trait AsRefPair {
@@ -647,7 +598,7 @@ pub fn torch_cases(dev: &Device) -> Result<()> {
 pub fn coverage(_dev: &Device) -> Result<()> {
     let file = CaseFile::load()?;
     let used: BTreeSet<&str> = file.cases.iter().map(|c| c.op.as_str()).collect();
-    let known: BTreeSet<&str> = OPS.iter().copied().collect();
+    let known: BTreeSet<&str> = OPS.iter().flat_map(|g| g.iter().copied()).collect();
     let missing: Vec<&&str> = known.difference(&used).collect();
     let extra: Vec<&&str> = used.difference(&known).collect();
     assert!(missing.is_empty(), "ops without a case: {missing:?}");

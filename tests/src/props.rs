@@ -24,6 +24,8 @@
 //! result shape. **The integrator empties [`PENDING`] after merging the numerics
 //! branch.**
 
+use crate::diff::{apply, panic_message, BINARY_OPS, COMPARE_OPS, UNARY_OPS};
+use serde_json::{json, Value};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use unigrad_core::{DType, Device, Result, Tensor};
 
@@ -219,45 +221,6 @@ fn ids_in(rng: &mut Rng, shape: &[usize], size: usize) -> (Vec<i64>, bool) {
     (v, in_range)
 }
 
-const UNARY: &[&str] = &[
-    "neg",
-    "exp",
-    "log",
-    "sqrt",
-    "rsqrt",
-    "abs",
-    "relu",
-    "tanh",
-    "sigmoid",
-    "gelu",
-    "gelu_tanh",
-    "sqr",
-    "recip",
-    "powf",
-    "affine",
-    "add_scalar",
-    "mul_scalar",
-    "sub_scalar",
-    "div_scalar",
-    "clamp",
-    "dropout",
-    "contiguous",
-    "to_dtype",
-];
-const BINARY: &[&str] = &["add", "sub", "mul", "div", "maximum", "minimum"];
-const COMPARE: &[&str] = &[
-    "eq",
-    "ne",
-    "lt",
-    "le",
-    "gt",
-    "ge",
-    "eq_scalar",
-    "lt_scalar",
-    "le_scalar",
-    "gt_scalar",
-    "ge_scalar",
-];
 /// Every op family the property test draws from (a family uniformly, then an op of it).
 pub const FAMILIES: &[&str] = &[
     "unary",
@@ -294,44 +257,27 @@ pub const FAMILIES: &[&str] = &[
 
 fn unary_plan(op: &'static str, s: Vec<usize>, other: DType, rng: &mut Rng) -> Plan {
     let p = [0.0, 0.3, 1.0, -0.1][rng.below(4)];
-    let expect = if op == "dropout" && !(0.0..1.0).contains(&p) {
+    let dropout = op == "dropout";
+    let expect = if dropout && !(0.0..1.0).contains(&p) {
         None
     } else {
         Some(s.clone())
     };
-    let call = if op == "dropout" {
+    let call = if dropout {
         format!("dropout(p = {p}, train = true)")
     } else {
         op.to_string()
     };
-    let run: OpFn = Box::new(move |x| {
-        let x = &x[0];
-        match op {
-            "neg" => x.neg(),
-            "exp" => x.exp(),
-            "log" => x.log(),
-            "sqrt" => x.sqrt(),
-            "rsqrt" => x.rsqrt(),
-            "abs" => x.abs(),
-            "relu" => x.relu(),
-            "tanh" => x.tanh(),
-            "sigmoid" => x.sigmoid(),
-            "gelu" => x.gelu(),
-            "gelu_tanh" => x.gelu_tanh(),
-            "sqr" => x.sqr(),
-            "recip" => x.recip(),
-            "powf" => x.powf(2.5),
-            "affine" => x.affine(2.0, -1.0),
-            "add_scalar" => x.add_scalar(1.5),
-            "mul_scalar" => x.mul_scalar(-2.0),
-            "sub_scalar" => x.sub_scalar(0.5),
-            "div_scalar" => x.div_scalar(3.0),
-            "clamp" => x.clamp(-0.5, 0.5),
-            "dropout" => x.dropout(p, true),
-            "contiguous" => x.contiguous(),
-            _ => x.to_dtype(other),
-        }
-    });
+    let args = if dropout {
+        json!({ "p": p, "train": true })
+    } else {
+        json!({ "p": 2.5, "a": 2.0, "b": -1.0, "c": 1.5, "lo": -0.5, "hi": 0.5 })
+    };
+    let run: OpFn = if op == "to_dtype" {
+        Box::new(move |x| x[0].to_dtype(other))
+    } else {
+        Box::new(move |x| apply(op, &args, x))
+    };
     Plan {
         call,
         operands: vec![Operand::Float(s, rng.chance(0.3))],
@@ -358,19 +304,15 @@ pub fn plan(rng: &mut Rng, other: DType) -> Plan {
         run,
     };
     match family {
-        "unary" => unary_plan(UNARY[rng.below(UNARY.len())], s, other, rng),
+        "unary" => {
+            let k = rng.below(UNARY_OPS.len() + 1);
+            unary_plan(UNARY_OPS.get(k).copied().unwrap_or("to_dtype"), s, other, rng)
+        }
         "binary" => {
-            let op = BINARY[rng.below(BINARY.len())];
+            let op = BINARY_OPS[rng.below(BINARY_OPS.len())];
             let b = rng.partner(&s);
             let (a, b) = if rng.chance(0.5) { (s, b) } else { (b, s) };
-            let run: OpFn = Box::new(move |x| match op {
-                "add" => x[0].add(&x[1]),
-                "sub" => x[0].sub(&x[1]),
-                "mul" => x[0].mul(&x[1]),
-                "div" => x[0].div(&x[1]),
-                "maximum" => x[0].maximum(&x[1]),
-                _ => x[0].minimum(&x[1]),
-            });
+            let run: OpFn = Box::new(move |x| apply(op, &Value::Null, x));
             mk(
                 op.into(),
                 vec![f(&a, nc), f(&b, rng.chance(0.3))],
@@ -379,7 +321,7 @@ pub fn plan(rng: &mut Rng, other: DType) -> Plan {
             )
         }
         "compare" => {
-            let op = COMPARE[rng.below(COMPARE.len())];
+            let op = COMPARE_OPS[rng.below(COMPARE_OPS.len())];
             let b = rng.partner(&s);
             let scalar = op.ends_with("_scalar");
             let expect = if scalar { Some(s.clone()) } else { broadcast(&s, &b) };
@@ -387,19 +329,7 @@ pub fn plan(rng: &mut Rng, other: DType) -> Plan {
             if !scalar {
                 operands.push(f(&b, false));
             }
-            let run: OpFn = Box::new(move |x| match op {
-                "eq" => x[0].eq(&x[1]),
-                "ne" => x[0].ne(&x[1]),
-                "lt" => x[0].lt(&x[1]),
-                "le" => x[0].le(&x[1]),
-                "gt" => x[0].gt(&x[1]),
-                "ge" => x[0].ge(&x[1]),
-                "eq_scalar" => x[0].eq_scalar(0.0),
-                "lt_scalar" => x[0].lt_scalar(0.0),
-                "le_scalar" => x[0].le_scalar(0.0),
-                "gt_scalar" => x[0].gt_scalar(0.0),
-                _ => x[0].ge_scalar(0.0),
-            });
+            let run: OpFn = Box::new(move |x| apply(op, &json!({ "c": 0.0 }), x));
             Plan {
                 differentiable: false,
                 ..mk(op.into(), operands, expect, run)
@@ -934,14 +864,7 @@ pub fn check(p: &Plan, dtype: DType, dev: &Device) -> Result<Option<String>> {
         Ok(Ok(None)) => None,
         Ok(Ok(Some(m))) => Some(format!("{what}: {m}")),
         Ok(Err(e)) => Some(format!("{what}: test error {e}")),
-        Err(payload) => Some(format!(
-            "{what}: PANIC {}",
-            payload
-                .downcast_ref::<String>()
-                .map(String::as_str)
-                .or_else(|| payload.downcast_ref::<&str>().copied())
-                .unwrap_or("(non-string payload)")
-        )),
+        Err(payload) => Some(format!("{what}: PANIC {}", panic_message(&*payload))),
     })
 }
 
