@@ -187,9 +187,11 @@ pub struct Case {
     pub grads: Vec<Option<String>>,
 }
 
-/// The file: its bytes and its parsed cases.
+/// The file, decoded once: its tensors, generator record and cases.
 pub struct CaseFile {
-    bytes: Vec<u8>,
+    tensors: BTreeMap<String, (Vec<f64>, Vec<usize>)>,
+    /// The metadata's `generator` entry (script and versions that made the file).
+    pub generator: Option<String>,
     /// The cases, in file order.
     pub cases: Vec<Case>,
 }
@@ -259,27 +261,26 @@ impl CaseFile {
                 grads,
             });
         }
-        Ok(CaseFile { bytes, cases })
+        let generator = meta.metadata().as_ref().and_then(|m| m.get("generator")).cloned();
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| err(format!("bad safetensors: {e}")))?;
+        let tensors = st
+            .tensors()
+            .into_iter()
+            .map(|(name, v)| Ok((name.clone(), (decode(&name, &v)?, v.shape().to_vec()))))
+            .collect::<Result<_>>()?;
+        Ok(CaseFile {
+            tensors,
+            generator,
+            cases,
+        })
     }
 
     /// A tensor of the file as `(f64 values, shape)` (i64 converted).
     pub fn values(&self, name: &str) -> Result<(Vec<f64>, Vec<usize>)> {
-        let st = SafeTensors::deserialize(&self.bytes).map_err(|e| err(format!("bad safetensors: {e}")))?;
-        let v = st.tensor(name).map_err(|e| err(format!("tensor {name}: {e}")))?;
-        let shape = v.shape().to_vec();
-        let data = v.data();
-        let vals = match v.dtype() {
-            Dtype::F64 => data
-                .chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
-                .collect(),
-            Dtype::I64 => data
-                .chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")) as f64)
-                .collect(),
-            d => return Err(err(format!("tensor {name} has dtype {d:?}, expected F64 or I64"))),
-        };
-        Ok((vals, shape))
+        self.tensors
+            .get(name)
+            .cloned()
+            .ok_or_else(|| err(format!("no tensor {name} in the case file")))
     }
 
     fn leaf(&self, input: &Input, dev: &Device) -> Result<Tensor> {
@@ -291,6 +292,22 @@ impl CaseFile {
         };
         Ok(if input.grad { t.requires_grad() } else { t })
     }
+}
+
+/// The values of a stored f64 or i64 tensor, as f64.
+fn decode(name: &str, v: &safetensors::tensor::TensorView<'_>) -> Result<Vec<f64>> {
+    let data = v.data();
+    Ok(match v.dtype() {
+        Dtype::F64 => data
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect(),
+        Dtype::I64 => data
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")) as f64)
+            .collect(),
+        d => return Err(err(format!("tensor {name} has dtype {d:?}, expected F64 or I64"))),
+    })
 }
 
 fn arg<'a>(a: &'a Value, k: &str) -> Result<&'a Value> {
@@ -605,8 +622,7 @@ pub fn coverage(_dev: &Device) -> Result<()> {
     assert!(extra.is_empty(), "cases of unknown ops: {extra:?}");
     let bytes = std::fs::metadata(data_path()).map_err(|e| err(e.to_string()))?.len();
     assert!(bytes < 2_000_000, "the case file has {bytes} bytes; keep it under 2 MB");
-    let (_, meta) = SafeTensors::read_metadata(&file.bytes).map_err(|e| err(e.to_string()))?;
-    let gen = meta.metadata().as_ref().and_then(|m| m.get("generator"));
+    let gen = file.generator.as_ref();
     assert!(
         gen.is_some_and(|g| g.contains("\"torch\"")),
         "the file does not name the PyTorch that made it"
