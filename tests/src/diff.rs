@@ -61,11 +61,11 @@ pub const PENDING_FIX: &[(&str, &str)] = &[
     ),
     (
         "maximum_special",
-        "with a NaN operand the gradient goes to b only; PyTorch sends it to the NaN",
+        "with a NaN operand the gradient goes to b only; PyTorch 2.15 gives the full gradient to both",
     ),
     (
         "minimum_special",
-        "with a NaN operand the gradient goes to b only; PyTorch sends it to the NaN",
+        "with a NaN operand the gradient goes to b only; PyTorch 2.15 gives the full gradient to both",
     ),
     (
         "sum_axes_empty",
@@ -119,9 +119,8 @@ pub const PENDING_FIX: &[(&str, &str)] = &[
     ),
 ];
 
-/// Differences this test found that are not (yet) fixed on any branch, or that unigrad
-/// keeps on purpose (each with its reason). Every entry is reported by the closing note
-/// of issue 16.
+/// Differences that unigrad keeps on purpose (documented on the op), and differences
+/// this test found that no branch fixes yet; each entry says which and why.
 pub const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
     (
         "maximum_ties",
