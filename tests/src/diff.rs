@@ -661,3 +661,31 @@ pub fn comparison_catches_differences(_dev: &Device) -> Result<()> {
     assert!(compare("x", (&want, &[5, 1]), (&want, &s)).is_some());
     Ok(())
 }
+
+/// The replay is not vacuous: `matmul_batched` passes as committed, and fails once its
+/// forward output, or the gradient of either operand, is off by 1e-8 in one element.
+pub fn replay_catches_a_wrong_case(dev: &Device) -> Result<()> {
+    let mut file = CaseFile::load()?;
+    let case = file
+        .cases
+        .iter()
+        .find(|c| c.name == "matmul_batched")
+        .cloned()
+        .ok_or_else(|| err("case matmul_batched is missing"))?;
+    assert_eq!(replay_case(&file, &case, dev)?, None);
+    let mut targets = vec![case.out.clone()];
+    targets.extend(case.grads.iter().flatten().cloned());
+    assert_eq!(targets.len(), 3, "matmul_batched records an output and two gradients");
+    for name in targets {
+        let saved = file.values(&name)?;
+        let mut wrong = saved.clone();
+        wrong.0[0] += 1e-8 * wrong.0[0].abs().max(1.0);
+        file.tensors.insert(name.clone(), wrong);
+        assert!(
+            replay_case(&file, &case, dev)?.is_some(),
+            "a wrong {name} passed the replay"
+        );
+        file.tensors.insert(name, saved);
+    }
+    Ok(())
+}

@@ -189,7 +189,9 @@ macro_rules! backend_suite {
                     post_norm_and_training_mode_are_refused, fold_into_linear_is_w_diag_a_and_b_plus_w_s,
                     power_norm_eval_is_group_scale_then_affine, un_and_pn_models_keep_padding_out_of_their_statistics,
                 }
-                diff(Shared) = $crate::diff { torch_cases, coverage, comparison_catches_differences }
+                diff(Shared) = $crate::diff {
+                    torch_cases, coverage, comparison_catches_differences, replay_catches_a_wrong_case,
+                }
                 props(Shared) = $crate::props { random_ops }
                 nn_trace(Shared) = $crate::nn_trace {
                     un_records_match_the_layer_state, bn_records_batch_and_running_statistics,
