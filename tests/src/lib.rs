@@ -192,7 +192,7 @@ macro_rules! backend_suite {
                 diff(Shared) = $crate::diff {
                     torch_cases, coverage, comparison_catches_differences, replay_catches_a_wrong_case,
                 }
-                props(Shared) = $crate::props { random_ops }
+                props(Shared) = $crate::props { random_ops, checks_catch_wrong_behaviour }
                 nn_trace(Shared) = $crate::nn_trace {
                     un_records_match_the_layer_state, bn_records_batch_and_running_statistics,
                     pn_records_q_phi_and_ema_gz, ln_records_per_token_statistics,

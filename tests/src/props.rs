@@ -909,3 +909,29 @@ pub fn random_ops(dev: &Device) -> Result<()> {
     );
     Ok(())
 }
+
+/// The checks are not vacuous: a wrong predicted shape, an unpredicted error, a missed
+/// error and a panicking op are each reported, and a correct plan passes.
+pub fn checks_catch_wrong_behaviour(dev: &Device) -> Result<()> {
+    let plan = |expect: Option<Vec<usize>>, run: OpFn| Plan {
+        call: "test".into(),
+        operands: vec![Operand::Float(vec![2, 3], true)],
+        expect,
+        differentiable: true,
+        pending: None,
+        run,
+    };
+    let sum1 = || -> OpFn { Box::new(|x| x[0].sum(&[1], false)) };
+    assert_eq!(check(&plan(Some(vec![2]), sum1()), DType::F64, dev)?, None);
+    let wrong = [
+        plan(Some(vec![3]), sum1()),
+        plan(None, sum1()),
+        plan(Some(vec![2]), Box::new(|x| x[0].sum(&[2], false))),
+        plan(Some(vec![2]), Box::new(|_| panic!("deliberate panic"))),
+    ];
+    for (k, p) in wrong.iter().enumerate() {
+        let report = check(p, DType::F32, dev)?;
+        assert!(report.is_some(), "wrong plan {k} passed");
+    }
+    Ok(())
+}
