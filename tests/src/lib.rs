@@ -33,6 +33,8 @@
 //! | [`nn_fold`] | inference folding reproduces the eval-mode LM |
 //! | [`nn_trace`] | norm statistics tracing of single layers and of the LM, Seq2Seq and ViT |
 //! | [`nn_state`] | state a bad batch or call must not corrupt: all-padding batches, mask values, per-parameter optimizer steps |
+//! | [`diff`] | every op with a PyTorch counterpart, forward and gradients, against cases PyTorch computed (`tests/data/torch_diff.safetensors`) |
+//! | [`props`] | random shapes, axes and broadcasting partners through every public op: no panic, shapes and errors as a reference predicts, gradients shaped like their inputs |
 //!
 //! ## Extension point: more suites, same mechanism
 //!
@@ -67,6 +69,7 @@
 #![warn(missing_docs)]
 
 pub mod autograd;
+pub mod diff;
 pub mod errors;
 pub mod forward;
 pub mod fused;
@@ -78,6 +81,7 @@ pub mod nn_norms;
 pub mod nn_replay;
 pub mod nn_state;
 pub mod nn_trace;
+pub mod props;
 pub mod reference;
 pub mod training;
 pub mod util;
@@ -187,6 +191,10 @@ macro_rules! backend_suite {
                     post_norm_and_training_mode_are_refused, fold_into_linear_is_w_diag_a_and_b_plus_w_s,
                     power_norm_eval_is_group_scale_then_affine, un_and_pn_models_keep_padding_out_of_their_statistics,
                 }
+                diff(Shared) = $crate::diff {
+                    torch_cases, coverage, comparison_catches_differences, replay_catches_a_wrong_case,
+                }
+                props(Shared) = $crate::props { random_ops, checks_catch_wrong_behaviour }
                 nn_trace(Shared) = $crate::nn_trace {
                     un_records_match_the_layer_state, bn_records_batch_and_running_statistics,
                     pn_records_q_phi_and_ema_gz, ln_records_per_token_statistics,
@@ -253,7 +261,9 @@ mod registry {
             nn_replay,
             nn_fold,
             nn_trace,
-            nn_state
+            nn_state,
+            diff,
+            props
         ];
         let mut n = 0;
         for (module, src) in sources {
