@@ -616,20 +616,23 @@ fn outlier_plots(sv: &mut Saver, runs: &[RunOut], clean: &[RunOut]) -> Res<()> {
         .with_series("running_stat", stat_series(r, layer, "running_stat"));
         sv.chart("outlier_un_filter_stats.svg", c)?;
     }
-    // skips per step, summed over the traced layers, with the outlier steps marked
+    // skips per step, summed over the traced layers, drawn over a marker of the outlier
+    // steps as tall as the number of layers (so the skips stay visible in front of it)
     let mut c = LineChart::new("UN outlier filter: layers that skipped, per step", "step", "layers");
-    for r in runs.iter().filter(|r| r.kind == NormKind::Unified) {
+    let un_runs: Vec<&RunOut> = runs.iter().filter(|r| r.kind == NormKind::Unified).collect();
+    if let (Some(r), Some(u)) = (runs.first(), un_runs.first()) {
+        let layers = u.tracer.layers().len() as f64;
+        let marks = (1..=r.train.len() as u64)
+            .map(|s| (s as f64, if r.outlier_steps.contains(&s) { layers } else { 0.0 }))
+            .collect();
+        c = c.with_series(format!("outlier batch (all {layers} layers)"), marks);
+    }
+    for r in un_runs {
         let mut per_step: BTreeMap<u64, f64> = (1..=r.train.len() as u64).map(|s| (s, 0.0)).collect();
         for rec in r.tracer.records().iter().filter(|rec| rec.quantity == "skip") {
             *per_step.entry(rec.step).or_default() += rec.mean;
         }
         c = c.with_series(format!("{} skips", r.label), pts(per_step.into_iter().collect()));
-    }
-    if let Some(r) = runs.first() {
-        let marks = (1..=r.train.len() as u64)
-            .map(|s| (s as f64, if r.outlier_steps.contains(&s) { 1.0 } else { 0.0 }))
-            .collect();
-        c = c.with_series("outlier batch (1)", marks);
     }
     sv.chart("outlier_un_skips.svg", c)?;
     Ok(())
@@ -1074,44 +1077,61 @@ struct ReportParts {
     calib: Option<CalibOut>,
 }
 
-/// The norm family: name, what it normalizes over, forward, inference, where it lives.
-const FAMILY: [[&str; 5]; 5] = [
+/// The norm family: name, what it normalizes over, what inference needs, where it lives.
+const FAMILY: [[&str; 4]; 5] = [
     [
         "LayerNorm",
         "each token, over its C channels",
-        "μₜ = meanᶜ xₜᶜ,  σ²ₜ = meanᶜ (xₜᶜ − μₜ)²;  y = γ ⊙ (x − μₜ) / √(σ²ₜ + ε) + β",
-        "on-the-fly: μₜ and σ²ₜ of every token at inference too (not foldable)",
+        "on-the-fly: μ and σ² of every token at inference too (not foldable)",
         "nn/src/norm/layer.rs: LayerNorm::forward → core Tensor::layer_norm",
     ],
     [
         "RMSNorm",
         "each token, over its C channels (no centring, no β)",
-        "y = γ ⊙ x / √(meanᶜ xₜᶜ² + ε)",
-        "on-the-fly: one root-mean-square per token (not foldable)",
+        "on-the-fly: one root mean square per token (not foldable)",
         "nn/src/norm/layer.rs: RmsNorm::forward → core Tensor::rms_norm",
     ],
     [
         "BatchNorm",
         "each channel, over all B·N tokens of the batch",
-        "μᶜ, σ²ᶜ over tokens;  y = γ ⊙ (x − μ) / √(σ² + ε) + β;  running ← 0.9·running + 0.1·batch",
-        "stored running mean and variance: a fixed affine, folds into the next Linear",
+        "stored running mean and variance: a fixed affine that folds into the next Linear",
         "nn/src/norm/batch.rs: BatchNorm::forward (custom op BatchNormOp)",
     ],
     [
         "PowerNorm",
-        "each channel, over the batch's tokens (after a per-token group scaling u)",
-        "qᶜ = mean uᶜ²;  y = γ ⊙ u / √(s + ε) + β with s = q in warm-up, else s = φ;  φ ← α·φ + (1 − α)·q",
+        "each channel, over the batch's tokens, after a per-token group scaling",
         "stored φ: the channel part folds, the per-token group scaling stays",
         "nn/src/norm/power.rs: PowerNorm::forward_with_params (custom op PnOp)",
     ],
     [
-        "UN (Unified Normalization)",
-        "each channel, over the batch's (valid) tokens; smoothed over a window of F past batches",
-        "qᶜ = mean xᶜ²;  Qᵢ mod F ← q;  v = q in warm-up, else v = exp(meanⱼ ln Qⱼ) (geometric mean);  y = γ ⊙ x / √(v + ε) + β;  ρ ← μ·ρ + (1 − μ)·v",
-        "stored ρ: y = γ ⊙ x / √(ρ + ε) + β, a fixed affine that folds into the next Linear",
-        "nn/src/norm/unified.rs: un_forward (F1–F10), UnOp::backward (B1–B8); folding: nn/src/fold.rs eval_affine",
+        "UN",
+        "each channel, over the batch's valid tokens, smoothed over a window of F batches",
+        "stored ρ: a fixed affine that folds into the next Linear",
+        "nn/src/norm/unified.rs: un_forward (steps F1–F10), UnOp::backward (B1–B8); nn/src/fold.rs: eval_affine",
     ],
 ];
+
+/// The forwards in training, one block per norm (t: a token, c: a channel; means over the
+/// index written under them; γ, β: learned per channel; ε = 1e-5).
+const EQUATIONS: &str = "\
+LayerNorm  μ[t]  = mean_c x[t,c]           σ²[t] = mean_c (x[t,c] − μ[t])²
+           y[t,c] = γ[c] · (x[t,c] − μ[t]) / √(σ²[t] + ε) + β[c]
+
+RMSNorm    y[t,c] = γ[c] · x[t,c] / √(mean_c x[t,c]² + ε)
+
+BatchNorm  μ[c]  = mean_t x[t,c]           σ²[c] = mean_t (x[t,c] − μ[c])²      (t: all B·N tokens)
+           y[t,c] = γ[c] · (x[t,c] − μ[c]) / √(σ²[c] + ε) + β[c]
+           running ← 0.9 · running + 0.1 · batch         inference: y uses the running μ, σ²
+
+PowerNorm  u[t]  = x[t] / RMS of its channel group          (per token)
+           q[c]  = mean_t u[t,c]²           s = q during warm-up, else s = φ
+           y[t,c] = γ[c] · u[t,c] / √(s[c] + ε) + β[c]      φ ← α · φ + (1 − α) · q
+
+UN         q[c]  = mean_t x[t,c]²           window row (i mod F) ← q
+           v[c]  = q[c] during warm-up or on a skipped step,
+                   else (Π_j Q[j,c])^(1/F)    (geometric mean of the window)
+           y[t,c] = γ[c] · x[t,c] / √(v[c] + ε) + β[c]      ρ ← μ · ρ + (1 − μ) · v
+           inference: y[t,c] = γ[c] · x[t,c] / √(ρ[c] + ε) + β[c]";
 
 fn f3(x: f64) -> String {
     if x.is_finite() {
@@ -1123,7 +1143,9 @@ fn f3(x: f64) -> String {
 
 /// `x` in scientific notation with two decimals.
 fn sci(x: f64) -> String {
-    if x.is_finite() {
+    if x == 0.0 {
+        "0".to_string()
+    } else if x.is_finite() {
         format!("{x:.2e}")
     } else {
         "n/a".to_string()
@@ -1204,21 +1226,32 @@ fn family_section(o: &Opts, clean: &[RunOut], sv: &Saver) -> Section {
     let mut sec = Section::new("family", "1. The norm family side by side")
         .para(&format!(
             "Every norm fills the same slot of the same model: a byte-level Transformer language model on \
-             Shakespeare with {} pre-norm blocks (d_model {}, {} heads, FFN {}), trained for {} steps on batches of \
+             Shakespeare with {} pre-norm block{} (d_model {}, {} heads, FFN {}), trained for {} steps on batches of \
              {} × {} bytes, with the same initial weights and the same batches for every norm. The activations \
-             x have shape [B, N, C]: batch, tokens, channels. ε = 1e-5; γ, β are learned per channel.",
-            o.layers, o.d_model, o.heads, o.d_ff, o.steps, o.batch, o.seq
+             x have shape [B, N, C]: batch, tokens, channels.",
+            o.layers,
+            if o.layers == 1 { "" } else { "s" },
+            o.d_model,
+            o.heads,
+            o.d_ff,
+            o.steps,
+            o.batch,
+            o.seq
         ))
         .table(
             &[
                 "norm",
                 "normalizes over",
-                "forward in training",
                 "what inference needs",
                 "where in this repository",
             ],
             &rows,
-        );
+        )
+        .html(format!(
+            "<p>The forward in training (t: a token, c: a channel; γ, β learned per channel; ε = 1e-5):</p>\
+             <pre class=\"eqs\">{}</pre>",
+            unigrad_examples::report::escape(EQUATIONS)
+        ));
     if clean.is_empty() {
         return sec.para("The clean runs were skipped (--skip-clean), so there is no loss curve in this report.");
     }
@@ -1282,13 +1315,19 @@ fn stats_section(o: &Opts, clean: &[RunOut], sv: &Saver) -> Section {
         &format!(
             "UN at {first} and {last}: the batch statistic q (quadratic mean), the statistic the forward divided by \
              (q until warm-up ends at step {}, then the geometric mean over the last {} batches) and the running \
-             statistic ρ that inference uses. Look at how much tighter the used curve is than the batch curve: after \
+             statistic ρ that inference uses. Look at the distance between the batch (or used) curve and ρ: after \
              warm-up, at {first}, the batch statistic was on average {} away from the previous step's ρ (relative), \
-             the used one {} (ratios of channel means).",
+             the used one {} (ratios of channel means) — smoothing over {} batches {}.",
             o.un_warmup,
             o.un_window,
+            o.un_window,
             f3(batch_dev),
-            f3(used_dev)
+            f3(used_dev),
+            if used_dev < batch_dev {
+                format!("cut that distance by {:.0}%", 100.0 * (1.0 - used_dev / batch_dev))
+            } else {
+                "did not reduce it in this run".to_string()
+            }
         ),
     );
     let per: Vec<String> = clean
@@ -1362,8 +1401,10 @@ fn outlier_section(o: &Opts, runs: &[RunOut], sv: &Saver) -> Section {
         &format!(
             "Running statistic of blocks.0.norm1 (mean over channels, log scale). At each outlier step it jumped by a \
              factor of {} on average for BatchNorm, {} for UN without the filter and {} with it, and then decays over \
-             tens of steps: until it has, inference divides by a statistic the outlier inflated. The reference UN \
-             updates ρ on skipped steps too, so the filter does not protect ρ.",
+             tens of steps: until it has, inference divides by a statistic the outlier inflated. Without the filter UN \
+             feeds ρ the window's geometric mean, which takes only the F-th root of the outlier's factor; a step the \
+             filter skips normalizes by the outlier's own statistic, and ρ absorbs that (the reference updates ρ on \
+             skipped steps too: the filter protects the window, not ρ).",
             jump("bn_outliers"),
             jump("un_outliers"),
             jump("un_filter")
@@ -1378,7 +1419,7 @@ fn outlier_section(o: &Opts, runs: &[RunOut], sv: &Saver) -> Section {
             sv,
             "outlier_un_skips.svg",
             &format!(
-                "How many norm layers skipped at each step (the marker shows the outlier batches). The filter fired at \
+                "How many norm layers skipped at each step, in front of a marker of the outlier batches. The filter fired at \
                  steps {}: {} of the {} outlier steps, plus {} other steps; counted per layer, {} of {} possible \
                  layer skips at outlier steps and {} at other steps.",
                 list(&fired),
@@ -1505,12 +1546,12 @@ fn calibration_section(o: &Opts, c: Option<&CalibOut>) -> Section {
     sec = sec.figure(
         &chart,
         &format!(
-            "One batch after training, at iteration {} of {} ({} statistic, r = {} on average, filter {}): per channel, \
+            "One batch after training, at {}'s iteration {} ({} statistic, r = {} on average, filter {}): per channel, \
              the distance between the calibrated and the exact input gradient over all {} × {} positions, relative to \
-             the exact one. Median {}, largest {}; over the whole tensor {} with cosine similarity {}. Both came from \
+             the exact one. Median {}, largest {}; over the whole tensor {}, cosine similarity {:.5}. Both came from \
              the same forward (largest output difference {}), and ∂γ differs by {} relative (r = 1 makes it exact).",
-            c.iteration,
             c.layer,
+            c.iteration,
             if c.smoothed { "smoothed" } else { "batch" },
             f3(c.r_mean),
             if c.skipped { "fired" } else { "quiet" },
@@ -1519,7 +1560,7 @@ fn calibration_section(o: &Opts, c: Option<&CalibOut>) -> Section {
             sci(median(&c.rel_per_channel)),
             sci(max),
             sci(c.rel_total),
-            f3(c.cosine),
+            c.cosine,
             sci(c.forward_diff),
             sci(c.dgamma_rel)
         ),
@@ -1624,37 +1665,33 @@ fn folding_section(f: Option<&FoldOut>, dev: &Device) -> Section {
     )
 }
 
-/// The reproducing command line.
+/// The reproducing command line, a few flags per line.
 fn command_line(o: &Opts) -> String {
-    let mut s = String::from("cargo run --release -p unigrad-examples --example norm_internals --");
     let report = o.report.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
-    let _ = write!(
-        s,
-        " --report {report} --steps {} --batch {} --seq {} --d-model {} --heads {} --d-ff {} --layers {} --lr {} \
-         --eval-every {} --val-windows {} --un-window {} --un-warmup {} --un-momentum {} --un-filter {} --pn-warmup {} \
-         --outlier-start {} --outlier-every {} --outlier-scale {} --fold-rounds {} --seed {}",
-        o.steps,
-        o.batch,
-        o.seq,
-        o.d_model,
-        o.heads,
-        o.d_ff,
-        o.layers,
-        o.lr,
-        o.eval_every,
-        o.val_windows,
-        o.un_window,
-        o.un_warmup,
-        o.un_momentum,
-        o.un_filter,
-        o.pn_warmup,
-        o.outlier_start,
-        o.outlier_every,
-        o.outlier_scale,
-        o.fold_rounds,
-        o.seed
-    );
-    s
+    [
+        "cargo run --release -p unigrad-examples --example norm_internals --".to_string(),
+        format!(
+            "--report {report} --seed {} --steps {} --batch {} --seq {} --lr {}",
+            o.seed, o.steps, o.batch, o.seq, o.lr
+        ),
+        format!(
+            "--d-model {} --heads {} --d-ff {} --layers {}",
+            o.d_model, o.heads, o.d_ff, o.layers
+        ),
+        format!(
+            "--eval-every {} --val-windows {} --fold-rounds {}",
+            o.eval_every, o.val_windows, o.fold_rounds
+        ),
+        format!(
+            "--un-window {} --un-warmup {} --un-momentum {} --un-filter {} --pn-warmup {}",
+            o.un_window, o.un_warmup, o.un_momentum, o.un_filter, o.pn_warmup
+        ),
+        format!(
+            "--outlier-start {} --outlier-every {} --outlier-scale {}",
+            o.outlier_start, o.outlier_every, o.outlier_scale
+        ),
+    ]
+    .join(" \\\n    ")
 }
 
 fn parameters_section(o: &Opts, dev: &Device, secs: f64) -> Section {
@@ -1688,7 +1725,7 @@ fn parameters_section(o: &Opts, dev: &Device, secs: f64) -> Section {
             unigrad_examples::report::escape(&command_line(o))
         ))
         .para(&format!(
-            "Run on {} with {} CPU worker threads{}; the whole program took {:.0} s.",
+            "Run on {} with {} CPU worker threads{}; {:.1} s from the start of the program to writing this page.",
             dev.name(),
             rayon::current_num_threads(),
             if o.quick { " (--quick)" } else { "" },

@@ -186,7 +186,7 @@ h3 { font-size: 1.05rem; margin: 1.25rem 0 0.4rem; }
 p, li { max-width: 52rem; }
 .lead { color: var(--muted); }
 nav.toc { background: var(--bg2); border: 1px solid var(--rule); border-radius: 6px; padding: 0.6rem 1rem; margin: 1rem 0; }
-nav.toc ol { margin: 0.2rem 0; padding-left: 1.4rem; }
+nav.toc ul { margin: 0.2rem 0; padding-left: 0.2rem; list-style: none; }
 nav.toc a { color: var(--accent); text-decoration: none; }
 .buttons { margin: 0.5rem 0; }
 button { font: inherit; font-size: 0.9rem; padding: 0.25rem 0.7rem; border: 1px solid var(--rule); border-radius: 4px; background: #fff; cursor: pointer; }
@@ -197,6 +197,7 @@ figcaption { margin-top: 0.4rem; font-size: 0.95rem; color: #333; max-width: 52r
 table { border-collapse: collapse; margin: 0.75rem 0 1rem; font-size: 0.9rem; }
 th, td { border: 1px solid var(--rule); padding: 0.3rem 0.5rem; text-align: left; vertical-align: top; }
 th { background: var(--bg2); }
+td:first-child { white-space: nowrap; }
 td code, p code, li code { font-size: 0.88em; }
 code, pre { font-family: ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace; }
 .eq { font-family: "DejaVu Serif", "Cambria Math", "STIX Two Math", serif; white-space: nowrap; }
@@ -214,6 +215,7 @@ footer { margin-top: 3rem; color: var(--muted); font-size: 0.85rem; }
   h2 { break-before: page; border-top: none; margin-top: 0; }
   h2.first { break-before: auto; }
   figure, table, pre { break-inside: avoid; }
+  pre { font-size: 7.5pt; white-space: pre-wrap; }
   figure svg { max-width: 100%; border: none; }
   a { color: inherit; text-decoration: none; }
 }
@@ -278,7 +280,7 @@ impl Report {
             escape(&self.title)
         );
         render_blocks(&mut s, &self.intro);
-        s.push_str("<nav class=\"toc\"><strong>Contents</strong><ol>\n");
+        s.push_str("<nav class=\"toc\"><strong>Contents</strong><ul>\n");
         for sec in &self.sections {
             let _ = writeln!(
                 s,
@@ -287,7 +289,7 @@ impl Report {
                 escape(&sec.title)
             );
         }
-        s.push_str("</ol></nav>\n");
+        s.push_str("</ul></nav>\n");
         if self
             .sections
             .iter()
