@@ -10,7 +10,8 @@
 # with every other part of the page hidden, cut to the section's rendered height, which is
 # measured in the same browser first. The browser runs with a throwaway profile and no
 # network features, so the screenshots also show that the page needs nothing from outside.
-# Set CHROMIUM to pick the browser binary.
+# Set CHROMIUM to pick the browser binary. When pngquant is installed the PNGs are reduced to
+# a 256-colour palette (a third of the size; the charts and text stay sharp).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -97,6 +98,9 @@ for part in "${parts[@]}"; do
   file="$out/$(printf '%02d' "$n")-$id.png"
   browser_run --window-size="$width,$h" --screenshot="$file" "file://$work/$id.html" >/dev/null
   [ -s "$file" ] || { echo "no screenshot for $id:" >&2; cat "$work/browser.err" >&2; exit 1; }
+  if command -v pngquant >/dev/null; then
+    pngquant --force --skip-if-larger --strip --output "$file" 256 -- "$file" || true
+  fi
   echo "$file (${width}x$h)"
   n=$((n + 1))
 done

@@ -19,15 +19,17 @@
 //!
 //! The same model (default: d_model 64, 4 heads, FFN 256, 2 pre-norm layers, learned
 //! positions, batch 16 × 64 bytes, AdamW lr 2e-3), the same initial weights and the same
-//! batches, once per norm: LayerNorm, BatchNorm, PowerNorm and UN. A
+//! batches, once per norm: LayerNorm, RMSNorm, BatchNorm, PowerNorm and UN. A
 //! [`Tracer`](unigrad::nn::norm::trace::Tracer) attached to every norm records the batch,
 //! smoothed and running statistics, UN's `r`, skips and gradient statistics, PowerNorm's
-//! `q`, `running_phi` and `ema_gz`, and LayerNorm's per-token statistics; the validation
+//! `q`, `running_phi` and `ema_gz`, and LayerNorm's per-token statistics (RMSNorm records
+//! nothing, its run gives the loss curves only); the validation
 //! loss is measured every `--eval-every` steps with the tracer paused.
 //!
 //! Short-run settings (the references' defaults assume tens of thousands of steps): UN's
-//! `warmup_iters` is `--un-warmup` (default 50, reference 4000) with window 4 and outlier
-//! filtration off (the authors' NLP setting); PowerNorm's `warmup_iters` is `--pn-warmup`
+//! `warmup_iters` is `--un-warmup` (default 50, reference 4000) with window `--un-window`
+//! (default 4), momentum `--un-momentum` (default 0.9) and outlier filtration `--un-filter`
+//! (default off, the authors' NLP setting); PowerNorm's `warmup_iters` is `--pn-warmup`
 //! (default 50, reference 10000). UN's gradient scale `r` is exactly 1 until iteration
 //! `max(1000, warmup_iters)` (hard-wired in the reference), so in runs shorter than 1000
 //! steps its trace is constant 1.
@@ -1320,13 +1322,13 @@ fn stats_section(o: &Opts, clean: &[RunOut], sv: &Saver) -> Section {
              the used one {} (ratios of channel means) — smoothing over {} batches {}.",
             o.un_warmup,
             o.un_window,
-            o.un_window,
             f3(batch_dev),
             f3(used_dev),
-            if used_dev < batch_dev {
+            o.un_window,
+            if used_dev < 0.995 * batch_dev {
                 format!("cut that distance by {:.0}%", 100.0 * (1.0 - used_dev / batch_dev))
             } else {
-                "did not reduce it in this run".to_string()
+                "did not reduce it noticeably in this run".to_string()
             }
         ),
     );
@@ -1549,7 +1551,7 @@ fn calibration_section(o: &Opts, c: Option<&CalibOut>) -> Section {
             "One batch after training, at {}'s iteration {} ({} statistic, r = {} on average, filter {}): per channel, \
              the distance between the calibrated and the exact input gradient over all {} × {} positions, relative to \
              the exact one. Median {}, largest {}; over the whole tensor {}, cosine similarity {:.5}. Both came from \
-             the same forward (largest output difference {}), and ∂γ differs by {} relative (r = 1 makes it exact).",
+             the same forward (largest output difference {}), and ∂γ differs by {} relative{}.",
             c.layer,
             c.iteration,
             if c.smoothed { "smoothed" } else { "batch" },
@@ -1562,7 +1564,12 @@ fn calibration_section(o: &Opts, c: Option<&CalibOut>) -> Section {
             sci(c.rel_total),
             c.cosine,
             sci(c.forward_diff),
-            sci(c.dgamma_rel)
+            sci(c.dgamma_rel),
+            if c.r_mean == 1.0 && c.dgamma_rel == 0.0 {
+                " (r = 1 on this step, which makes ∂γ exact)"
+            } else {
+                ""
+            }
         ),
     );
     sec

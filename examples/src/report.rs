@@ -165,7 +165,7 @@ fn render_blocks(out: &mut String, blocks: &[Block]) {
                 );
             }
             Block::Extra { summary, blocks } => {
-                let _ = write!(out, "<details class=\"extra\"><summary>{}</summary>\n", escape(summary));
+                let _ = writeln!(out, "<details class=\"extra\"><summary>{}</summary>", escape(summary));
                 render_blocks(out, blocks);
                 out.push_str("</details>\n");
             }
