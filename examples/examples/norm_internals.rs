@@ -1396,6 +1396,14 @@ fn outlier_section(o: &Opts, runs: &[RunOut], sv: &Saver) -> Section {
     let m: BTreeMap<&str, serde_json::Value> = runs.iter().map(|r| (r.label, outlier_metrics(r, o))).collect();
     let g = |run: &str, k: &str| m.get(run).and_then(|v| v[k].as_f64()).unwrap_or(f64::NAN);
     let jump = |run: &str| f3(g(run, "running_stat_log_jump_first_norm").exp());
+    // one metric of the three runs, "bn / un / un with filter"
+    let three = |key: &str| {
+        let v: Vec<String> = ["bn_outliers", "un_outliers", "un_filter"]
+            .iter()
+            .map(|r| f3(g(r, key)))
+            .collect();
+        v.join(" / ")
+    };
     sec = fig(
         sec,
         sv,
@@ -1439,21 +1447,13 @@ fn outlier_section(o: &Opts, runs: &[RunOut], sv: &Saver) -> Section {
         sv,
         "outlier_loss.svg",
         &format!(
-            "Training loss of every step. On an outlier batch the loss rose by {} (BN), {} (UN) and {} (UN with filter) \
-             over the 5 steps before; the 3 batches after stayed {} / {} / {} above that level. Right after an outlier \
-             the validation loss (eval mode) changed by {} / {} / {}, and 10 steps later by {} / {} / {}.",
-            f3(g("bn_outliers", "train_loss_spike")),
-            f3(g("un_outliers", "train_loss_spike")),
-            f3(g("un_filter", "train_loss_spike")),
-            f3(g("bn_outliers", "excess_loss_next3")),
-            f3(g("un_outliers", "excess_loss_next3")),
-            f3(g("un_filter", "excess_loss_next3")),
-            f3(g("bn_outliers", "val_loss_jump_after")),
-            f3(g("un_outliers", "val_loss_jump_after")),
-            f3(g("un_filter", "val_loss_jump_after")),
-            f3(g("bn_outliers", "val_loss_jump_after10")),
-            f3(g("un_outliers", "val_loss_jump_after10")),
-            f3(g("un_filter", "val_loss_jump_after10")),
+            "Training loss of every step. On an outlier batch the loss rose by {} (BN / UN / UN with filter) over \
+             the 5 steps before; the 3 batches after stayed {} above that level. Right after an outlier the \
+             validation loss (eval mode) changed by {}, and 10 steps later by {}.",
+            three("train_loss_spike"),
+            three("excess_loss_next3"),
+            three("val_loss_jump_after"),
+            three("val_loss_jump_after10"),
         ),
     );
     let rows: Vec<Vec<String>> = runs

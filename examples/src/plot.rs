@@ -42,8 +42,8 @@ pub struct LineChart {
     pub log_y: bool,
 }
 
-/// Escapes text for use inside SVG/XML.
-fn xml_escape(s: &str) -> String {
+/// Escapes text for use inside SVG/XML (and HTML: the report uses it too).
+pub(crate) fn xml_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -57,6 +57,22 @@ fn xml_escape(s: &str) -> String {
         }
     }
     out
+}
+
+/// Starts an SVG document of `w` × `h` pixels: white background and a centred title.
+fn svg_open(s: &mut String, w: f64, h: f64, title: &str) {
+    // Writing to a String cannot fail, so the results of write! are ignored.
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="24" text-anchor="middle" font-size="16" font-weight="bold">{}</text>"#,
+        w / 2.0,
+        xml_escape(title)
+    );
 }
 
 /// A "nice" step (1, 2 or 5 × 10^k) close to `range / target` intervals.
@@ -199,17 +215,7 @@ impl LineChart {
 
         let mut s = String::new();
         // Writing to a String cannot fail, so the results of write! are ignored below.
-        let _ = writeln!(
-            s,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
-        );
-        let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-        let _ = writeln!(
-            s,
-            r#"<text x="{:.1}" y="24" text-anchor="middle" font-size="16" font-weight="bold">{}</text>"#,
-            w / 2.0,
-            xml_escape(&self.title)
-        );
+        svg_open(&mut s, w, h, &self.title);
         // Grid and ticks.
         for &x in &x_ticks {
             let xp = sx(x);
@@ -389,17 +395,7 @@ impl BarChart {
         let (_, hi, ticks, step) = linear_axis(0.0, if max > 0.0 { max } else { 1.0 });
         let sx = |v: f64| left + v / hi * (w - left - right);
         let mut s = String::new();
-        let _ = writeln!(
-            s,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
-        );
-        let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-        let _ = writeln!(
-            s,
-            r#"<text x="{:.1}" y="24" text-anchor="middle" font-size="16" font-weight="bold">{}</text>"#,
-            w / 2.0,
-            xml_escape(&self.title)
-        );
+        svg_open(&mut s, w, h, &self.title);
         let bottom = h - 52.0;
         for &t in ticks.iter().filter(|&&t| t >= 0.0) {
             let x = sx(t);

@@ -17,20 +17,11 @@ use crate::{Error, Result};
 use std::fmt::Write as _;
 use std::path::Path;
 
-/// Escapes text for HTML element content and double-quoted attribute values.
+/// Escapes text for HTML element content and double-quoted attribute values (the same
+/// escaping as the charts' SVG text; control characters other than tab and newline are
+/// dropped).
 pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    crate::plot::xml_escape(s)
 }
 
 /// An SVG document prepared for inlining in HTML: the XML prolog and the `xmlns`
@@ -389,10 +380,10 @@ mod tests {
 
     #[test]
     fn escapes_text_but_keeps_trusted_markup() {
-        assert_eq!(escape(r#"<a href="x">&'"#), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+        assert_eq!(escape(r#"<a href="x">&'"#), "&lt;a href=&quot;x&quot;&gt;&amp;&apos;");
         let html = sample().to_html();
         assert!(html.contains("What &lt;this&gt; is."));
-        assert!(html.contains("&#39;per-token&#39; statistics &amp; BN &lt;batch&gt; ones."));
+        assert!(html.contains("&apos;per-token&apos; statistics &amp; BN &lt;batch&gt; ones."));
         assert!(html.contains("<td>C &lt;channels&gt;</td>"));
         assert!(html.contains("<figcaption>Look at the &lt;gap&gt;.</figcaption>"));
         assert!(html.contains("<p class=\"eq\">y = x / √(v + ε)</p>"));
