@@ -205,7 +205,7 @@ footer { margin-top: 3rem; color: var(--muted); font-size: 0.85rem; }
   nav.toc, .buttons, details.extra > summary { display: none; }
   h2 { break-before: page; border-top: none; margin-top: 0; }
   h2.first { break-before: auto; }
-  figure, table, pre { break-inside: avoid; }
+  figure, pre, tr { break-inside: avoid; }
   pre { font-size: 7.5pt; white-space: pre-wrap; }
   figure svg { max-width: 100%; border: none; }
   a { color: inherit; text-decoration: none; }
