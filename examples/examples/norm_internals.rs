@@ -1514,12 +1514,13 @@ fn calibration_section(o: &Opts, c: Option<&CalibOut>) -> Section {
              v / (F·q) when the forward was smoothed).",
     )
     .para(
-        "What it is for: the paper (Yang et al. 2022) says UN \"strives to boost performance by calibrating the \
-             activation and gradient statistics with a tailored fluctuation smoothing strategy\" — the forward smooths \
-             the activation statistic over a window, and the backward smooths the gradient statistic the same way \
-             (window, then EMA), so neither jumps with one unusual batch; r rescales the gradient once the running \
-             statistic is trusted. The price is a biased gradient; the exact variant (UnConfig::calibrated_backward = \
-             false) exists to measure it.",
+        "What it is for: the paper's abstract (Yang et al. 2022) says UN \"strives to boost performance by \
+             calibrating the activation and gradient statistics with a tailored fluctuation smoothing strategy\" — \
+             the forward smooths the activation statistic over a window, and the backward smooths the gradient \
+             statistic the same way (window, then EMA), so that neither follows every batch-to-batch fluctuation; \
+             after iteration max(1000, warm-up) the clamped ratio r also rescales the gradient. The price is a \
+             gradient that is not the forward's; the exact variant (UnConfig::calibrated_backward = false) exists \
+             to measure the difference.",
     )
     .html(
         "<p>Where: <code>nn/src/norm/unified.rs</code> — <code>UnOp::backward</code> (steps B1–B8) and \
