@@ -77,6 +77,7 @@ pub mod nn_norms;
 pub mod nn_replay;
 pub mod nn_trace;
 pub mod reference;
+pub mod semantics;
 pub mod training;
 pub mod util;
 pub mod views;
@@ -150,6 +151,11 @@ macro_rules! backend_suite {
                 views(Shared) = $crate::views { storage_sharing, scalars, zero_size, creation }
                 errors(Shared) = $crate::errors {
                     shape_errors, dtype_errors, axis_errors, index_errors, argument_errors,
+                }
+                semantics(Shared) = $crate::semantics {
+                    log_softmax_large_logits, relu_propagates_nan, powf_zero_exponent, clamp_kinks,
+                    extremum_nan_and_ties, empty_mean_is_nan, empty_axes_reduce_all,
+                    composed_errors_name_the_called_op,
                 }
                 training(Exclusive) = $crate::training { mlp_memory_flat }
                 fused(Shared) = $crate::fused {
