@@ -136,14 +136,7 @@ impl Error {
             Error::UnsupportedDType { dtype, shape, .. } => Error::UnsupportedDType { op, dtype, shape },
             Error::DeviceMismatch { lhs, rhs, .. } => Error::DeviceMismatch { op, lhs, rhs },
             Error::InvalidAxis { axis, shape, .. } => Error::InvalidAxis { op, axis, shape },
-            Error::IndexOutOfRange {
-                index, size, shape, ..
-            } => Error::IndexOutOfRange {
-                op,
-                index,
-                size,
-                shape,
-            },
+            Error::IndexOutOfRange { index, size, shape, .. } => Error::IndexOutOfRange { op, index, size, shape },
             Error::InvalidArgument { msg, .. } => Error::InvalidArgument { op, msg },
             other => other,
         }

@@ -337,10 +337,7 @@ impl MultiHeadAttention {
 
     fn cross_attention(&self, x: &Tensor, memory: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         let (Some(q), Some(kv)) = (&self.q, &self.kv) else {
-            return Err(Error::invalid(
-                MHA,
-                "forward_cross on a self-attention layer",
-            ));
+            return Err(Error::invalid(MHA, "forward_cross on a self-attention layer"));
         };
         check_tokens(x, q.in_features())?;
         check_tokens(memory, kv.in_features())?;

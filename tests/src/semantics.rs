@@ -16,7 +16,10 @@ const NAN: f64 = f64::NAN;
 fn assert_same(what: &str, got: &[f64], want: &[f64]) {
     assert_eq!(got.len(), want.len(), "{what}: {got:?} vs {want:?}");
     for (g, w) in got.iter().zip(want) {
-        assert!(g == w || (g.is_nan() && w.is_nan()), "{what}: got {got:?}, want {want:?}");
+        assert!(
+            g == w || (g.is_nan() && w.is_nan()),
+            "{what}: got {got:?}, want {want:?}"
+        );
     }
 }
 
@@ -192,7 +195,11 @@ pub fn empty_axes_reduce_all(dev: &Device) -> Result<()> {
     let x = Tensor::from_f64s(&v, &[2, 3], DType::F64, dev)?;
     let all = |t: Result<Tensor>, want: f64, keep: bool| -> Result<()> {
         let t = t?;
-        assert_eq!(t.shape(), if keep { &[1usize, 1][..] } else { &[][..] }, "keepdim {keep}");
+        assert_eq!(
+            t.shape(),
+            if keep { &[1usize, 1][..] } else { &[][..] },
+            "keepdim {keep}"
+        );
         assert!((t.to_vec_f64()?[0] - want).abs() < 1e-12, "{want} vs {t:?}");
         Ok(())
     };
@@ -241,9 +248,19 @@ pub fn composed_errors_name_the_called_op(dev: &Device) -> Result<()> {
     expect("Linear no bias", lin.forward(&x64), "Linear", &["f64", "f32"]);
     // masked_fill: not `where_cond`, for shapes and dtypes
     let bad_mask = Tensor::ones(&[5], DType::F64, dev)?;
-    expect("masked_fill shape", x64.masked_fill(&bad_mask, 0.0), "masked_fill", &["[5]", "[4, 3]"]);
+    expect(
+        "masked_fill shape",
+        x64.masked_fill(&bad_mask, 0.0),
+        "masked_fill",
+        &["[5]", "[4, 3]"],
+    );
     let f32_mask = Tensor::ones(&[4, 3], DType::F32, dev)?;
-    expect("masked_fill dtype", x64.masked_fill(&f32_mask, 0.0), "masked_fill", &["f32"]);
+    expect(
+        "masked_fill dtype",
+        x64.masked_fill(&f32_mask, 0.0),
+        "masked_fill",
+        &["f32"],
+    );
     // scalar arithmetic: not `affine`
     let i = Tensor::from_vec(vec![1i64, 2, 3], &[3], dev)?;
     expect("add_scalar i64", i.add_scalar(1.0), "add_scalar", &["i64"]);
@@ -258,7 +275,12 @@ pub fn composed_errors_name_the_called_op(dev: &Device) -> Result<()> {
     // nn layers built on Linear, index_select and custom ops
     let mha = MultiHeadAttention::new_self(4, 2, true, 0.0, Init::Default, DType::F64, dev)?;
     let x32 = Tensor::ones(&[1, 2, 4], DType::F32, dev)?;
-    expect("attention f32 input", mha.forward_self(&x32, None), "MultiHeadAttention", &["f32"]);
+    expect(
+        "attention f32 input",
+        mha.forward_self(&x32, None),
+        "MultiHeadAttention",
+        &["f32"],
+    );
     let emb = Embedding::new(5, 3, None, DType::F64, dev)?;
     let out_of_range = Tensor::from_vec(vec![7i64], &[1], dev)?;
     expect("Embedding id", emb.forward(&out_of_range), "Embedding", &["7"]);
