@@ -24,7 +24,7 @@ pub(crate) fn op_of(e: &Error) -> Option<String> {
 
 /// Unwrap an expected error and check that it names `op` in its variant and its
 /// message; and, for every string in `mentions`, that the message contains it.
-fn expect_err<T: std::fmt::Debug>(what: &str, r: Result<T>, op: &str, mentions: &[&str]) -> Error {
+pub(crate) fn expect_err<T: std::fmt::Debug>(what: &str, r: Result<T>, op: &str, mentions: &[&str]) -> Error {
     let e = match r {
         Ok(v) => panic!("{what}: expected an error from {op}, got {v:?}"),
         Err(e) => e,
