@@ -6,6 +6,9 @@ use unigrad_core::{Error, Result, ResultExt, Tensor};
 /// Mean cross-entropy of `logits [.., V]` against class ids `targets [..]` (i64).
 /// Targets equal to `ignore_index` are skipped and not counted; `label_smoothing ∈
 /// [0, 1]` mixes the one-hot target with the uniform distribution.
+///
+/// **Differs from PyTorch:** when every target is ignored the loss is 0 with zero
+/// gradients, not NaN (see [`Tensor::cross_entropy`]).
 pub fn cross_entropy(
     logits: &Tensor,
     targets: &Tensor,
