@@ -142,23 +142,29 @@ pub fn extremum_nan_and_ties(dev: &Device) -> Result<()> {
     let av = [NAN, 1.0, 1.0, NAN, 2.0, 0.0];
     let bv = [1.0, NAN, 1.0, NAN, 1.0, 3.0];
     type Bin = fn(&Tensor, &Tensor) -> Result<Tensor>;
-    let cases: [(&str, Bin, [f64; 6], [f64; 6], [f64; 6]); 2] = [
+    /// Values, gradient of `a`, gradient of `b`.
+    type Want = [[f64; 6]; 3];
+    let cases: [(&str, Bin, Want); 2] = [
         (
             "maximum",
             |a, b| a.maximum(b),
-            [NAN, NAN, 1.0, NAN, 2.0, 3.0],
-            [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
-            [1.0, 1.0, 0.0, 1.0, 0.0, 1.0],
+            [
+                [NAN, NAN, 1.0, NAN, 2.0, 3.0],
+                [1.0, 1.0, 1.0, 1.0, 1.0, 0.0],
+                [1.0, 1.0, 0.0, 1.0, 0.0, 1.0],
+            ],
         ),
         (
             "minimum",
             |a, b| a.minimum(b),
-            [NAN, NAN, 1.0, NAN, 1.0, 0.0],
-            [1.0, 1.0, 1.0, 1.0, 0.0, 1.0],
-            [1.0, 1.0, 0.0, 1.0, 1.0, 0.0],
+            [
+                [NAN, NAN, 1.0, NAN, 1.0, 0.0],
+                [1.0, 1.0, 1.0, 1.0, 0.0, 1.0],
+                [1.0, 1.0, 0.0, 1.0, 1.0, 0.0],
+            ],
         ),
     ];
-    for (name, f, want_y, want_ga, want_gb) in cases {
+    for (name, f, [want_y, want_ga, want_gb]) in cases {
         let (a, b) = (leaf(dev, &av)?, leaf(dev, &bv)?);
         let y = f(&a, &b)?;
         y.backward_with(&y.ones_like()?)?;
