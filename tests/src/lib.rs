@@ -25,6 +25,7 @@
 //! | [`autograd`] | accumulation, no_grad, detach, backward errors, anomaly mode, custom ops, dropout, RNG |
 //! | [`views`] | storage sharing of views, rank-0 and zero-size tensors |
 //! | [`errors`] | bad inputs return errors naming the op and shapes |
+//! | [`semantics`] | PyTorch's edge-case semantics (NaN, kinks, empty and `axes = []` reductions, log-softmax precision) and errors from composed ops naming the called op |
 //! | [`training`] | a 1,000-step MLP run learns and keeps memory flat |
 //! | [`fused`] | the backend's fused kernels against the composed defaults they replace |
 //! | [`nn_modules`] | every nn layer by central differences in f64, and forward against naive host code |
