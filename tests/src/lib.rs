@@ -25,6 +25,7 @@
 //! | [`autograd`] | accumulation, no_grad, detach, backward errors, anomaly mode, custom ops, dropout, RNG |
 //! | [`views`] | storage sharing of views, rank-0 and zero-size tensors |
 //! | [`errors`] | bad inputs return errors naming the op and shapes |
+//! | [`semantics`] | PyTorch's edge-case semantics (NaN, kinks, empty and `axes = []` reductions, log-softmax precision) and errors from composed ops naming the called op |
 //! | [`training`] | a 1,000-step MLP run learns and keeps memory flat |
 //! | [`fused`] | the backend's fused kernels against the composed defaults they replace |
 //! | [`nn_modules`] | every nn layer by central differences in f64, and forward against naive host code |
@@ -83,6 +84,7 @@ pub mod nn_state;
 pub mod nn_trace;
 pub mod props;
 pub mod reference;
+pub mod semantics;
 pub mod training;
 pub mod util;
 pub mod views;
@@ -156,6 +158,11 @@ macro_rules! backend_suite {
                 views(Shared) = $crate::views { storage_sharing, scalars, zero_size, creation }
                 errors(Shared) = $crate::errors {
                     shape_errors, dtype_errors, axis_errors, index_errors, argument_errors,
+                }
+                semantics(Shared) = $crate::semantics {
+                    log_softmax_large_logits, relu_propagates_nan, powf_zero_exponent, clamp_kinks,
+                    extremum_nan_and_ties, empty_mean_is_nan, empty_axes_reduce_all,
+                    composed_errors_name_the_called_op,
                 }
                 training(Exclusive) = $crate::training { mlp_memory_flat }
                 fused(Shared) = $crate::fused {
