@@ -19,10 +19,9 @@
 //! else `|got − want| ≤ 1e-10 · max(1, |want|)`; shapes must be equal. A case that
 //! panics or returns an error fails like a mismatch.
 //!
-//! Cases that do not match yet are listed, by name and with the reason, in
-//! [`PENDING_FIX`] (semantics fixed on another branch of issue 16) and
-//! [`KNOWN_DIFFERENCES`] (differences found by this test and not yet decided, or kept
-//! on purpose). A listed case that *passes* fails the test too, so the lists cannot go
+//! Cases that do not match are listed, by name and with the reason, in
+//! [`KNOWN_DIFFERENCES`] (differences found by this test and not yet fixed, or kept
+//! on purpose). A listed case that *passes* fails the test too, so the list cannot go
 //! stale.
 
 use safetensors::{Dtype, SafeTensors};
@@ -36,88 +35,6 @@ const OP: &str = "torch diff";
 
 /// Relative tolerance of the comparison (with an absolute floor of the same size).
 pub const TOL: f64 = 1e-10;
-
-/// Cases whose semantics are fixed by the numerics branch of issue 16 (log-softmax
-/// precision, NaN through relu/maximum/minimum, the `powf(0, 0)` and clamp-bound
-/// gradients, empty means, `axes = []`). They fail here until that branch is merged;
-/// **the integrator empties this list after merging it.**
-pub const PENDING_FIX: &[(&str, &str)] = &[
-    ("relu_special", "relu(NaN) is 0 with gradient 0; PyTorch propagates NaN"),
-    (
-        "powf_0_0_special",
-        "the gradient of x^0 is NaN at x = 0 and x = NaN; PyTorch gives 0",
-    ),
-    (
-        "clamp_special",
-        "the gradient passes at exactly lo or hi; PyTorch 2.15 gives 0",
-    ),
-    (
-        "clamp_kinks",
-        "the gradient passes at exactly lo or hi; PyTorch 2.15 gives 0",
-    ),
-    (
-        "clamp_lo_eq_hi",
-        "the gradient passes at exactly lo = hi; PyTorch 2.15 gives 0",
-    ),
-    (
-        "maximum_special",
-        "with a NaN operand the gradient goes to b only; PyTorch 2.15 gives the full gradient to both",
-    ),
-    (
-        "minimum_special",
-        "with a NaN operand the gradient goes to b only; PyTorch 2.15 gives the full gradient to both",
-    ),
-    (
-        "sum_axes_empty",
-        "axes = [] reduces nothing; PyTorch reduces every dimension",
-    ),
-    (
-        "sum_axes_empty_keep",
-        "axes = [] reduces nothing; PyTorch reduces every dimension",
-    ),
-    (
-        "mean_axes_empty",
-        "axes = [] reduces nothing; PyTorch reduces every dimension",
-    ),
-    (
-        "mean_axes_empty_keep",
-        "axes = [] reduces nothing; PyTorch reduces every dimension",
-    ),
-    (
-        "max_axes_empty",
-        "axes = [] reduces nothing; PyTorch reduces every dimension",
-    ),
-    (
-        "max_axes_empty_keep",
-        "axes = [] reduces nothing; PyTorch reduces every dimension",
-    ),
-    (
-        "min_axes_empty",
-        "axes = [] reduces nothing; PyTorch reduces every dimension",
-    ),
-    (
-        "min_axes_empty_keep",
-        "axes = [] reduces nothing; PyTorch reduces every dimension",
-    ),
-    (
-        "var_biased_all",
-        "axes = [] reduces nothing; PyTorch reduces every dimension",
-    ),
-    (
-        "var_unbiased_all",
-        "axes = [] reduces nothing (then n − 1 = 0 is an error); PyTorch reduces every dimension",
-    ),
-    ("mean_empty_axis", "the mean over an empty axis is 0; PyTorch gives NaN"),
-    ("mean_all_empty", "the mean of an empty tensor is 0; PyTorch gives NaN"),
-    (
-        "log_softmax_large",
-        "log-softmax rounds to the precision of the row maximum (x − (max + ln Σ))",
-    ),
-    (
-        "cross_entropy_large",
-        "cross-entropy goes through the imprecise log-softmax",
-    ),
-];
 
 /// Differences that unigrad keeps on purpose (documented on the op), and differences
 /// this test found that no branch fixes yet; each entry says which and why.
@@ -573,10 +490,10 @@ impl AsRefPair for (Vec<f64>, Vec<usize>) {
 }
 
 /// Every case of the file on `dev`: all agree with PyTorch except those listed in
-/// [`PENDING_FIX`] and [`KNOWN_DIFFERENCES`], and every listed case still differs.
+/// [`KNOWN_DIFFERENCES`], and every listed case still differs.
 pub fn torch_cases(dev: &Device) -> Result<()> {
     let file = CaseFile::load()?;
-    let listed: BTreeMap<&str, &str> = PENDING_FIX.iter().chain(KNOWN_DIFFERENCES).copied().collect();
+    let listed: BTreeMap<&str, &str> = KNOWN_DIFFERENCES.iter().copied().collect();
     let mut unexpected = Vec::new();
     let mut stale = Vec::new();
     let mut expected = 0;

@@ -18,11 +18,6 @@
 //! Leaves are f32 or f64, and a rank ≥ 2 operand is sometimes a transposed
 //! (non-contiguous) view of its leaf. Index operands hold in-range indices most of the
 //! time and an out-of-range one (negative or too large) otherwise.
-//!
-//! Rules that another branch of issue 16 is changing are named in [`PENDING`]; a case
-//! that hits one is still checked for panics and gradient shapes, but not for its
-//! result shape. **The integrator empties [`PENDING`] after merging the numerics
-//! branch.**
 
 use crate::diff::{apply, panic_message, BINARY_OPS, COMPARE_OPS, UNARY_OPS};
 use serde_json::{json, Value};
@@ -31,11 +26,6 @@ use unigrad_core::{DType, Device, Result, Tensor};
 
 /// Number of random cases per run.
 pub const CASES: usize = 5000;
-
-/// Shape rules that the numerics branch of issue 16 changes: `axes = []` reduces every
-/// dimension there (here it still reduces none). Cases tagged with a listed rule skip
-/// the shape check. The integrator empties this list after merging that branch.
-pub const PENDING: &[&str] = &["axes=[]"];
 
 /// A small seeded generator (SplitMix64): reproducible cases with no dependency.
 pub struct Rng(u64);
@@ -195,8 +185,6 @@ pub struct Plan {
     pub expect: Option<Vec<usize>>,
     /// Whether the result is differentiable (false for comparisons).
     pub differentiable: bool,
-    /// A rule of [`PENDING`] this case depends on.
-    pub pending: Option<&'static str>,
     run: OpFn,
 }
 
@@ -283,7 +271,6 @@ fn unary_plan(op: &'static str, s: Vec<usize>, other: DType, rng: &mut Rng) -> P
         operands: vec![Operand::Float(s, rng.chance(0.3))],
         expect,
         differentiable: true,
-        pending: None,
         run,
     }
 }
@@ -300,7 +287,6 @@ pub fn plan(rng: &mut Rng, other: DType) -> Plan {
         operands,
         expect,
         differentiable: true,
-        pending: None,
         run,
     };
     match family {
@@ -405,7 +391,6 @@ pub fn plan(rng: &mut Rng, other: DType) -> Plan {
                 _ => x[0].var(&ax, keepdim, unbiased),
             });
             Plan {
-                pending: axes.is_empty().then_some("axes=[]"),
                 ..mk(call, vec![f(&s, nc)], expect, run)
             }
         }
@@ -818,15 +803,13 @@ pub fn check(p: &Plan, dtype: DType, dev: &Device) -> Result<Option<String>> {
     let xs: Vec<Tensor> = made.iter().map(|(_, x)| x.clone()).collect();
     let shapes: Vec<&[usize]> = xs.iter().map(Tensor::shape).collect();
     let what = format!("{} on {dtype} operands of shapes {shapes:?}", p.call);
-    let skip_shape = p.pending.is_some_and(|k| PENDING.contains(&k));
     let run = || -> Result<Option<String>> {
         let out = match ((p.run)(&xs), &p.expect) {
             (Err(_), None) => return Ok(None),
-            (Err(_), Some(_)) | (Ok(_), None) if skip_shape => return Ok(None),
             (Err(e), Some(want)) => return Ok(Some(format!("error `{e}`, predicted shape {want:?}"))),
             (Ok(out), None) => return Ok(Some(format!("returned shape {:?}, predicted an error", out.shape()))),
             (Ok(out), Some(want)) => {
-                if out.shape() != want.as_slice() && !skip_shape {
+                if out.shape() != want.as_slice() {
                     return Ok(Some(format!("returned shape {:?}, predicted {want:?}", out.shape())));
                 }
                 out
@@ -918,7 +901,6 @@ pub fn checks_catch_wrong_behaviour(dev: &Device) -> Result<()> {
         operands: vec![Operand::Float(vec![2, 3], true)],
         expect,
         differentiable: true,
-        pending: None,
         run,
     };
     let sum1 = || -> OpFn { Box::new(|x| x[0].sum(&[1], false)) };
