@@ -61,6 +61,96 @@ run paper_table --quick --quiet --out "$tmp/paper_table.md" --checkpoint "$tmp/p
 run bench_infer --iters 2 --warmup 1 --parts-iters 2
 run norm_internals --steps 20 --batch 4 --seq 32 --eval-every 10 --val-windows 4 --un-warmup 5 \
   --pn-warmup 5 --outlier-start 10 --outlier-every 5 --out "$tmp/norm_internals"
+run norm_internals --quick --report "$tmp/report.html" --out "$tmp/norm_report"
+
+# check_report FILE: the teaching report parses as HTML, holds every section (each with an
+# inline chart and a caption, section 6 with the parameters) and references nothing outside
+# itself: no http(s): anywhere, no src/href other than #anchors and data: URIs, no CSS url()
+# or @import, no <link>, <iframe>, <object>, <embed> or <img> pointing elsewhere.
+check_report() {
+  if [ ! -f examples/examples/norm_internals.rs ]; then
+    return 0
+  fi
+  if python3 - "$1" <<'PY'; then
+import re
+import sys
+from html.parser import HTMLParser
+
+SECTIONS = ["family", "statistics", "outliers", "calibration", "folding", "parameters"]
+WITH_CHART = ["family", "statistics", "outliers", "calibration", "folding"]
+
+
+class Check(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.sections, self.current, self.problems = [], None, []
+        self.svgs, self.captions, self.tables = {}, {}, {}
+        self.stack = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag not in ("br", "meta", "img", "input", "hr", "link", "source"):
+            self.stack.append(tag)
+        if tag == "section":
+            self.current = a.get("id")
+            self.sections.append(self.current)
+        if self.current:
+            for kind, store in (("svg", self.svgs), ("figcaption", self.captions), ("table", self.tables)):
+                if tag == kind:
+                    store[self.current] = store.get(self.current, 0) + 1
+        for name, value in attrs:
+            if name in ("src", "href", "xlink:href", "action", "srcset", "poster", "data"):
+                v = (value or "").strip()
+                if not (v.startswith("#") or v.startswith("data:")):
+                    self.problems.append(f"<{tag} {name}={v!r}> points outside the file")
+        if tag in ("link", "iframe", "object", "embed", "base"):
+            self.problems.append(f"<{tag}> element")
+
+    def handle_startendtag(self, tag, attrs):
+        self.handle_starttag(tag, attrs)
+        if self.stack and self.stack[-1] == tag:
+            self.stack.pop()
+
+    def handle_endtag(self, tag):
+        if tag == "section":
+            self.current = None
+        if tag in self.stack:
+            while self.stack and self.stack.pop() != tag:
+                pass
+
+
+path = sys.argv[1]
+text = open(path, encoding="utf-8").read()
+p = Check()
+p.feed(text)
+p.close()
+problems = list(p.problems)
+if not text.lstrip().lower().startswith("<!doctype html>"):
+    problems.append("no <!DOCTYPE html>")
+for pat in (r"https?:", r"url\(\s*[\x22\x27]?(?!data:|#)", r"@import"):
+    for m in re.finditer(pat, text, re.IGNORECASE):
+        problems.append(f"external reference {text[m.start():m.start() + 50]!r}")
+if p.sections != SECTIONS:
+    problems.append(f"sections {p.sections}, expected {SECTIONS}")
+for s in WITH_CHART:
+    if not p.svgs.get(s) or not p.captions.get(s):
+        problems.append(f"section {s}: {p.svgs.get(s, 0)} charts, {p.captions.get(s, 0)} captions")
+if not p.tables.get("parameters"):
+    problems.append("section parameters has no table")
+if "n/a" in text.split('id="folding"')[-1].split("</section>")[0]:
+    problems.append("section folding has a missing number")
+if problems:
+    print("\n".join(problems[:20]))
+    sys.exit(1)
+print(f"report ok: {len(text)} bytes, sections {', '.join(p.sections)}")
+PY
+    echo "ok   norm_internals report check"
+  else
+    echo "FAIL norm_internals report check ($1)"
+    failures=$((failures + 1))
+  fi
+}
+check_report "$tmp/report.html"
 
 echo "examples smoke: $ran runs, $failures failed, $((SECONDS - t_all)) s"
 [ "$failures" -eq 0 ]

@@ -29,7 +29,7 @@ __device__ __forceinline__ T unary_apply(int op, T x, T p0, T p1) {
     case U_SQRT: return sqrt(x);
     case U_RSQRT: return rsqrt(x);
     case U_ABS: return fabs(x);
-    case U_RELU: return x > zero ? x : zero; // NaN -> 0, like the CPU backend
+    case U_RELU: return x <= zero ? zero : x; // NaN -> NaN (PyTorch), like the CPU backend
     case U_TANH: return tanh(x);
     case U_SIGMOID: return one / (one + exp(-x));
     case U_GELU_ERF: return half * x * (one + erf(x * k_inv_sqrt2));
@@ -40,7 +40,7 @@ __device__ __forceinline__ T unary_apply(int op, T x, T p0, T p1) {
         T t = tanh(k_tanh * (x + k_cubic * x * x * x));
         return half * (one + t) + half * x * (one - t * t) * k_tanh * (one + (T)3 * k_cubic * x * x);
     }
-    case U_STEP: return x > zero ? one : zero;
+    case U_STEP: return x <= zero ? zero : one; // relu's derivative: NaN -> 1 (PyTorch)
     case U_SIGN: return x > zero ? one : (x < zero ? -one : zero); // NaN -> 0
     case U_SQR: return x * x;
     case U_RECIP: return one / x;

@@ -25,8 +25,10 @@ __device__ __forceinline__ void softmax_fwd(const Index<1> &rows, u64 cs, const 
         for (u64 j = p.lane; j < n_cols; j += p.lanes) s += exp(xr[j * cs] - m);
         s = row_sum<T>(s, warp_mode, sh);
         if (log_mode) {
-            const T ls = m + log(s);
-            for (u64 j = p.lane; j < n_cols; j += p.lanes) yr[j] = xr[j * cs] - ls;
+            // (x - m) - log(s), not x - (m + log(s)): the latter rounds to the precision
+            // of m, which swamps small log-probabilities when |m| is large
+            const T ls = log(s);
+            for (u64 j = p.lane; j < n_cols; j += p.lanes) yr[j] = (xr[j * cs] - m) - ls;
         } else {
             const T inv = (T)1 / s;
             for (u64 j = p.lane; j < n_cols; j += p.lanes) yr[j] = exp(xr[j * cs] - m) * inv;

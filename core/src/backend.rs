@@ -62,7 +62,7 @@ pub enum UnaryOp {
     Rsqrt,
     /// `|x|`
     Abs,
-    /// `max(x, 0)`
+    /// `max(x, 0)`; NaN stays NaN (PyTorch)
     Relu,
     /// hyperbolic tangent
     Tanh,
@@ -76,7 +76,8 @@ pub enum UnaryOp {
     GeluErfGrad,
     /// derivative of [`UnaryOp::GeluTanh`]
     GeluTanhGrad,
-    /// `1` where `x > 0`, else `0` (derivative of relu)
+    /// `0` where `x ≤ 0`, else `1`, NaN included: the derivative of relu, which
+    /// passes the gradient at a NaN input through as PyTorch does
     Step,
     /// sign of x (-1, 0, 1)
     Sign,
@@ -260,9 +261,10 @@ pub trait Backend: Send + Sync + Debug {
         b_layout: &Layout,
     ) -> Result<BoxStorage>;
 
-    /// Reduce over `axes` (sorted, distinct); the output has the input's rank with
-    /// reduced axes of size 1. Reducing an empty axis gives 0 for sum and an error
-    /// for max/min.
+    /// Reduce over `axes` (sorted, distinct; empty reduces nothing, a copy: the
+    /// tensor ops map PyTorch's `dim=[]` to every axis before calling this); the
+    /// output has the input's rank with reduced axes of size 1. Reducing an empty
+    /// axis gives 0 for sum and an error for max/min.
     fn reduce(&self, op: ReduceOp, src: &dyn BackendStorage, layout: &Layout, axes: &[usize]) -> Result<BoxStorage>;
 
     /// Batched matrix product. `lhs_layout` is `[batch.., m, k]`, `rhs_layout` is
@@ -343,8 +345,11 @@ pub trait Backend: Send + Sync + Debug {
         self.binary(BinaryOp::Div, &*e, &sl, &*s, &s_l)
     }
 
-    /// Log-softmax over the last axis (`layout` any strided view; dense output).
-    /// Fused override point; the default composes primitives.
+    /// Log-softmax over the last axis (`layout` any strided view; dense output),
+    /// computed as `(x − max) − ln Σ exp(x − max)`: subtracting `max + ln Σ` in one
+    /// step instead rounds to the precision of the row maximum, which loses small
+    /// log-probabilities when the logits are large. Fused override point (overrides
+    /// must keep this order); the default composes primitives.
     fn log_softmax_last(&self, src: &dyn BackendStorage, layout: &Layout) -> Result<BoxStorage> {
         let (shifted, sl) = composed::shift_by_max(self, src, layout)?;
         let e = self.unary(UnaryOp::Exp, &*shifted, &sl)?;

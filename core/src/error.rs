@@ -119,4 +119,45 @@ impl Error {
     pub fn invalid(op: &'static str, msg: impl Into<String>) -> Error {
         Error::InvalidArgument { op, msg: msg.into() }
     }
+
+    /// The same error attributed to `op`, the op the user called.
+    ///
+    /// A composed op (`masked_fill` over `where_cond`, `mean` over `sum`, a layer over
+    /// `matmul`) reports an invalid operand under the inner op's name, which the user
+    /// never called. This rewrites the op of the argument-checking variants (shape,
+    /// dtype, device, axis, index, invalid argument) and keeps their shapes, dtypes
+    /// and messages. It leaves alone what is not about the arguments: anomalies keep
+    /// the primitive that produced the non-finite value, backend errors their device,
+    /// and backward errors their graph node.
+    pub fn in_op(self, op: &'static str) -> Error {
+        match self {
+            Error::ShapeMismatch { lhs, rhs, .. } => Error::ShapeMismatch { op, lhs, rhs },
+            Error::DTypeMismatch { lhs, rhs, .. } => Error::DTypeMismatch { op, lhs, rhs },
+            Error::UnsupportedDType { dtype, shape, .. } => Error::UnsupportedDType { op, dtype, shape },
+            Error::DeviceMismatch { lhs, rhs, .. } => Error::DeviceMismatch { op, lhs, rhs },
+            Error::InvalidAxis { axis, shape, .. } => Error::InvalidAxis { op, axis, shape },
+            Error::IndexOutOfRange { index, size, shape, .. } => Error::IndexOutOfRange { op, index, size, shape },
+            Error::InvalidArgument { msg, .. } => Error::InvalidArgument { op, msg },
+            other => other,
+        }
+    }
+}
+
+/// Attribute the errors of a composed op's inner calls to the op the user called
+/// (see [`Error::in_op`]): `x.sum(axes, keepdim).in_op("mean")`.
+pub trait ResultExt<T> {
+    /// Rewrite an error's op to `op`; pass a value through.
+    fn in_op(self, op: &'static str) -> Result<T>;
+}
+
+impl<T> ResultExt<T> for Result<T> {
+    fn in_op(self, op: &'static str) -> Result<T> {
+        self.map_err(|e| e.in_op(op))
+    }
+}
+
+/// Run the body of the composed op `op`, attributing every error of its inner calls
+/// to `op` (see [`Error::in_op`]).
+pub fn in_op<T>(op: &'static str, body: impl FnOnce() -> Result<T>) -> Result<T> {
+    body().in_op(op)
 }

@@ -40,7 +40,7 @@ pub use autograd::{anomaly_detection, is_grad_enabled, no_grad, set_anomaly_dete
 pub use backend::{AdamStep, Backend, BackendStorage, BinaryOp, BoxStorage, ReduceOp, UnaryOp};
 pub use device::Device;
 pub use dtype::{DType, HostData};
-pub use error::{Error, Result};
+pub use error::{in_op, Error, Result, ResultExt};
 pub use layout::Layout;
 pub use rng::{manual_seed, Rng};
 pub use tensor::{Element, Tensor};

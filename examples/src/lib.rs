@@ -12,6 +12,7 @@
 //! * [`bpe`]: a byte-pair-encoding subword tokenizer.
 //! * [`bleu`]: corpus BLEU-4 (Papineni et al., 2002) with a 13a-style tokenizer.
 //! * [`plot`]: a dependency-free SVG line-chart writer.
+//! * [`report`]: a self-contained HTML report (inline SVG charts, print layout).
 //! * [`csv`]: an atomic CSV writer for training logs.
 //! * [`cli`]: the shared `--device` / `--threads` flags and setup, progress bars and
 //!   JSON-lines output.
@@ -28,6 +29,7 @@ pub mod csv;
 pub mod data;
 pub mod error;
 pub mod plot;
+pub mod report;
 pub mod rng;
 pub mod train;
 

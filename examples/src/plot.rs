@@ -42,8 +42,8 @@ pub struct LineChart {
     pub log_y: bool,
 }
 
-/// Escapes text for use inside SVG/XML.
-fn xml_escape(s: &str) -> String {
+/// Escapes text for use inside SVG/XML (and HTML: the report uses it too).
+pub(crate) fn xml_escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -57,6 +57,22 @@ fn xml_escape(s: &str) -> String {
         }
     }
     out
+}
+
+/// Starts an SVG document of `w` × `h` pixels: white background and a centred title.
+fn svg_open(s: &mut String, w: f64, h: f64, title: &str) {
+    // Writing to a String cannot fail, so the results of write! are ignored.
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
+    );
+    let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    let _ = writeln!(
+        s,
+        r#"<text x="{:.1}" y="24" text-anchor="middle" font-size="16" font-weight="bold">{}</text>"#,
+        w / 2.0,
+        xml_escape(title)
+    );
 }
 
 /// A "nice" step (1, 2 or 5 × 10^k) close to `range / target` intervals.
@@ -199,17 +215,7 @@ impl LineChart {
 
         let mut s = String::new();
         // Writing to a String cannot fail, so the results of write! are ignored below.
-        let _ = writeln!(
-            s,
-            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
-        );
-        let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-        let _ = writeln!(
-            s,
-            r#"<text x="{:.1}" y="24" text-anchor="middle" font-size="16" font-weight="bold">{}</text>"#,
-            w / 2.0,
-            xml_escape(&self.title)
-        );
+        svg_open(&mut s, w, h, &self.title);
         // Grid and ticks.
         for &x in &x_ticks {
             let xp = sx(x);
@@ -325,6 +331,138 @@ impl LineChart {
     }
 }
 
+/// Anything that renders as one SVG document (a [`LineChart`], a [`BarChart`]), so a
+/// report can inline either.
+pub trait Chart {
+    /// The chart as an SVG document of its default size.
+    fn svg(&self) -> String;
+}
+
+impl Chart for LineChart {
+    fn svg(&self) -> String {
+        self.to_svg()
+    }
+}
+
+impl Chart for BarChart {
+    fn svg(&self) -> String {
+        self.to_svg()
+    }
+}
+
+/// A horizontal bar chart: one labelled bar per value (e.g. a time per model variant).
+/// Values must be finite and non-negative to be drawn; others are shown as "n/a".
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BarChart {
+    /// Title shown above the bars.
+    pub title: String,
+    /// Label of the value axis (with its unit).
+    pub value_label: String,
+    /// `(label, value)` per bar, drawn top to bottom.
+    pub bars: Vec<(String, f64)>,
+}
+
+impl BarChart {
+    /// A chart with a title and a value-axis label, no bars.
+    pub fn new(title: impl Into<String>, value_label: impl Into<String>) -> Self {
+        BarChart {
+            title: title.into(),
+            value_label: value_label.into(),
+            bars: Vec::new(),
+        }
+    }
+
+    /// Adds a bar (builder style).
+    pub fn with_bar(mut self, label: impl Into<String>, value: f64) -> Self {
+        self.bars.push((label.into(), value));
+        self
+    }
+
+    /// Renders the chart as an SVG document `width` pixels wide (at least 300); the height
+    /// follows from the number of bars.
+    pub fn to_svg_sized(&self, width: u32) -> String {
+        let w = width.max(300) as f64;
+        let longest = self.bars.iter().map(|(n, _)| n.chars().count()).max().unwrap_or(0);
+        let (left, right, top, row) = (16.0 + 7.0 * longest as f64, 90.0, 44.0, 30.0);
+        let h = top + row * self.bars.len().max(1) as f64 + 52.0;
+        let drawable = |v: f64| v.is_finite() && v >= 0.0;
+        let max = self
+            .bars
+            .iter()
+            .map(|b| b.1)
+            .filter(|v| drawable(*v))
+            .fold(0.0, f64::max);
+        let (_, hi, ticks, step) = linear_axis(0.0, if max > 0.0 { max } else { 1.0 });
+        let sx = |v: f64| left + v / hi * (w - left - right);
+        let mut s = String::new();
+        svg_open(&mut s, w, h, &self.title);
+        let bottom = h - 52.0;
+        for &t in ticks.iter().filter(|&&t| t >= 0.0) {
+            let x = sx(t);
+            let _ = writeln!(
+                s,
+                r##"<line x1="{x:.2}" y1="{top:.2}" x2="{x:.2}" y2="{bottom:.2}" stroke="#e5e5e5"/><text x="{x:.2}" y="{:.2}" text-anchor="middle">{}</text>"##,
+                bottom + 16.0,
+                xml_escape(&format_linear(t, step))
+            );
+        }
+        for (i, (label, v)) in self.bars.iter().enumerate() {
+            let y = top + row * i as f64;
+            let color = PALETTE[i % PALETTE.len()];
+            let _ = writeln!(
+                s,
+                r#"<text x="{:.2}" y="{:.2}" text-anchor="end">{}</text>"#,
+                left - 6.0,
+                y + row / 2.0 + 4.0,
+                xml_escape(label)
+            );
+            if drawable(*v) {
+                let _ = writeln!(
+                    s,
+                    r#"<rect x="{left:.2}" y="{:.2}" width="{:.2}" height="{:.2}" fill="{color}"/><text x="{:.2}" y="{:.2}">{}</text>"#,
+                    y + 5.0,
+                    sx(*v) - left,
+                    row - 10.0,
+                    sx(*v) + 4.0,
+                    y + row / 2.0 + 4.0,
+                    xml_escape(&format_value(*v))
+                );
+            } else {
+                let _ = writeln!(
+                    s,
+                    r#"<text x="{:.2}" y="{:.2}">n/a</text>"#,
+                    left + 4.0,
+                    y + row / 2.0 + 4.0
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            r#"<line x1="{left:.2}" y1="{top:.2}" x2="{left:.2}" y2="{bottom:.2}" stroke="black"/><text x="{:.2}" y="{:.2}" text-anchor="middle" font-size="13">{}</text>"#,
+            (left + w - right) / 2.0,
+            h - 12.0,
+            xml_escape(&self.value_label)
+        );
+        s.push_str("</svg>\n");
+        s
+    }
+
+    /// Renders the chart at the default width.
+    pub fn to_svg(&self) -> String {
+        self.to_svg_sized(DEFAULT_WIDTH)
+    }
+}
+
+/// A bar's value with three significant digits.
+fn format_value(v: f64) -> String {
+    if v != 0.0 && !(1e-3..1e5).contains(&v.abs()) {
+        format!("{v:.2e}")
+    } else {
+        let decimals = (2 - v.abs().log10().floor() as i32).clamp(0, 6) as usize;
+        format!("{v:.decimals$}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -405,5 +543,21 @@ mod tests {
             .unwrap();
         assert!(std::fs::read_to_string(&path).unwrap().contains("<polyline"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn bar_chart_draws_one_bar_per_finite_value() {
+        let c = BarChart::new("Eval <time>", "ms")
+            .with_bar("LN", 12.5)
+            .with_bar("UN folded", 10.0)
+            .with_bar("broken", f64::NAN);
+        let svg = c.to_svg();
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert!(svg.contains("Eval &lt;time&gt;"));
+        assert_eq!(count(&svg, "<rect x="), 2);
+        assert!(svg.contains(">12.5<") && svg.contains(">10.0<") && svg.contains(">n/a<"));
+        assert!(!svg.contains("NaN"));
+        assert_eq!(format_value(0.000123), "1.23e-4");
+        assert_eq!(format_value(1.5), "1.50");
     }
 }

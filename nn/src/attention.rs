@@ -24,7 +24,10 @@ use crate::linear::Linear;
 use crate::module::{join, Module, ParamVisitor};
 use unigrad_core::custom::{apply, CustomOp};
 use unigrad_core::ops::softmax::softmax_last_backward;
-use unigrad_core::{DType, Device, Error, Result, Tensor};
+use unigrad_core::{in_op, DType, Device, Error, Result, Tensor};
+
+/// The name errors from inside the layer report (see [`unigrad_core::Error::in_op`]).
+const MHA: &str = "MultiHeadAttention";
 
 /// Added to masked attention scores (finite so fully masked rows stay finite).
 pub const MASK_VALUE: f64 = -1e9;
@@ -233,7 +236,7 @@ pub struct MultiHeadAttention {
 fn check_heads(d_model: usize, heads: usize) -> Result<()> {
     if heads == 0 || d_model % heads != 0 {
         return Err(Error::invalid(
-            "MultiHeadAttention",
+            MHA,
             format!("d_model {d_model} is not divisible by {heads} heads"),
         ));
     }
@@ -309,30 +312,38 @@ impl MultiHeadAttention {
     }
 
     /// Self-attention of `x [B, T, C]` with an additive `bias` from [`attention_bias`].
+    /// Errors from the projections and the attention inside name
+    /// `MultiHeadAttention`.
     pub fn forward_self(&self, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        in_op(MHA, || self.self_attention(x, bias))
+    }
+
+    fn self_attention(&self, x: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         let qkv = self
             .qkv
             .as_ref()
-            .ok_or_else(|| Error::invalid("MultiHeadAttention", "forward_self on a cross-attention layer"))?;
+            .ok_or_else(|| Error::invalid(MHA, "forward_self on a cross-attention layer"))?;
         check_tokens(x, qkv.in_features())?;
         check_bias(bias, x.shape()[0], x.shape()[1], x.shape()[1])?;
         let packed = qkv.forward(x)?;
         self.core(Packing::SelfQkv, &[&packed], bias)
     }
 
-    /// Attention of queries `x [B, Tq, C]` over `memory [B, Tk, C]`.
+    /// Attention of queries `x [B, Tq, C]` over `memory [B, Tk, C]`. Errors from the
+    /// projections and the attention inside name `MultiHeadAttention`.
     pub fn forward_cross(&self, x: &Tensor, memory: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
+        in_op(MHA, || self.cross_attention(x, memory, bias))
+    }
+
+    fn cross_attention(&self, x: &Tensor, memory: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         let (Some(q), Some(kv)) = (&self.q, &self.kv) else {
-            return Err(Error::invalid(
-                "MultiHeadAttention",
-                "forward_cross on a self-attention layer",
-            ));
+            return Err(Error::invalid(MHA, "forward_cross on a self-attention layer"));
         };
         check_tokens(x, q.in_features())?;
         check_tokens(memory, kv.in_features())?;
         if memory.shape()[0] != x.shape()[0] {
             return Err(Error::ShapeMismatch {
-                op: "MultiHeadAttention (cross)",
+                op: MHA,
                 lhs: x.shape().to_vec(),
                 rhs: memory.shape().to_vec(),
             });
@@ -346,7 +357,7 @@ impl MultiHeadAttention {
 fn check_tokens(x: &Tensor, c: usize) -> Result<()> {
     if x.rank() != 3 || x.shape()[2] != c {
         return Err(Error::invalid(
-            "MultiHeadAttention",
+            MHA,
             format!("input must be [B, T, {c}], got shape {:?}", x.shape()),
         ));
     }
@@ -359,7 +370,7 @@ fn check_bias(bias: Option<&Tensor>, b: usize, tq: usize, tk: usize) -> Result<(
         let ok = s.len() == 4 && (s[0] == 1 || s[0] == b) && s[1] == 1 && (s[2] == tq || s[2] == 1) && s[3] == tk;
         if !ok {
             return Err(Error::invalid(
-                "MultiHeadAttention",
+                MHA,
                 format!("attention bias must be [1 or {b}, 1, {tq} or 1, {tk}], got shape {s:?}"),
             ));
         }

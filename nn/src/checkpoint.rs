@@ -15,6 +15,17 @@
 //! * **Validated loading**: [`load`] compares the file with the module and reports
 //!   *every* missing and unexpected name and every shape or dtype mismatch, by name.
 //!   Nothing is modified unless the whole file fits.
+//! * **Errors name the path as given**, quoted (`"runs/m.safetensors"`), so an empty or
+//!   odd path is visible in the message rather than printing as nothing.
+//!
+//! # Optimizer files
+//!
+//! The state tensors keep their names (`exp_avg.<param>`, ...); each parameter's update
+//! count is an i64 scalar `step.<param>` (PyTorch also keeps a `step` per parameter), and
+//! the header holds the optimizer kind, the number of `step` calls, the learning rate and
+//! [`OPTIMIZER_FORMAT_KEY`]. Files written before per-parameter counts (no format key)
+//! still load: their one shared count becomes the count of every parameter that has
+//! state, which is what their updates had used.
 
 use crate::module::Module;
 use crate::optim::{Optimizer, OptimizerState};
@@ -30,9 +41,31 @@ const OP: &str = "checkpoint";
 pub const CHECKSUM_KEY: &str = "unigrad.fnv1a64";
 /// Metadata key of the optimizer kind in optimizer files.
 pub const OPTIMIZER_KEY: &str = "unigrad.optimizer";
+/// Metadata key of the optimizer file format: `2` with per-parameter step counts
+/// (`step.<param>` tensors); absent in older files, which hold one shared count.
+pub const OPTIMIZER_FORMAT_KEY: &str = "unigrad.optimizer_format";
+/// Name prefix of the per-parameter step counts in optimizer files.
+const STEP_PREFIX: &str = "step.";
+
+/// A path as errors show it: quoted, so that an empty one is seen as `""`.
+fn shown(path: &Path) -> String {
+    format!("{:?}", path.display().to_string())
+}
 
 fn io_err(path: &Path, what: &str, e: std::io::Error) -> Error {
-    Error::invalid(OP, format!("{}: {what}: {e}", path.display()))
+    Error::invalid(OP, format!("{}: {what}: {e}", shown(path)))
+}
+
+/// An empty path is an error before any file-system call (which would report only "No
+/// such file or directory", or write nothing useful).
+fn check_path(path: &Path, what: &str) -> Result<()> {
+    if path.as_os_str().is_empty() {
+        return Err(Error::invalid(
+            OP,
+            format!("the path of the file to {what} is empty (\"\"); give a file path such as \"model.safetensors\""),
+        ));
+    }
+    Ok(())
 }
 
 /// A tensor read from a file, on the host.
@@ -131,16 +164,38 @@ pub fn save_tensors(
     metadata: &HashMap<String, String>,
 ) -> Result<()> {
     let path = path.as_ref();
-    let mut items: BTreeMap<String, (DType, Vec<usize>, Vec<u8>)> = BTreeMap::new();
+    check_path(path, "write")?;
+    write_items(path, &tensor_items(tensors)?, metadata)
+}
+
+/// The tensors' names, dtypes, shapes and bytes (copied to the host); names must be unique.
+fn tensor_items(tensors: &[(String, Tensor)]) -> Result<Items> {
+    let mut items = Items::new();
     for (name, t) in tensors {
-        let bytes = host_bytes(&t.to_host()?);
-        if items
-            .insert(name.clone(), (t.dtype(), t.shape().to_vec(), bytes))
-            .is_some()
-        {
-            return Err(Error::invalid(OP, format!("duplicate tensor name `{name}`")));
-        }
+        add_item(
+            &mut items,
+            name.clone(),
+            t.dtype(),
+            t.shape().to_vec(),
+            host_bytes(&t.to_host()?),
+        )?;
     }
+    Ok(items)
+}
+
+/// Tensors on their way to a file: dtype, shape and little-endian bytes, by name.
+type Items = BTreeMap<String, (DType, Vec<usize>, Vec<u8>)>;
+
+fn add_item(items: &mut Items, name: String, dtype: DType, shape: Vec<usize>, bytes: Vec<u8>) -> Result<()> {
+    if items.contains_key(&name) {
+        return Err(Error::invalid(OP, format!("duplicate tensor name `{name}`")));
+    }
+    items.insert(name, (dtype, shape, bytes));
+    Ok(())
+}
+
+/// Write `items` with `metadata` and the checksum to `path` atomically.
+fn write_items(path: &Path, items: &Items, metadata: &HashMap<String, String>) -> Result<()> {
     let mut meta = metadata.clone();
     meta.insert(
         CHECKSUM_KEY.into(),
@@ -164,13 +219,20 @@ pub fn save_tensors(
 
 /// Write `bytes` to `path` through a fsynced temporary file in the same folder.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    check_path(path, "write")?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let file_name = path
-        .file_name()
-        .ok_or_else(|| Error::invalid(OP, format!("{} is not a file path", path.display())))?;
+    let file_name = path.file_name().ok_or_else(|| {
+        Error::invalid(
+            OP,
+            format!(
+                "{} names no file (it ends in a folder or `..`); give a file path",
+                shown(path)
+            ),
+        )
+    })?;
     std::fs::create_dir_all(&dir).map_err(|e| io_err(&dir, "create folder", e))?;
     let tmp = dir.join(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
     let result = (|| {
@@ -194,13 +256,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Read and verify a safetensors file.
 pub fn load_tensors(path: impl AsRef<Path>) -> Result<StateDict> {
     let path = path.as_ref();
+    check_path(path, "read")?;
     let bytes = std::fs::read(path).map_err(|e| io_err(path, "read", e))?;
     let bad = |what: String| {
         Error::invalid(
             OP,
             format!(
                 "{}: not a valid safetensors file (truncated or corrupted?): {what}",
-                path.display()
+                shown(path)
             ),
         )
     };
@@ -308,7 +371,7 @@ pub fn load_with<M: Module + ?Sized>(module: &M, path: impl AsRef<Path>, strict:
     apply_state(module, &sd, strict).map_err(|e| match e {
         Error::InvalidArgument { op, msg } => Error::InvalidArgument {
             op,
-            msg: format!("{}: {msg}", path.display()),
+            msg: format!("{}: {msg}", shown(path)),
         },
         other => other,
     })
@@ -377,56 +440,105 @@ pub fn apply_state<M: Module + ?Sized>(module: &M, sd: &StateDict, strict: bool)
     Ok(report)
 }
 
-/// Save an optimizer's state (moments, step, learning rate) plus `metadata` (atomic).
+/// Save an optimizer's state (moments, per-parameter step counts, call count, learning
+/// rate) plus `metadata` (atomic). See the module docs for the layout.
 pub fn save_optimizer<O: Optimizer + ?Sized>(
     opt: &O,
     path: impl AsRef<Path>,
     metadata: &HashMap<String, String>,
 ) -> Result<()> {
+    let path = path.as_ref();
+    check_path(path, "write")?;
     let st = opt.state();
     let mut meta = metadata.clone();
     meta.insert(OPTIMIZER_KEY.into(), st.kind.clone());
+    meta.insert(OPTIMIZER_FORMAT_KEY.into(), "2".into());
     meta.insert("unigrad.step".into(), st.step.to_string());
     meta.insert("unigrad.lr".into(), format!("{:e}", st.lr));
-    save_tensors(path, &st.tensors, &meta)
+    let mut items = tensor_items(&st.tensors)?;
+    for (name, n) in &st.param_steps {
+        let n = i64::try_from(*n)
+            .map_err(|_| Error::invalid(OP, format!("step count {n} of `{name}` does not fit an i64")))?;
+        let bytes = n.to_le_bytes().to_vec();
+        add_item(
+            &mut items,
+            format!("{STEP_PREFIX}{name}"),
+            DType::I64,
+            Vec::new(),
+            bytes,
+        )?;
+    }
+    write_items(path, &items, &meta)
 }
 
 /// Restore an optimizer saved by [`save_optimizer`]; returns the file's metadata.
-/// State tensors go to each parameter's device. Nothing changes on error.
+/// State tensors go to each parameter's device. Nothing changes on error. Files from
+/// before per-parameter step counts load too (see the module docs).
 pub fn load_optimizer<O: Optimizer + ?Sized>(opt: &mut O, path: impl AsRef<Path>) -> Result<HashMap<String, String>> {
     let path = path.as_ref();
     let sd = load_tensors(path)?;
+    let bad = |msg: String| Error::invalid(OP, format!("{}: {msg}", shown(path)));
     let get = |k: &str| {
         sd.metadata
             .get(k)
             .cloned()
-            .ok_or_else(|| Error::invalid(OP, format!("{}: not an optimizer file (no `{k}`)", path.display())))
+            .ok_or_else(|| bad(format!("not an optimizer file (no `{k}`)")))
     };
     let kind = get(OPTIMIZER_KEY)?;
     let step = get("unigrad.step")?
         .parse::<u64>()
-        .map_err(|e| Error::invalid(OP, format!("{}: bad step: {e}", path.display())))?;
+        .map_err(|e| bad(format!("bad step: {e}")))?;
     let lr = get("unigrad.lr")?
         .parse::<f64>()
-        .map_err(|e| Error::invalid(OP, format!("{}: bad lr: {e}", path.display())))?;
+        .map_err(|e| bad(format!("bad lr: {e}")))?;
+    let per_param = match sd.metadata.get(OPTIMIZER_FORMAT_KEY).map(String::as_str) {
+        None => false,
+        Some("2") => true,
+        Some(other) => {
+            return Err(bad(format!(
+                "unknown optimizer file format `{other}` (this build reads 2)"
+            )))
+        }
+    };
+    // Per-parameter counts stay on the host; the other tensors are state.
+    let mut param_steps = Vec::new();
+    let mut state = Vec::new();
+    for (name, h) in &sd.tensors {
+        match name.strip_prefix(STEP_PREFIX).filter(|_| per_param) {
+            Some(param) => {
+                let n = match (&h.data, h.shape.as_slice()) {
+                    (HostData::I64(v), []) => u64::try_from(v[0]).ok(),
+                    _ => None,
+                };
+                let n = n.ok_or_else(|| bad(format!("`{name}` must be a non-negative i64 scalar")))?;
+                param_steps.push((param.to_string(), n));
+            }
+            None => state.push((name, h)),
+        }
+    }
+    if !per_param {
+        // an older file: its shared count applies to every parameter with state
+        let mut with_state: Vec<String> = state
+            .iter()
+            .filter_map(|(n, _)| n.split_once('.').map(|(_, p)| p.to_string()))
+            .collect();
+        with_state.sort();
+        with_state.dedup();
+        param_steps = with_state.into_iter().map(|p| (p, step)).collect();
+    }
     // The state tensors are built on the parameters' device; `load_state` then moves each
     // to its own parameter's device (a no-op unless the parameters are spread over devices).
     let params = opt.params();
     let tensors = match params.first() {
-        Some(p) => sd
-            .tensors
+        Some(p) => state
             .iter()
-            .map(|(n, h)| Ok((n.clone(), h.to_tensor(p.device())?)))
+            .map(|(n, h)| Ok(((*n).clone(), h.to_tensor(p.device())?)))
             .collect::<Result<Vec<_>>>()?,
-        None => match sd.tensors.keys().next() {
-            Some(n) => {
-                return Err(Error::invalid(
-                    OP,
-                    format!(
-                        "{}: state `{n}` names no parameter of this optimizer (it has none)",
-                        path.display()
-                    ),
-                ))
+        None => match state.first() {
+            Some((n, _)) => {
+                return Err(bad(format!(
+                    "state `{n}` names no parameter of this optimizer (it has none)"
+                )))
             }
             None => Vec::new(),
         },
@@ -434,6 +546,7 @@ pub fn load_optimizer<O: Optimizer + ?Sized>(opt: &mut O, path: impl AsRef<Path>
     opt.load_state(&OptimizerState {
         kind,
         step,
+        param_steps,
         lr,
         tensors,
     })?;

@@ -8,7 +8,7 @@
 
 use crate::init;
 use crate::module::{join, Module, ParamVisitor};
-use unigrad_core::{no_grad, DType, Device, Error, Result, Tensor};
+use unigrad_core::{in_op, no_grad, DType, Device, Error, Result, Tensor};
 
 /// A lookup table of `num` vectors of size `dim`.
 #[derive(Clone, Debug)]
@@ -74,6 +74,10 @@ impl Embedding {
 
     /// Look up `ids` (i64, any shape): the result has shape `ids.shape() + [dim]`.
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        in_op("Embedding", || self.lookup(ids))
+    }
+
+    fn lookup(&self, ids: &Tensor) -> Result<Tensor> {
         let out = self.weight.embedding(ids)?;
         let Some(p) = self.padding_idx else { return Ok(out) };
         // Same values everywhere; where the id is the padding index the output is a

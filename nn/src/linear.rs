@@ -8,7 +8,7 @@
 use crate::init;
 use crate::module::{join, Module, ParamVisitor};
 use unigrad_core::custom::{apply, CustomOp};
-use unigrad_core::{DType, Device, Error, Result, Tensor};
+use unigrad_core::{DType, Device, Error, Result, ResultExt, Tensor};
 
 /// A fully connected layer over the last dimension.
 #[derive(Clone, Debug)]
@@ -84,7 +84,8 @@ impl Linear {
         self.weight.shape()[0]
     }
 
-    /// `x [.., in] → [.., out]`.
+    /// `x [.., in] → [.., out]`. Errors (a dtype or device that differs from the
+    /// weight's, say) name `Linear`, not the matmul inside.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let inf = self.in_features();
         if x.rank() == 0 || x.shape()[x.rank() - 1] != inf {
@@ -104,6 +105,7 @@ impl Linear {
             Some(b) => apply(op, &[x, &self.weight, b]),
             None => apply(op, &[x, &self.weight]),
         }
+        .in_op("Linear")
     }
 }
 

@@ -1,11 +1,14 @@
 //! Losses. Cross-entropy wraps core's fused `log_softmax` + `gather` op (with
 //! `ignore_index` and label smoothing as in PyTorch) and accepts logits of any rank.
 
-use unigrad_core::{Error, Result, Tensor};
+use unigrad_core::{Error, Result, ResultExt, Tensor};
 
 /// Mean cross-entropy of `logits [.., V]` against class ids `targets [..]` (i64).
 /// Targets equal to `ignore_index` are skipped and not counted; `label_smoothing ∈
 /// [0, 1]` mixes the one-hot target with the uniform distribution.
+///
+/// **Differs from PyTorch:** when every target is ignored the loss is 0 with zero
+/// gradients, not NaN (see [`Tensor::cross_entropy`]).
 pub fn cross_entropy(
     logits: &Tensor,
     targets: &Tensor,
@@ -24,6 +27,7 @@ pub fn cross_entropy(
     logits
         .reshape(&[n, v])?
         .cross_entropy(&targets.reshape(&[n])?, ignore_index, label_smoothing)
+        .in_op("cross_entropy")
 }
 
 /// Nats to bits: divide a cross-entropy in nats by `ln 2`.

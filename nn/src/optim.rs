@@ -11,6 +11,23 @@
 //! usual split (decay on weight matrices, none on biases, norm scales and other
 //! vectors) is [`decay_groups`]. Optimizer state can be saved and restored by
 //! parameter name ([`Optimizer::state`], [`Optimizer::load_state`]) for `--resume`.
+//!
+//! # Steps are counted per parameter
+//!
+//! As in PyTorch, each parameter counts its own updates, and Adam's bias correction uses
+//! that count: a [`Optimizer::step`] in which a parameter has no gradient (a frozen layer,
+//! a branch the batch did not use, a call before any backward) does not advance it. A
+//! single shared counter would give the next real update of such a parameter the bias
+//! correction of a later step, and so a wrongly scaled update. [`Optimizer::steps`] still
+//! counts the calls, for schedules and logs.
+//!
+//! # Hyperparameters are checked
+//!
+//! A learning rate that is NaN, infinite or negative, a negative or non-finite weight
+//! decay, betas outside `[0, 1)` or an `eps` that is negative or not finite are errors
+//! naming the optimizer and the value — at construction, in [`Optimizer::set_lr`] and in
+//! [`Optimizer::load_state`] — because one update with any of them turns every weight
+//! into NaN (or sends it the wrong way) without another error.
 
 use std::collections::HashMap;
 use unigrad_core::{no_grad, AdamStep, Error, Result, Tensor};
@@ -38,14 +55,17 @@ pub fn decay_groups(named: Vec<(String, Tensor)>, weight_decay: f64) -> Vec<Para
     vec![ParamGroup::new(decay, weight_decay), ParamGroup::new(no_decay, 0.0)]
 }
 
-/// Saved optimizer state: the update count and named state tensors
-/// (`exp_avg.<param>`, `exp_avg_sq.<param>`, `momentum_buffer.<param>`).
+/// Saved optimizer state: the call count, each parameter's update count and named state
+/// tensors (`exp_avg.<param>`, `exp_avg_sq.<param>`, `momentum_buffer.<param>`).
 #[derive(Clone, Debug)]
 pub struct OptimizerState {
     /// Optimizer name (`sgd`, `adam`, `adamw`); loading checks it.
     pub kind: String,
-    /// Updates done.
+    /// Calls of [`Optimizer::step`] ([`Optimizer::steps`]).
     pub step: u64,
+    /// Updates of each parameter (by name) that has had any; a parameter not listed has
+    /// had none. Adam's bias correction uses these counts.
+    pub param_steps: Vec<(String, u64)>,
     /// Current learning rate.
     pub lr: f64,
     /// Named state tensors.
@@ -55,13 +75,16 @@ pub struct OptimizerState {
 /// What the training loop needs from an optimizer.
 pub trait Optimizer {
     /// Apply one update from the parameters' accumulated gradients. Parameters without
-    /// a gradient are skipped.
+    /// a gradient are skipped, and their update counts do not advance.
     fn step(&mut self) -> Result<()>;
     /// Current learning rate.
     fn lr(&self) -> f64;
-    /// Set the learning rate (schedules call this before each step).
-    fn set_lr(&mut self, lr: f64);
-    /// Updates done so far.
+    /// Set the learning rate (schedules call this before each step). A rate that is not
+    /// finite or is negative is an error naming the optimizer and the value, and leaves
+    /// the rate unchanged.
+    fn set_lr(&mut self, lr: f64) -> Result<()>;
+    /// Calls of [`step`](Self::step) so far (each parameter's own update count, which
+    /// Adam's bias correction uses, is in [`state`](Self::state)).
     fn steps(&self) -> u64;
     /// All parameters of all groups.
     fn params(&self) -> Vec<Tensor>;
@@ -79,11 +102,14 @@ pub trait Optimizer {
 
 fn check_groups(op: &'static str, groups: &[ParamGroup]) -> Result<()> {
     let mut seen = HashMap::new();
-    for g in groups {
-        if g.weight_decay.is_nan() || g.weight_decay < 0.0 {
+    for (gi, g) in groups.iter().enumerate() {
+        if !(g.weight_decay.is_finite() && g.weight_decay >= 0.0) {
             return Err(Error::invalid(
                 op,
-                format!("weight decay {} must be >= 0", g.weight_decay),
+                format!(
+                    "weight decay {} of parameter group {gi} must be finite and >= 0",
+                    g.weight_decay
+                ),
             ));
         }
         for (name, p) in &g.params {
@@ -98,11 +124,68 @@ fn check_groups(op: &'static str, groups: &[ParamGroup]) -> Result<()> {
     Ok(())
 }
 
+/// A learning rate must be finite and >= 0.
+fn check_lr(op: &'static str, lr: f64) -> Result<()> {
+    if lr.is_finite() && lr >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            op,
+            format!("learning rate {lr} must be finite and >= 0"),
+        ))
+    }
+}
+
 /// Per-parameter state slots, indexed `[group][param]`.
 type Slots = Vec<Vec<Option<Tensor>>>;
 
 fn empty_slots(groups: &[ParamGroup]) -> Slots {
     groups.iter().map(|g| vec![None; g.params.len()]).collect()
+}
+
+/// Per-parameter update counts, indexed `[group][param]`.
+type Counts = Vec<Vec<u64>>;
+
+fn zero_counts(groups: &[ParamGroup]) -> Counts {
+    groups.iter().map(|g| vec![0; g.params.len()]).collect()
+}
+
+/// The non-zero counts by parameter name (for [`OptimizerState::param_steps`]).
+fn export_counts(groups: &[ParamGroup], counts: &Counts) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    for (g, c) in groups.iter().zip(counts) {
+        for ((name, _), &n) in g.params.iter().zip(c) {
+            if n > 0 {
+                out.push((name.clone(), n));
+            }
+        }
+    }
+    out
+}
+
+/// Counts from [`OptimizerState::param_steps`]; every name must be a parameter, once.
+fn import_counts(op: &'static str, groups: &[ParamGroup], state: &OptimizerState) -> Result<Counts> {
+    let mut counts = zero_counts(groups);
+    let mut index = HashMap::new();
+    for (gi, g) in groups.iter().enumerate() {
+        for (pi, (name, _)) in g.params.iter().enumerate() {
+            index.insert(name.as_str(), (gi, pi));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (name, n) in &state.param_steps {
+        let Some(&(gi, pi)) = index.get(name.as_str()) else {
+            return Err(Error::invalid(
+                op,
+                format!("step count of `{name}` names no parameter of this optimizer"),
+            ));
+        };
+        if !seen.insert(name.as_str()) {
+            return Err(Error::invalid(op, format!("two step counts for `{name}`")));
+        }
+        counts[gi][pi] = *n;
+    }
+    Ok(counts)
 }
 
 fn export(prefix: &str, groups: &[ParamGroup], slots: &Slots, out: &mut Vec<(String, Tensor)>) {
@@ -177,13 +260,18 @@ pub struct Sgd {
     momentum: f64,
     nesterov: bool,
     bufs: Slots,
+    /// Updates of each parameter.
+    counts: Counts,
+    /// Calls of `step`.
     steps: u64,
 }
 
 impl Sgd {
-    /// SGD over `groups` with rate `lr`, `momentum ∈ [0, 1)` and optional Nesterov.
+    /// SGD over `groups` with rate `lr` (finite, >= 0), `momentum ∈ [0, 1)` and optional
+    /// Nesterov.
     pub fn new(groups: Vec<ParamGroup>, lr: f64, momentum: f64, nesterov: bool) -> Result<Sgd> {
         check_groups("Sgd", &groups)?;
+        check_lr("Sgd", lr)?;
         if !(0.0..1.0).contains(&momentum) {
             return Err(Error::invalid("Sgd", format!("momentum {momentum} is not in [0, 1)")));
         }
@@ -192,6 +280,7 @@ impl Sgd {
         }
         Ok(Sgd {
             bufs: empty_slots(&groups),
+            counts: zero_counts(&groups),
             groups,
             lr,
             momentum,
@@ -204,8 +293,8 @@ impl Sgd {
 impl Optimizer for Sgd {
     fn step(&mut self) -> Result<()> {
         no_grad(|| {
-            for (g, bufs) in self.groups.iter().zip(self.bufs.iter_mut()) {
-                for ((_, p), buf) in g.params.iter().zip(bufs.iter_mut()) {
+            for ((g, bufs), counts) in self.groups.iter().zip(self.bufs.iter_mut()).zip(self.counts.iter_mut()) {
+                for (((_, p), buf), count) in g.params.iter().zip(bufs.iter_mut()).zip(counts.iter_mut()) {
                     let Some(mut d) = p.grad() else { continue };
                     if g.weight_decay != 0.0 {
                         d = d.add(&p.mul_scalar(g.weight_decay)?)?;
@@ -223,6 +312,7 @@ impl Optimizer for Sgd {
                         *buf = Some(b);
                     }
                     p.assign(&p.sub(&d.mul_scalar(self.lr)?)?)?;
+                    *count += 1;
                 }
             }
             self.steps += 1;
@@ -234,8 +324,10 @@ impl Optimizer for Sgd {
         self.lr
     }
 
-    fn set_lr(&mut self, lr: f64) {
+    fn set_lr(&mut self, lr: f64) -> Result<()> {
+        check_lr("Sgd::set_lr", lr)?;
         self.lr = lr;
+        Ok(())
     }
 
     fn steps(&self) -> u64 {
@@ -255,6 +347,7 @@ impl Optimizer for Sgd {
         OptimizerState {
             kind: "sgd".into(),
             step: self.steps,
+            param_steps: export_counts(&self.groups, &self.counts),
             lr: self.lr,
             tensors,
         }
@@ -262,7 +355,10 @@ impl Optimizer for Sgd {
 
     fn load_state(&mut self, state: &OptimizerState) -> Result<()> {
         check_kind("Sgd::load_state", "sgd", &["momentum_buffer"], state)?;
-        self.bufs = import("Sgd::load_state", "momentum_buffer", &self.groups, state)?;
+        check_lr("Sgd::load_state", state.lr)?;
+        let bufs = import("Sgd::load_state", "momentum_buffer", &self.groups, state)?;
+        self.counts = import_counts("Sgd::load_state", &self.groups, state)?;
+        self.bufs = bufs;
         self.steps = state.step;
         self.lr = state.lr;
         Ok(())
@@ -313,27 +409,35 @@ pub struct Adam {
     cfg: AdamConfig,
     m: Slots,
     v: Slots,
+    /// Updates of each parameter: the `t` of its bias correction.
+    counts: Counts,
+    /// Calls of `step`.
     steps: u64,
 }
 
 impl Adam {
     /// An optimizer over `groups`. For AdamW with PyTorch's default decay of 0.01 on
     /// everything, pass one group with `weight_decay = 0.01`.
+    ///
+    /// The learning rate must be finite and >= 0, both betas in `[0, 1)`, `eps` finite
+    /// and >= 0, and every group's weight decay finite and >= 0; the error names `Adam`
+    /// or `AdamW` and the value.
     pub fn new(groups: Vec<ParamGroup>, cfg: AdamConfig) -> Result<Adam> {
-        check_groups("Adam", &groups)?;
-        let ok = |b: f64| (0.0..1.0).contains(&b);
-        if !ok(cfg.beta1) || !ok(cfg.beta2) || cfg.eps.is_nan() || cfg.eps < 0.0 {
-            return Err(Error::invalid(
-                "Adam",
-                format!(
-                    "betas ({}, {}) must be in [0, 1) and eps {} >= 0",
-                    cfg.beta1, cfg.beta2, cfg.eps
-                ),
-            ));
+        let op = if cfg.decoupled { "AdamW" } else { "Adam" };
+        check_groups(op, &groups)?;
+        check_lr(op, cfg.lr)?;
+        for (name, b) in [("beta1", cfg.beta1), ("beta2", cfg.beta2)] {
+            if !(0.0..1.0).contains(&b) {
+                return Err(Error::invalid(op, format!("{name} {b} is not in [0, 1)")));
+            }
+        }
+        if !(cfg.eps.is_finite() && cfg.eps >= 0.0) {
+            return Err(Error::invalid(op, format!("eps {} must be finite and >= 0", cfg.eps)));
         }
         Ok(Adam {
             m: empty_slots(&groups),
             v: empty_slots(&groups),
+            counts: zero_counts(&groups),
             groups,
             cfg,
             steps: 0,
@@ -363,12 +467,15 @@ impl Optimizer for Adam {
     fn step(&mut self) -> Result<()> {
         let _p = crate::profile::scope("optimizer.step", None);
         let c = self.cfg;
-        let t = self.steps + 1;
         no_grad(|| {
-            for ((g, ms), vs) in self.groups.iter().zip(self.m.iter_mut()).zip(self.v.iter_mut()) {
+            let slots = self.m.iter_mut().zip(self.v.iter_mut()).zip(self.counts.iter_mut());
+            for (g, ((ms, vs), counts)) in self.groups.iter().zip(slots) {
                 let wd = g.weight_decay;
-                for (((_, p), m), v) in g.params.iter().zip(ms.iter_mut()).zip(vs.iter_mut()) {
+                let slots = ms.iter_mut().zip(vs.iter_mut()).zip(counts.iter_mut());
+                for ((_, p), ((m, v), count)) in g.params.iter().zip(slots) {
                     let Some(grad) = p.grad() else { continue };
+                    // this parameter's own update number (PyTorch's per-parameter `step`)
+                    let t = *count + 1;
                     // one fused pass per parameter (see `AdamStep` for the update)
                     let h = AdamStep::at_step(t, c.lr, (c.beta1, c.beta2), c.eps, wd, c.decoupled);
                     let (new_p, new_m, new_v) =
@@ -378,9 +485,10 @@ impl Optimizer for Adam {
                     }
                     *m = Some(new_m);
                     *v = Some(new_v);
+                    *count = t;
                 }
             }
-            self.steps = t;
+            self.steps += 1;
             Ok(())
         })
     }
@@ -389,8 +497,17 @@ impl Optimizer for Adam {
         self.cfg.lr
     }
 
-    fn set_lr(&mut self, lr: f64) {
+    fn set_lr(&mut self, lr: f64) -> Result<()> {
+        check_lr(
+            if self.cfg.decoupled {
+                "AdamW::set_lr"
+            } else {
+                "Adam::set_lr"
+            },
+            lr,
+        )?;
         self.cfg.lr = lr;
+        Ok(())
     }
 
     fn steps(&self) -> u64 {
@@ -411,6 +528,7 @@ impl Optimizer for Adam {
         OptimizerState {
             kind: self.name().into(),
             step: self.steps,
+            param_steps: export_counts(&self.groups, &self.counts),
             lr: self.cfg.lr,
             tensors,
         }
@@ -418,8 +536,10 @@ impl Optimizer for Adam {
 
     fn load_state(&mut self, state: &OptimizerState) -> Result<()> {
         check_kind("Adam::load_state", self.name(), &["exp_avg", "exp_avg_sq"], state)?;
+        check_lr("Adam::load_state", state.lr)?;
         let m = import("Adam::load_state", "exp_avg", &self.groups, state)?;
         let v = import("Adam::load_state", "exp_avg_sq", &self.groups, state)?;
+        let counts = import_counts("Adam::load_state", &self.groups, state)?;
         for (gi, g) in self.groups.iter().enumerate() {
             for (pi, (name, _)) in g.params.iter().enumerate() {
                 if m[gi][pi].is_some() != v[gi][pi].is_some() {
@@ -428,10 +548,22 @@ impl Optimizer for Adam {
                         format!("`{name}` has only one of exp_avg and exp_avg_sq"),
                     ));
                 }
+                // the moments exist exactly when the parameter has been updated
+                if m[gi][pi].is_some() != (counts[gi][pi] > 0) {
+                    return Err(Error::invalid(
+                        "Adam::load_state",
+                        format!(
+                            "`{name}` has {} moments but a step count of {}",
+                            if m[gi][pi].is_some() { "saved" } else { "no" },
+                            counts[gi][pi]
+                        ),
+                    ));
+                }
             }
         }
         self.m = m;
         self.v = v;
+        self.counts = counts;
         self.steps = state.step;
         self.cfg.lr = state.lr;
         Ok(())

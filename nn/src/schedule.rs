@@ -2,7 +2,8 @@
 //!
 //! `lr_at(step)` takes the number of optimizer updates already done (0 before the
 //! first update) and returns the rate for the next one, so a loop does
-//! `opt.set_lr(sched.lr_at(step)); opt.step()`.
+//! `opt.set_lr(sched.lr_at(step))?; opt.step()`. [`LrSchedule::validate`] refuses a rate
+//! parameter that is not finite or is negative, and `set_lr` refuses such a rate too.
 
 use unigrad_core::{Error, Result};
 
@@ -39,15 +40,28 @@ pub enum LrSchedule {
 }
 
 impl LrSchedule {
-    /// Check the parameters.
+    /// Check the parameters: every rate (`lr`, `min_lr`, `warmup_init_lr`) must be finite
+    /// and at least 0, `total` at least `warmup`, and `warmup` at least 1 for
+    /// `InverseSqrt`. The error names the schedule and the value.
     pub fn validate(&self) -> Result<()> {
-        let bad = |m: String| Err(Error::invalid("LrSchedule", m));
+        let (name, rates): (&str, &[(&str, f64)]) = match self {
+            LrSchedule::Constant { lr } => ("constant", &[("lr", *lr)]),
+            LrSchedule::WarmupCosine { lr, min_lr, .. } => ("warmup_cosine", &[("lr", *lr), ("min_lr", *min_lr)]),
+            LrSchedule::InverseSqrt { lr, warmup_init_lr, .. } => {
+                ("inverse_sqrt", &[("lr", *lr), ("warmup_init_lr", *warmup_init_lr)])
+            }
+        };
+        let bad = |m: String| Err(Error::invalid("LrSchedule", format!("{name}: {m}")));
+        for &(what, v) in rates {
+            if !(v.is_finite() && v >= 0.0) {
+                return bad(format!("{what} {v} must be finite and >= 0"));
+            }
+        }
         match *self {
-            LrSchedule::Constant { lr } if lr.is_nan() || lr < 0.0 => bad(format!("lr {lr} must be >= 0")),
             LrSchedule::WarmupCosine { total, warmup, .. } if total < warmup => {
                 bad(format!("total {total} is shorter than warmup {warmup}"))
             }
-            LrSchedule::InverseSqrt { warmup: 0, .. } => bad("inverse_sqrt needs warmup >= 1".into()),
+            LrSchedule::InverseSqrt { warmup: 0, .. } => bad("needs warmup >= 1".into()),
             _ => Ok(()),
         }
     }

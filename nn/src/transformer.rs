@@ -20,7 +20,7 @@ use crate::module::{join, BufferVisitor, Module, ParamVisitor};
 use crate::norm::{Norm, NormConfig};
 use unigrad_core::custom::{apply, CustomOp};
 use unigrad_core::ops::elementwise::unary;
-use unigrad_core::{DType, Device, Error, Result, Tensor, UnaryOp};
+use unigrad_core::{DType, Device, Error, Result, ResultExt, Tensor, UnaryOp};
 
 /// Shape of one Transformer layer.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -116,6 +116,7 @@ impl FeedForward {
             (Some(b1), Some(b2)) => apply(op, &[x, &self.ff1.weight, &self.ff2.weight, b1, b2]),
             _ => apply(op, &[x, &self.ff1.weight, &self.ff2.weight]),
         }
+        .in_op("FeedForward")
     }
 }
 

@@ -538,10 +538,231 @@ fn adam_with_zero_lr_keeps_the_parameters_then_steps_normally() {
     assert_eq!(p.to_vec_f64().unwrap(), before);
     assert_eq!(opt.steps(), 1);
     // the next step with a learning rate moves p by about lr (Adam's first steps are ≈ lr·sign)
-    opt.set_lr(0.01);
+    opt.set_lr(0.01).unwrap();
     opt.step().unwrap();
     let after = p.to_vec_f64().unwrap();
     for (a, b) in after.iter().zip(&before) {
         assert!((a - b).abs() > 1e-3 && (a - b).abs() < 0.02, "{a} vs {b}");
     }
+}
+
+fn one_param(v: &[f32]) -> (String, Tensor) {
+    let t = Tensor::from_vec(v.to_vec(), &[v.len()], &dev())
+        .unwrap()
+        .requires_grad();
+    ("w".to_string(), t)
+}
+
+/// The error text of `r`, which must be an error.
+fn err_text<T: std::fmt::Debug>(r: unigrad_core::Result<T>) -> String {
+    r.unwrap_err().to_string()
+}
+
+#[test]
+fn optimizers_reject_bad_hyperparameters_naming_the_optimizer_and_value() {
+    let group = |wd: f64| vec![ParamGroup::new(vec![one_param(&[1.0])], wd)];
+    for (lr, shown) in [(f64::NAN, "NaN"), (-0.1, "-0.1"), (f64::INFINITY, "inf")] {
+        let e = err_text(Sgd::new(group(0.0), lr, 0.0, false));
+        assert!(
+            e.contains("Sgd") && e.contains(&format!("learning rate {shown}")),
+            "{e}"
+        );
+        let e = err_text(Adam::new(group(0.0), AdamConfig::adam(lr)));
+        assert!(
+            e.starts_with("Adam:") && e.contains(&format!("learning rate {shown}")),
+            "{e}"
+        );
+        let e = err_text(Adam::new(group(0.0), AdamConfig::adamw(lr)));
+        assert!(
+            e.starts_with("AdamW:") && e.contains(&format!("learning rate {shown}")),
+            "{e}"
+        );
+    }
+    for (wd, shown) in [(-0.01, "-0.01"), (f64::NAN, "NaN"), (f64::INFINITY, "inf")] {
+        let e = err_text(Adam::new(group(wd), AdamConfig::adamw(1e-3)));
+        assert!(
+            e.contains("AdamW") && e.contains(&format!("weight decay {shown}")),
+            "{e}"
+        );
+        let e = err_text(Sgd::new(group(wd), 0.1, 0.0, false));
+        assert!(e.contains("Sgd") && e.contains(&format!("weight decay {shown}")), "{e}");
+    }
+    let adam = |f: fn(&mut AdamConfig)| {
+        let mut c = AdamConfig::adam(1e-3);
+        f(&mut c);
+        err_text(Adam::new(group(0.0), c))
+    };
+    for (e, want) in [
+        (adam(|c| c.beta1 = 1.0), "beta1 1 is not in [0, 1)"),
+        (adam(|c| c.beta1 = -0.1), "beta1 -0.1 is not in [0, 1)"),
+        (adam(|c| c.beta2 = 1.0), "beta2 1 is not in [0, 1)"),
+        (adam(|c| c.beta2 = f64::NAN), "beta2 NaN is not in [0, 1)"),
+        (adam(|c| c.eps = -1e-8), "eps -0.00000001 must be finite and >= 0"),
+        (adam(|c| c.eps = f64::INFINITY), "eps inf must be finite and >= 0"),
+        (adam(|c| c.eps = f64::NAN), "eps NaN must be finite and >= 0"),
+    ] {
+        assert!(e.starts_with("Adam:") && e.contains(want), "{e} (want {want})");
+    }
+}
+
+#[test]
+fn set_lr_and_loaded_state_refuse_a_bad_rate_and_keep_the_old_one() {
+    let (name, w) = one_param(&[1.0, 2.0]);
+    let mut adam = Adam::new(
+        vec![ParamGroup::new(vec![(name.clone(), w.clone())], 0.0)],
+        AdamConfig::adamw(0.1),
+    )
+    .unwrap();
+    let mut sgd = Sgd::new(vec![ParamGroup::new(vec![(name, w.clone())], 0.0)], 0.1, 0.0, false).unwrap();
+    for bad in [f64::NAN, -1.0, f64::NEG_INFINITY] {
+        let e = err_text(adam.set_lr(bad));
+        assert!(
+            e.starts_with("AdamW::set_lr") && e.contains(&format!("learning rate {bad}")),
+            "{e}"
+        );
+        assert_eq!(adam.lr(), 0.1);
+        let e = err_text(sgd.set_lr(bad));
+        assert!(
+            e.starts_with("Sgd::set_lr") && e.contains(&format!("learning rate {bad}")),
+            "{e}"
+        );
+        assert_eq!(sgd.lr(), 0.1);
+    }
+    // one step after the refused rate leaves the weights finite
+    w.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    adam.step().unwrap();
+    assert!(w.to_vec::<f32>().unwrap().iter().all(|v| v.is_finite()));
+    // a state with a bad rate is refused, and nothing changes
+    let mut st = adam.state();
+    st.lr = f64::NAN;
+    let e = err_text(adam.load_state(&st));
+    assert!(e.contains("learning rate NaN"), "{e}");
+    assert_eq!(adam.lr(), 0.1);
+    assert_eq!(adam.state().param_steps, vec![("w".to_string(), 1)]);
+}
+
+#[test]
+fn schedules_refuse_bad_rates() {
+    use unigrad_nn::schedule::LrSchedule;
+    let cases = [
+        (LrSchedule::Constant { lr: f64::NAN }, "lr NaN"),
+        (
+            LrSchedule::WarmupCosine {
+                lr: -1.0,
+                warmup: 1,
+                total: 2,
+                min_lr: 0.0,
+            },
+            "lr -1",
+        ),
+        (
+            LrSchedule::WarmupCosine {
+                lr: 1.0,
+                warmup: 1,
+                total: 2,
+                min_lr: f64::INFINITY,
+            },
+            "min_lr inf",
+        ),
+        (
+            LrSchedule::InverseSqrt {
+                lr: 1.0,
+                warmup: 10,
+                warmup_init_lr: -1e-7,
+            },
+            "warmup_init_lr -0.0000001",
+        ),
+    ];
+    for (s, want) in cases {
+        let e = err_text(s.validate());
+        assert!(e.starts_with("LrSchedule") && e.contains(want), "{e} (want {want})");
+    }
+}
+
+#[test]
+fn optimizer_state_rejects_inconsistent_step_counts() {
+    let (name, w) = one_param(&[1.0, 2.0]);
+    let mut adam = Adam::new(
+        vec![ParamGroup::new(vec![(name, w.clone())], 0.0)],
+        AdamConfig::adam(0.1),
+    )
+    .unwrap();
+    w.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    adam.step().unwrap();
+    let good = adam.state();
+    let mut st = good.clone();
+    st.param_steps = vec![("nope".into(), 1), ("w".into(), 1)];
+    assert!(err_text(adam.load_state(&st)).contains("`nope` names no parameter"));
+    st.param_steps = Vec::new();
+    assert!(err_text(adam.load_state(&st)).contains("`w` has saved moments but a step count of 0"));
+    st.param_steps = vec![("w".into(), 1), ("w".into(), 2)];
+    assert!(err_text(adam.load_state(&st)).contains("two step counts for `w`"));
+    assert_eq!(adam.state().param_steps, good.param_steps);
+}
+
+#[test]
+fn optimizer_files_without_per_parameter_steps_still_load() {
+    let d = tmpdir("legacy-opt");
+    let (name, w) = one_param(&[1.0, 2.0]);
+    let (_, frozen) = one_param(&[3.0]);
+    let groups = || {
+        vec![ParamGroup::new(
+            vec![(name.clone(), w.clone()), ("frozen".into(), frozen.clone())],
+            0.0,
+        )]
+    };
+    let mut adam = Adam::new(groups(), AdamConfig::adam(0.1)).unwrap();
+    w.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+    adam.step().unwrap();
+    // the layout of a file written before per-parameter counts: one shared `unigrad.step`
+    let st = adam.state();
+    let meta: HashMap<String, String> = [
+        (checkpoint::OPTIMIZER_KEY.to_string(), "adam".to_string()),
+        ("unigrad.step".to_string(), "5".to_string()),
+        ("unigrad.lr".to_string(), "1e-1".to_string()),
+    ]
+    .into();
+    let old = d.join("old.safetensors");
+    checkpoint::save_tensors(&old, &st.tensors, &meta).unwrap();
+    let mut again = Adam::new(groups(), AdamConfig::adam(0.1)).unwrap();
+    load_optimizer(&mut again, &old).unwrap();
+    assert_eq!(again.steps(), 5);
+    assert_eq!(again.state().param_steps, vec![("w".to_string(), 5)]);
+    // a file of an unknown later format is refused by name
+    let mut newer = meta.clone();
+    newer.insert(checkpoint::OPTIMIZER_FORMAT_KEY.to_string(), "3".to_string());
+    let future = d.join("future.safetensors");
+    checkpoint::save_tensors(&future, &st.tensors, &newer).unwrap();
+    assert!(err_text(load_optimizer(&mut again, &future)).contains("unknown optimizer file format `3`"));
+    // the current format round-trips the counts
+    let cur = d.join("cur.safetensors");
+    save_optimizer(&adam, &cur, &HashMap::new()).unwrap();
+    let mut third = Adam::new(groups(), AdamConfig::adam(0.1)).unwrap();
+    load_optimizer(&mut third, &cur).unwrap();
+    assert_eq!(third.state().param_steps, vec![("w".to_string(), 1)]);
+    std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn checkpoint_path_errors_name_the_path_given() {
+    let m = tiny_lm(NormKind::LayerNorm);
+    let e = err_text(save(&m, ""));
+    assert!(e.contains("empty (\"\")") && e.contains("write"), "{e}");
+    let e = err_text(load(&m, ""));
+    assert!(e.contains("empty (\"\")") && e.contains("read"), "{e}");
+    let (name, w) = one_param(&[1.0]);
+    let mut sgd = Sgd::new(vec![ParamGroup::new(vec![(name, w)], 0.0)], 0.1, 0.0, false).unwrap();
+    assert!(err_text(save_optimizer(&sgd, "", &HashMap::new())).contains("empty (\"\")"));
+    assert!(err_text(load_optimizer(&mut sgd, "")).contains("empty (\"\")"));
+    let d = tmpdir("paths");
+    let up = d.join("..");
+    let e = err_text(save(&m, &up));
+    assert!(
+        e.contains(&format!("{:?} names no file", up.display().to_string())),
+        "{e}"
+    );
+    let missing = d.join("nope.safetensors");
+    let e = err_text(load(&m, &missing));
+    assert!(e.contains(&format!("{:?}: read", missing.display().to_string())), "{e}");
+    std::fs::remove_dir_all(&d).ok();
 }

@@ -8,7 +8,7 @@ use unigrad_core::gradcheck::{gradcheck, GradcheckOptions};
 use unigrad_core::{DType, Device, Error, Result, Tensor};
 
 /// The op name an error reports, if it carries one.
-fn op_of(e: &Error) -> Option<String> {
+pub(crate) fn op_of(e: &Error) -> Option<String> {
     match e {
         Error::ShapeMismatch { op, .. }
         | Error::DTypeMismatch { op, .. }
@@ -25,7 +25,7 @@ fn op_of(e: &Error) -> Option<String> {
 
 /// Unwrap an expected error and check that it names `op` in its variant and its
 /// message; and, for every string in `mentions`, that the message contains it.
-fn expect_err<T: std::fmt::Debug>(what: &str, r: Result<T>, op: &str, mentions: &[&str]) -> Error {
+pub(crate) fn expect_err<T: std::fmt::Debug>(what: &str, r: Result<T>, op: &str, mentions: &[&str]) -> Error {
     let e = match r {
         Ok(v) => panic!("{what}: expected an error from {op}, got {v:?}"),
         Err(e) => e,
@@ -202,7 +202,7 @@ pub fn dtype_errors(dev: &Device) -> Result<()> {
         let e = expect_err(&format!("i64 {op}"), r, op, &["i64", "[2, 3]"]);
         assert!(matches!(e, Error::UnsupportedDType { dtype: DType::I64, .. }), "{e:?}");
     }
-    expect_err("i64 mul_scalar", i.mul_scalar(2.0), "affine", &["i64"]);
+    expect_err("i64 mul_scalar", i.mul_scalar(2.0), "mul_scalar", &["i64"]);
     expect_err("i64 eq_scalar", i.eq_scalar(2.0), "eq_scalar", &["i64"]);
     expect_err("i64 log_softmax", i.log_softmax(0), "log_softmax", &["i64"]);
     expect_err("i64 dropout", i.dropout(0.5, true), "dropout", &["i64"]);

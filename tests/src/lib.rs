@@ -26,6 +26,7 @@
 //! | [`views`] | storage sharing of views, rank-0 and zero-size tensors |
 //! | [`errors`] | bad inputs return errors naming the op and shapes |
 //! | [`bounds`] | every backend method rejects crafted layouts and sizes that reach past their storage |
+//! | [`semantics`] | PyTorch's edge-case semantics (NaN, kinks, empty and `axes = []` reductions, log-softmax precision) and errors from composed ops naming the called op |
 //! | [`training`] | a 1,000-step MLP run learns and keeps memory flat |
 //! | [`fused`] | the backend's fused kernels against the composed defaults they replace |
 //! | [`nn_modules`] | every nn layer by central differences in f64, and forward against naive host code |
@@ -33,6 +34,9 @@
 //! | [`nn_replay`] | UN and PowerNorm against the reference fixtures (`tests/data/fixtures/`): f64 chained, f64 and f32 step by step |
 //! | [`nn_fold`] | inference folding reproduces the eval-mode LM |
 //! | [`nn_trace`] | norm statistics tracing of single layers and of the LM, Seq2Seq and ViT |
+//! | [`nn_state`] | state a bad batch or call must not corrupt: all-padding batches, mask values, per-parameter optimizer steps |
+//! | [`diff`] | every op with a PyTorch counterpart, forward and gradients, against cases PyTorch computed (`tests/data/torch_diff.safetensors`) |
+//! | [`props`] | random shapes, axes and broadcasting partners through every public op: no panic, shapes and errors as a reference predicts, gradients shaped like their inputs |
 //!
 //! ## Extension point: more suites, same mechanism
 //!
@@ -68,6 +72,7 @@
 
 pub mod autograd;
 pub mod bounds;
+pub mod diff;
 pub mod errors;
 pub mod forward;
 pub mod fused;
@@ -77,8 +82,11 @@ pub mod nn_fold;
 pub mod nn_modules;
 pub mod nn_norms;
 pub mod nn_replay;
+pub mod nn_state;
 pub mod nn_trace;
+pub mod props;
 pub mod reference;
+pub mod semantics;
 pub mod training;
 pub mod util;
 pub mod views;
@@ -158,6 +166,11 @@ macro_rules! backend_suite {
                     elementwise, reduce, matmul, view_copy, index, softmax, softmax_backward_of_an_offset_view,
                     norm, optim,
                 }
+                semantics(Shared) = $crate::semantics {
+                    log_softmax_large_logits, relu_propagates_nan, powf_zero_exponent, clamp_kinks,
+                    extremum_nan_and_ties, empty_mean_is_nan, empty_axes_reduce_all,
+                    composed_errors_name_the_called_op,
+                }
                 training(Exclusive) = $crate::training { mlp_memory_flat }
                 fused(Shared) = $crate::fused {
                     softmax_and_moments, layer_norm, adam_update, core_entry_points,
@@ -192,11 +205,21 @@ macro_rules! backend_suite {
                     post_norm_and_training_mode_are_refused, fold_into_linear_is_w_diag_a_and_b_plus_w_s,
                     power_norm_eval_is_group_scale_then_affine, un_and_pn_models_keep_padding_out_of_their_statistics,
                 }
+                diff(Shared) = $crate::diff {
+                    torch_cases, coverage, comparison_catches_differences, replay_catches_a_wrong_case,
+                }
+                props(Shared) = $crate::props { random_ops, checks_catch_wrong_behaviour }
                 nn_trace(Shared) = $crate::nn_trace {
                     un_records_match_the_layer_state, bn_records_batch_and_running_statistics,
                     pn_records_q_phi_and_ema_gz, ln_records_per_token_statistics,
                     model_tracing_names_steps_pauses_detaches_and_exports, tracing_changes_no_result,
                     rms_norm_is_not_traced, seq2seq_is_traced, vit_is_traced,
+                }
+                nn_state(Shared) = $crate::nn_state {
+                    un_all_padding_batch_changes_no_state, pn_all_padding_batch_changes_no_state,
+                    bn_all_padding_batch_changes_no_state, masks_hold_only_zero_and_one,
+                    mask_check_sees_assigned_values, adam_counts_steps_per_parameter,
+                    sgd_counts_steps_per_parameter, optimizer_checkpoint_keeps_per_parameter_steps,
                 }
             }
         }
@@ -252,7 +275,10 @@ mod registry {
             nn_norms,
             nn_replay,
             nn_fold,
-            nn_trace
+            nn_trace,
+            nn_state,
+            diff,
+            props
         ];
         let mut n = 0;
         for (module, src) in sources {

@@ -199,11 +199,12 @@ impl<T: Float, const OP: u8> UnaryFn<T> for Un<T, OP> {
             u::SQRT => v.sqrt(),
             u::RSQRT => one / v.sqrt(),
             u::ABS => v.abs(),
+            // `<=`, so NaN falls through: relu(NaN) = NaN as in PyTorch
             u::RELU => {
-                if v > T::ZERO {
-                    v
-                } else {
+                if v <= T::ZERO {
                     T::ZERO
+                } else {
+                    v
                 }
             }
             u::TANH => v.tanh(),
@@ -219,11 +220,12 @@ impl<T: Float, const OP: u8> UnaryFn<T> for Un<T, OP> {
                 let c3 = T::from_f64(3.0) * self.b;
                 h * (one + t) + h * v * (one - t * t) * self.a * (one + c3 * v * v)
             }
+            // relu's derivative: 1 at NaN, so relu passes a NaN's gradient (PyTorch)
             u::STEP => {
-                if v > T::ZERO {
-                    one
-                } else {
+                if v <= T::ZERO {
                     T::ZERO
+                } else {
+                    one
                 }
             }
             u::SIGN => {

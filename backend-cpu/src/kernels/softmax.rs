@@ -41,9 +41,11 @@ fn softmax_rows<T: Float>(x: &[T], o: &mut [T], n: usize, log: bool) {
         }
         let s = sum_slice(or);
         if log {
-            let ls = s.ln() + m;
+            // (x − m) − ln Σ, not x − (m + ln Σ): the latter rounds to the precision
+            // of m, which swamps small log-probabilities when |m| is large
+            let ls = s.ln();
             for (d, &v) in or.iter_mut().zip(xr) {
-                *d = v - ls;
+                *d = (v - m) - ls;
             }
         } else {
             let inv = T::ONE / s;

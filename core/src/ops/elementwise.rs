@@ -5,7 +5,7 @@
 use super::check_float;
 use crate::autograd::record;
 use crate::backend::{BinaryOp, UnaryOp};
-use crate::error::{Error, Result};
+use crate::error::{in_op, Error, Result, ResultExt};
 use crate::layout::Layout;
 use crate::shape::broadcast_shape;
 use crate::tensor::{check_same_kind, Tensor};
@@ -62,7 +62,9 @@ impl Tensor {
     pub fn abs(&self) -> Result<Tensor> {
         self.unary_op("abs", UnaryOp::Abs, |x, _, g| g.mul(&x.map_raw(UnaryOp::Sign)?))
     }
-    /// `max(x, 0)`
+    /// `max(x, 0)`, with PyTorch's conventions: `relu(NaN)` is NaN (an upstream NaN
+    /// stays visible, to anomaly mode too), the gradient is 0 where `x ≤ 0` (so 0 at
+    /// the kink) and passes unchanged elsewhere, NaN included.
     pub fn relu(&self) -> Result<Tensor> {
         self.unary_op("relu", UnaryOp::Relu, |x, _, g| g.mul(&x.map_raw(UnaryOp::Step)?))
     }
@@ -100,9 +102,14 @@ impl Tensor {
             g.mul(&y.map_raw(UnaryOp::Sqr)?)?.neg()
         })
     }
-    /// `x^p` for a constant exponent.
+    /// `x^p` for a constant exponent. The gradient is `p·x^(p−1)`, except that
+    /// `p = 0` has gradient 0 everywhere (PyTorch), where the formula gives
+    /// `0·0⁻¹ = NaN` at `x = 0`.
     pub fn powf(&self, p: f64) -> Result<Tensor> {
         self.unary_op("powf", UnaryOp::Powf(p), move |x, _, g| {
+            if p == 0.0 {
+                return x.zeros_like();
+            }
             g.mul(&x.map_raw(UnaryOp::Powf(p - 1.0))?)?.mul_scalar(p)
         })
     }
@@ -112,21 +119,23 @@ impl Tensor {
     }
     /// `x + c`
     pub fn add_scalar(&self, c: f64) -> Result<Tensor> {
-        self.affine(1.0, c)
+        self.affine(1.0, c).in_op("add_scalar")
     }
     /// `x · c`
     pub fn mul_scalar(&self, c: f64) -> Result<Tensor> {
-        self.affine(c, 0.0)
+        self.affine(c, 0.0).in_op("mul_scalar")
     }
     /// `x − c`
     pub fn sub_scalar(&self, c: f64) -> Result<Tensor> {
-        self.affine(1.0, -c)
+        self.affine(1.0, -c).in_op("sub_scalar")
     }
     /// `x / c`
     pub fn div_scalar(&self, c: f64) -> Result<Tensor> {
-        self.affine(1.0 / c, 0.0)
+        self.affine(1.0 / c, 0.0).in_op("div_scalar")
     }
-    /// Clamp into `[lo, hi]` (gradient passes where not clamped).
+    /// Clamp into `[lo, hi]`: `min(max(x, lo), hi)`, so `hi` wins when `lo > hi`, and
+    /// NaN stays NaN. As in PyTorch 2.15, the gradient passes only strictly inside,
+    /// `lo < x < hi`: it is 0 at exactly `lo` or `hi`, outside, and at NaN.
     pub fn clamp(&self, lo: f64, hi: f64) -> Result<Tensor> {
         check_float("clamp", self)?;
         let out = self.map_raw(UnaryOp::MaxScalar(lo))?.map_raw(UnaryOp::MinScalar(hi))?;
@@ -136,7 +145,7 @@ impl Tensor {
             out,
             &[self],
             Box::new(move |g| {
-                let inside = x.ge_scalar(lo)?.mul(&x.le_scalar(hi)?)?;
+                let inside = x.gt_scalar(lo)?.mul(&x.lt_scalar(hi)?)?;
                 Ok(vec![Some(g.mul(&inside)?)])
             }),
         )
@@ -221,18 +230,24 @@ impl Tensor {
             Ok((Some(ga), Some(gb)))
         })
     }
-    /// Elementwise maximum (gradient to the larger; ties go to `a`).
+    /// Elementwise maximum; a NaN in either operand gives NaN. The gradient goes to
+    /// the larger operand, and to both in full where either is NaN (as in PyTorch).
+    ///
+    /// **Differs from PyTorch on ties:** where `a == b` the whole gradient goes to
+    /// `a` (PyTorch splits it, half to each), so it is a subgradient of one operand.
     pub fn maximum(&self, rhs: &Tensor) -> Result<Tensor> {
         self.binary_op("maximum", BinaryOp::Max, rhs, |a, b, g| {
-            let m = a.zip_raw(BinaryOp::Ge, "maximum", b)?;
-            Ok((Some(g.mul(&m)?), Some(g.mul(&m.map_raw(UnaryOp::Affine(-1.0, 1.0))?)?)))
+            extremum_grads("maximum", a, b, g, BinaryOp::Lt, BinaryOp::Ge)
         })
     }
-    /// Elementwise minimum (gradient to the smaller; ties go to `a`).
+    /// Elementwise minimum; a NaN in either operand gives NaN. The gradient goes to
+    /// the smaller operand, and to both in full where either is NaN (as in PyTorch).
+    ///
+    /// **Differs from PyTorch on ties:** where `a == b` the whole gradient goes to
+    /// `a` (PyTorch splits it, half to each).
     pub fn minimum(&self, rhs: &Tensor) -> Result<Tensor> {
         self.binary_op("minimum", BinaryOp::Min, rhs, |a, b, g| {
-            let m = a.zip_raw(BinaryOp::Le, "minimum", b)?;
-            Ok((Some(g.mul(&m)?), Some(g.mul(&m.map_raw(UnaryOp::Affine(-1.0, 1.0))?)?)))
+            extremum_grads("minimum", a, b, g, BinaryOp::Gt, BinaryOp::Le)
         })
     }
 
@@ -334,14 +349,9 @@ impl Tensor {
 
     /// Replace elements where `mask != 0` by `value` (mask broadcasts to self).
     pub fn masked_fill(&self, mask: &Tensor, value: f64) -> Result<Tensor> {
-        let fill = Tensor::scalar(value, self.dtype(), self.device())?;
-        mask.where_cond(&fill, self).map_err(|e| match e {
-            Error::ShapeMismatch { lhs, rhs, .. } => Error::ShapeMismatch {
-                op: "masked_fill",
-                lhs,
-                rhs,
-            },
-            other => other,
+        in_op("masked_fill", || {
+            let fill = Tensor::scalar(value, self.dtype(), self.device())?;
+            mask.where_cond(&fill, self)
         })
     }
 
@@ -355,9 +365,28 @@ impl Tensor {
         if !train || p == 0.0 {
             return Ok(self.clone());
         }
-        let mask = Tensor::bernoulli(self.shape(), 1.0 - p, self.dtype(), self.device())?;
-        self.mul(&mask.mul_scalar(1.0 / (1.0 - p))?)
+        in_op("dropout", || {
+            let mask = Tensor::bernoulli(self.shape(), 1.0 - p, self.dtype(), self.device())?;
+            self.mul(&mask.mul_scalar(1.0 / (1.0 - p))?)
+        })
     }
+}
+
+/// Gradients `(ga, gb)` of `maximum` (`a_loses = Lt`, `a_wins = Ge`) or `minimum`
+/// (`Gt`, `Le`): `a` gets `g` unless it loses strictly, `b` gets `g` unless `a` wins
+/// or ties. A NaN makes both comparisons false, so both operands get `g`.
+fn extremum_grads(
+    name: &'static str,
+    a: &Tensor,
+    b: &Tensor,
+    g: &Tensor,
+    a_loses: BinaryOp,
+    a_wins: BinaryOp,
+) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    let not = UnaryOp::Affine(-1.0, 1.0);
+    let to_a = a.zip_raw(a_loses, name, b)?.map_raw(not)?;
+    let to_b = a.zip_raw(a_wins, name, b)?.map_raw(not)?;
+    Ok((Some(g.mul(&to_a)?), Some(g.mul(&to_b)?)))
 }
 
 /// Apply a backend unary map without recording a gradient, including the derivative

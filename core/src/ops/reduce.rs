@@ -1,10 +1,13 @@
 //! Reductions over axes: sum, mean, max, min, variance, and `sum_to` (the
 //! adjoint of broadcasting, used by every broadcasting op's backward).
+//!
+//! Every reduction taking `axes` follows PyTorch's `dim=[]`: an empty list reduces
+//! over *all* dimensions (not over none), so `x.sum(&[], false)` equals `x.sum_all()`.
 
 use super::check_float;
 use crate::autograd::record;
 use crate::backend::{BinaryOp, ReduceOp};
-use crate::error::{Error, Result};
+use crate::error::{in_op, Error, Result};
 use crate::layout::Layout;
 use crate::shape::{normalize_axes, numel, reduced_shape};
 use crate::tensor::Tensor;
@@ -30,10 +33,11 @@ impl Tensor {
         }
     }
 
-    /// Sum over `axes` (negative axes count from the end).
+    /// Sum over `axes` (negative axes count from the end; empty: every axis). An
+    /// empty axis sums to 0.
     pub fn sum(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
         check_float("sum", self)?;
-        let ax = normalize_axes("sum", axes, self.shape())?;
+        let ax = reduction_axes("sum", axes, self.shape())?;
         let out = self.reduce_raw(ReduceOp::Sum, &ax)?;
         let in_shape = self.shape().to_vec();
         let out = record(
@@ -47,26 +51,32 @@ impl Tensor {
 
     /// Sum of every element (a scalar).
     pub fn sum_all(&self) -> Result<Tensor> {
-        let axes: Vec<isize> = (0..self.rank() as isize).collect();
-        self.sum(&axes, false)
+        in_op("sum_all", || self.sum(&[], false))
     }
 
-    /// Mean over `axes`.
+    /// Mean over `axes` (empty: every axis). The mean over an empty axis is NaN
+    /// (0/0), as in PyTorch.
     pub fn mean(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
-        let ax = normalize_axes("mean", axes, self.shape())?;
-        let n: usize = ax.iter().map(|&a| self.shape()[a]).product();
-        self.sum(axes, keepdim)?.mul_scalar(1.0 / n.max(1) as f64)
+        in_op("mean", || {
+            check_float("mean", self)?;
+            let ax = reduction_axes("mean", axes, self.shape())?;
+            let n: usize = ax.iter().map(|&a| self.shape()[a]).product();
+            // n = 0: the sum is 0 and 0·∞ is NaN
+            self.sum(axes, keepdim)?.mul_scalar(1.0 / n as f64)
+        })
     }
 
-    /// Mean of every element (a scalar).
+    /// Mean of every element (a scalar); NaN for an empty tensor, as in PyTorch.
     pub fn mean_all(&self) -> Result<Tensor> {
-        let n = self.numel().max(1) as f64;
-        self.sum_all()?.mul_scalar(1.0 / n)
+        in_op("mean_all", || self.mean(&[], false))
     }
 
-    /// Variance over `axes`; `unbiased` divides by `n − 1`.
+    /// Variance over `axes` (empty: every axis); `unbiased` divides by `n − 1`.
+    /// Fewer than 1 (biased) or 2 (unbiased) elements per output is an error
+    /// (PyTorch returns NaN with a warning).
     pub fn var(&self, axes: &[isize], keepdim: bool, unbiased: bool) -> Result<Tensor> {
-        let ax = normalize_axes("var", axes, self.shape())?;
+        check_float("var", self)?;
+        let ax = reduction_axes("var", axes, self.shape())?;
         let n: usize = ax.iter().map(|&a| self.shape()[a]).product();
         let denom = if unbiased { n as f64 - 1.0 } else { n as f64 };
         if denom <= 0.0 {
@@ -78,13 +88,15 @@ impl Tensor {
                 ),
             ));
         }
-        let mu = self.mean(axes, true)?;
-        self.sub(&mu)?.sqr()?.sum(axes, keepdim)?.mul_scalar(1.0 / denom)
+        in_op("var", || {
+            let mu = self.mean(axes, true)?;
+            self.sub(&mu)?.sqr()?.sum(axes, keepdim)?.mul_scalar(1.0 / denom)
+        })
     }
 
     fn extremum(&self, op: ReduceOp, name: &'static str, axes: &[isize], keepdim: bool) -> Result<Tensor> {
         check_float(name, self)?;
-        let ax = normalize_axes(name, axes, self.shape())?;
+        let ax = reduction_axes(name, axes, self.shape())?;
         if ax.iter().any(|&a| self.shape()[a] == 0) {
             return Err(Error::invalid(
                 name,
@@ -94,6 +106,7 @@ impl Tensor {
         let out = self.reduce_raw(op, &ax)?;
         let x = self.detach();
         let y = out.detach();
+        let kept = ax.clone();
         let out = record(
             name,
             out,
@@ -101,19 +114,21 @@ impl Tensor {
             Box::new(move |g| {
                 // gradient split evenly between tied extrema
                 let hit = x.zip_raw(BinaryOp::Eq, name, &y)?;
-                let count = hit.reduce_raw(ReduceOp::Sum, &ax)?;
+                let count = hit.reduce_raw(ReduceOp::Sum, &kept)?;
                 Ok(vec![Some(hit.mul(&g.div(&count)?)?)])
             }),
         )?;
-        Tensor::finish_keepdim(out, self.shape(), &normalize_axes(name, axes, self.shape())?, keepdim)
+        Tensor::finish_keepdim(out, self.shape(), &ax, keepdim)
     }
 
-    /// Maximum over `axes`.
+    /// Maximum over `axes` (empty: every axis). Tied maxima share the gradient
+    /// equally (PyTorch's `amax`); a reduction over an empty axis is an error.
     pub fn max(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
         self.extremum(ReduceOp::Max, "max", axes, keepdim)
     }
 
-    /// Minimum over `axes`.
+    /// Minimum over `axes` (empty: every axis). Tied minima share the gradient
+    /// equally (PyTorch's `amin`); a reduction over an empty axis is an error.
     pub fn min(&self, axes: &[isize], keepdim: bool) -> Result<Tensor> {
         self.extremum(ReduceOp::Min, "min", axes, keepdim)
     }
@@ -136,6 +151,10 @@ impl Tensor {
             .filter(|&i| i < extra || (shape[i - extra] == 1 && self.shape()[i] != 1))
             .map(|i| i as isize)
             .collect();
+        if axes.is_empty() {
+            // same element count, only size-1 axes differ: `sum(&[])` would reduce all
+            return self.reshape(shape);
+        }
         let s = self.sum(&axes, true)?;
         if numel(shape) == s.numel() {
             s.reshape(shape)
@@ -146,5 +165,15 @@ impl Tensor {
                 rhs: shape.to_vec(),
             })
         }
+    }
+}
+
+/// The axes a reduction runs over: `axes` normalised and sorted, or, for an empty
+/// list, every axis (PyTorch's `dim=[]`).
+fn reduction_axes(op: &'static str, axes: &[isize], shape: &[usize]) -> Result<Vec<usize>> {
+    if axes.is_empty() {
+        Ok((0..shape.len()).collect())
+    } else {
+        normalize_axes(op, axes, shape)
     }
 }

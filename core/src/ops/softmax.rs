@@ -9,7 +9,7 @@
 use super::view::dense;
 use super::{check_float, check_index};
 use crate::autograd::record;
-use crate::error::{Error, Result};
+use crate::error::{in_op, Error, Result};
 use crate::layout::Layout;
 use crate::shape::normalize_axis;
 use crate::tensor::Tensor;
@@ -84,7 +84,9 @@ impl Tensor {
         self.softmax_impl(dim, false)
     }
 
-    /// Log-softmax along `dim`, numerically stable, one fused kernel each way.
+    /// Log-softmax along `dim`, numerically stable, one fused kernel each way:
+    /// `(x − max) − ln Σ exp(x − max)`, so small log-probabilities keep their
+    /// precision however large the logits (PyTorch's order of operations).
     pub fn log_softmax(&self, dim: isize) -> Result<Tensor> {
         self.softmax_impl(dim, true)
     }
@@ -93,6 +95,10 @@ impl Tensor {
     /// (`[N]`, i64). Targets equal to `ignore_index` contribute nothing and are not
     /// counted; `label_smoothing` mixes the one-hot target with the uniform
     /// distribution as in PyTorch. Returns a scalar.
+    ///
+    /// **Differs from PyTorch:** when every target is ignored (or `N = 0`) the loss
+    /// is 0 with zero gradients, where PyTorch returns NaN (0/0): a batch made only
+    /// of padding then leaves the model unchanged instead of poisoning it.
     pub fn cross_entropy(&self, targets: &Tensor, ignore_index: Option<i64>, label_smoothing: f64) -> Result<Tensor> {
         const OP: &str = "cross_entropy";
         check_float(OP, self)?;
@@ -130,8 +136,15 @@ impl Tensor {
             safe[i] = ti;
         }
         let count: f64 = valid.iter().sum();
+        in_op(OP, || self.cross_entropy_rows(&valid, safe, count, label_smoothing))
+    }
+
+    /// The loss of [`Tensor::cross_entropy`] from validated targets: `valid` marks
+    /// the counted rows, `safe` holds their class ids (0 where ignored).
+    fn cross_entropy_rows(&self, valid: &[f64], safe: Vec<i64>, count: f64, label_smoothing: f64) -> Result<Tensor> {
+        let n = valid.len();
         let dev = self.device();
-        let valid = Tensor::from_f64s(&valid, &[n, 1], self.dtype(), dev)?;
+        let valid = Tensor::from_f64s(valid, &[n, 1], self.dtype(), dev)?;
         let ids = Tensor::from_vec(safe, &[n, 1], dev)?;
         let logp = self.log_softmax(-1)?;
         let nll = logp.gather(1, &ids)?.neg()?;

@@ -252,7 +252,7 @@ pub fn warmup_cosine(lr: f64, warmup: u64, steps: u64, min_ratio: f64) -> TrainR
 /// (0: no clipping), step. Returns the loss value; a value that is not finite ends the run
 /// with [`TrainError::Diverged`] naming update `done` (1-based).
 pub fn update<O: Optimizer + ?Sized>(opt: &mut O, loss: &Tensor, lr: f64, clip: f64, done: u64) -> TrainResult<f64> {
-    opt.set_lr(lr);
+    opt.set_lr(lr)?;
     opt.zero_grad();
     loss.backward()?;
     if clip > 0.0 {

@@ -2,10 +2,16 @@
 //!
 //! Transformers feed `[B, N, C]` activations; "BatchNorm over tokens" normalises each
 //! channel with statistics over all `B·N` tokens (PyTorch's `BatchNorm1d` applied to the
-//! tokens reshaped to `[B·N, C]`). With a padding mask (`[B, N]`, 1 = pad) the statistics
-//! cover the valid tokens only, so padding cannot shift them (Shen et al. 2020 show how
-//! much that matters for NLP). Outputs at padded positions are computed with the same
-//! statistics and are meant to be ignored downstream.
+//! tokens reshaped to `[B·N, C]`). With a padding mask (`[B, N]`, 1 = pad, 0 = token; any
+//! other value is an error) the statistics cover the valid tokens only, so padding cannot
+//! shift them (Shen et al. 2020 show how much that matters for NLP). Outputs at padded
+//! positions are computed with the same statistics and are meant to be ignored downstream.
+//!
+//! A training batch needs at least 2 valid tokens (the unbiased variance of one token is
+//! undefined; PyTorch refuses it too), with one exception: a batch whose mask marks
+//! *every* token as padding is skipped — normalised with the running statistics as in eval
+//! mode, with no update of `running_mean`, `running_var` or `num_batches_tracked` — since
+//! it has no statistic and no output that counts (see [`BatchNorm::forward`]).
 //!
 //! Running statistics (`running_mean`, `running_var` with the unbiased variance, and
 //! `num_batches_tracked`) are buffers updated in training as in PyTorch:
@@ -95,7 +101,14 @@ impl BatchNorm {
     }
 
     /// Normalize `x [.., C]`; `pad_mask` has `x`'s shape without the channel dim
-    /// (`[B, N]` for `[B, N, C]`), non-zero where the token is padding (any dtype).
+    /// (`[B, N]` for `[B, N, C]`), 1 where the token is padding and 0 where it counts (any
+    /// dtype; another value is an error naming it, in eval mode too).
+    ///
+    /// In training mode a mask that marks every token as padding skips the step: the
+    /// output is the eval-mode `γ·(x − running_mean)/sqrt(running_var + ε) + β` (finite,
+    /// differentiable by ordinary autograd) and the running statistics, the batch counter
+    /// and the trace are left as they were, so evaluation and checkpoints never see a
+    /// statistic of an empty batch. Fewer than 2 valid tokens otherwise is an error.
     pub fn forward(&self, x: &Tensor, pad_mask: Option<&Tensor>) -> Result<Tensor> {
         let c = self.channels();
         if x.rank() < 2 || x.shape()[x.rank() - 1] != c {
@@ -111,26 +124,36 @@ impl BatchNorm {
             let valid = pad_mask
                 .map(|m| valid_indicator("BatchNorm", m, lead, x.dtype()))
                 .transpose()?;
-            self.forward_train(&x2, valid.as_ref())?
+            match valid {
+                // every token is padding: skip the step (see above); an empty input is
+                // still refused below, as without a mask
+                Some((_, 0)) if rows > 0 => self.forward_running(&x2)?,
+                Some((v, count)) => self.forward_train(&x2, Some(&v), count)?,
+                None => self.forward_train(&x2, None, rows)?,
+            }
         } else {
             // Running statistics: the mask changes nothing, but a wrong one is still an error.
             pad_mask.map(|m| check_mask("BatchNorm", m, lead)).transpose()?;
-            let rstd = self.running_var.get().add_scalar(self.eps)?.rsqrt()?;
-            let scale = self.weight.mul(&rstd)?;
-            let shift = self.bias.sub(&self.running_mean.get().mul(&scale)?)?;
-            x2.mul(&scale)?.add(&shift)?
+            self.forward_running(&x2)?
         };
         y.reshape(x.shape())
     }
 
-    /// `valid`: the padding mask's validity indicator (`x`'s positions + `[1]`, 1 = valid).
-    fn forward_train(&self, x2: &Tensor, valid: Option<&Tensor>) -> Result<Tensor> {
+    /// `x [rows, C]` normalised with the running statistics (eval mode).
+    fn forward_running(&self, x2: &Tensor) -> Result<Tensor> {
+        let rstd = self.running_var.get().add_scalar(self.eps)?.rsqrt()?;
+        let scale = self.weight.mul(&rstd)?;
+        let shift = self.bias.sub(&self.running_mean.get().mul(&scale)?)?;
+        x2.mul(&scale)?.add(&shift)
+    }
+
+    /// `valid`: the padding mask's validity indicator (`x`'s positions + `[1]`, 1 = valid),
+    /// `count` valid tokens.
+    fn forward_train(&self, x2: &Tensor, valid: Option<&Tensor>, count: usize) -> Result<Tensor> {
         let rows = x2.shape()[0];
-        let (valid, count) = match valid {
-            Some(v) => (Some(v.reshape(&[rows, 1])?), v.sum_all()?.to_scalar()?),
-            None => (None, rows as f64),
-        };
+        let valid = valid.map(|v| v.reshape(&[rows, 1])).transpose()?;
         check_count(count)?;
+        let count = count as f64;
         let stats = Arc::new(Mutex::new(None));
         let op = BatchNormOp {
             valid,
@@ -242,8 +265,8 @@ impl CustomOp for BatchNormOp {
     }
 }
 
-fn check_count(count: f64) -> Result<()> {
-    if count < 2.0 {
+fn check_count(count: usize) -> Result<()> {
+    if count < 2 {
         return Err(Error::invalid(
             "BatchNorm",
             format!("training needs at least 2 valid tokens per channel, got {count}"),

@@ -17,8 +17,12 @@
 //! imported here.
 //!
 //! Every norm takes `forward(x, pad_mask)`; the token-statistics norms (BatchNorm,
-//! PowerNorm, UN) use the padding mask (`[B, N]`, non-zero = pad) to keep padding out of their
-//! statistics, the per-token ones (LayerNorm, RMSNorm) ignore it.
+//! PowerNorm, UN) use the padding mask (`[B, N]`, 1 = pad, 0 = token, any dtype; another
+//! value is an error naming it) to keep padding out of their statistics, the per-token ones
+//! (LayerNorm, RMSNorm) ignore it. A training batch whose mask marks every token as padding
+//! leaves the statistics and counters of those three as they were (each layer's `forward`
+//! says what it returns then), so neither evaluation nor a checkpoint can inherit a
+//! statistic of an empty batch.
 
 pub mod batch;
 pub mod layer;
@@ -176,7 +180,7 @@ impl Norm {
         }
     }
 
-    /// Normalize `x [.., C]`; `pad_mask` (`x`'s shape without `C`, non-zero = pad, any
+    /// Normalize `x [.., C]`; `pad_mask` (`x`'s shape without `C`, 1 = pad, 0 = token, any
     /// dtype) reaches the norms that use batch statistics.
     pub fn forward(&self, x: &Tensor, pad_mask: Option<&Tensor>) -> Result<Tensor> {
         match self {

@@ -21,6 +21,14 @@
 //! Buffers keep the reference's names and shapes (`running_phi` and `ema_gz` are
 //! `[1, C, 1, 1]`, `iters` is i64 `[1]`) so checkpoints map one to one. Step names (P1–P7,
 //! P-B1–P-B6) and "quirk §3.n" refer to ALGORITHMS.md next to the fixtures.
+//!
+//! # Where this layer differs from the reference
+//!
+//! A training batch whose padding mask covers every token would make the reference write
+//! NaN into `running_phi` (0/0 in P3), which every later step, evaluation and checkpoint
+//! would inherit; this layer skips such a batch ([`PowerNorm::forward`]). A mask holds only
+//! 0 and 1: any other value is an error here, where the reference's valid set (positions
+//! where the mask is 0) would count it as padding.
 
 use super::stats::{check_state, token_norm_accessors, valid_sq_mean, TokenParams};
 use super::trace::TraceSite;
@@ -282,9 +290,19 @@ impl PowerNorm {
     }
 
     /// Normalise `x` (`[B, N, C]`, or `[N, C]` as one sequence) with an optional padding
-    /// mask `[B, N]` (non-zero = padding; any dtype). Training mode advances the state and
-    /// records the PowerNorm backward; eval mode uses `running_phi`, ignores the mask and
-    /// changes nothing.
+    /// mask `[B, N]` (1 = padding, 0 = token; any dtype, and any other value is an error
+    /// naming it). Training mode advances the state and records the PowerNorm backward;
+    /// eval mode uses `running_phi` and changes nothing (the mask is still checked).
+    ///
+    /// # A batch of padding only
+    ///
+    /// A training call whose mask marks every token as padding has no batch statistic
+    /// (the reference divides 0 by 0 and writes NaN into `running_phi` for good). This
+    /// layer skips such a step instead: it returns the eval-mode output
+    /// `γ·u/sqrt(running_phi + ε) + β` of the group-scaled input `u` (finite,
+    /// differentiable by ordinary autograd) and leaves `running_phi`, `ema_gz`, the
+    /// iteration counter, [`last_step`](Self::last_step) and the trace untouched, so
+    /// evaluation and checkpoints never see a statistic from it.
     pub fn forward(&self, x: &Tensor, pad_mask: Option<&Tensor>) -> Result<Tensor> {
         self.forward_with_params(x, &self.p.weight, &self.p.bias, pad_mask)
     }
@@ -301,8 +319,9 @@ impl PowerNorm {
         let inp = self.p.input(OP, x, weight, bias, pad_mask)?;
         // P1 (and §2.5): group scaling first, in training and eval, at every position.
         let u = group_scale(&inp.x, self.sh.cfg.group_num)?;
-        let y = if !self.p.training {
+        let y = if !self.p.training || inp.all_padding() {
             // §2.5: y = γ·u/sqrt(φ+ε) + β; the mask is ignored, no state changes (quirk §3.12).
+            // A training batch of padding only takes this path too (see `forward`).
             let s = self
                 .sh
                 .running_phi

@@ -10,8 +10,8 @@
 //! `trace.rs` are leaves, the layer files use them, and `mod.rs` ties the layers together.
 
 use crate::module::{join, Buffer, ParamVisitor};
-use std::sync::{Arc, Mutex};
-use unigrad_core::{BackendStorage, DType, Device, Error, Result, Tensor};
+use std::sync::{Arc, Mutex, Weak};
+use unigrad_core::{BackendStorage, DType, Device, Error, HostData, Result, Tensor};
 
 /// A host mirror of an i64 `[1]` counter buffer, so that reading it does not copy from
 /// the device on every step. The mirror is trusted only while the buffer still holds the
@@ -117,19 +117,35 @@ pub(crate) fn input_3d(
     }
 }
 
-/// Turn a padding mask (any dtype; non-zero = padding) over the token positions `lead`
+/// Turn a padding mask (any dtype; 1 = padding, 0 = token) over the token positions `lead`
 /// (the input's shape without its channel dimension) into the validity indicator of shape
-/// `lead + [1]` in `dtype` (1 = valid token, 0 = padding). The mask has shape `lead`, or
-/// `lead` without its leading 1s (`[N]` for a single sequence `[1, N]`).
-pub(crate) fn valid_indicator(op: &'static str, mask: &Tensor, lead: &[usize], dtype: DType) -> Result<Tensor> {
-    check_mask(op, mask, lead)?;
+/// `lead + [1]` in `dtype` (1 = valid token, 0 = padding), with the number of valid tokens.
+/// The mask has shape `lead`, or `lead` without its leading 1s (`[N]` for a single sequence
+/// `[1, N]`), and holds only 0 and 1 ([`check_mask`]).
+pub(crate) fn valid_indicator(
+    op: &'static str,
+    mask: &Tensor,
+    lead: &[usize],
+    dtype: DType,
+) -> Result<(Tensor, usize)> {
+    let count = check_mask(op, mask, lead)?;
     let mut shape = lead.to_vec();
     shape.push(1);
-    mask.detach().to_dtype(dtype)?.reshape(&shape)?.eq_scalar(0.0)
+    Ok((mask.detach().to_dtype(dtype)?.reshape(&shape)?.eq_scalar(0.0)?, count))
 }
 
-/// Check that a padding mask fits the token positions `lead` (see [`valid_indicator`]).
-pub(crate) fn check_mask(op: &'static str, mask: &Tensor, lead: &[usize]) -> Result<()> {
+/// Check that a padding mask fits the token positions `lead` (see [`valid_indicator`]) and
+/// holds only 0 (token) and 1 (padding); return the number of valid tokens (zeros).
+///
+/// Any other value — 2, −1, 0.5, NaN — is an error naming the value and its position: a
+/// mask is a set of positions, and a weight other than 0 or 1 has no meaning in the
+/// statistics (an earlier BatchNorm counted a 2 with weight −1).
+///
+/// Checking the values reads the mask on the host. Every norm of a model gets the same
+/// mask tensor, so the result is remembered (per thread) for the last mask checked, and
+/// the other layers of the same step do not read it again. The memory is keyed by the
+/// tensor's id and its storage, so a new mask or an `assign` to this one is read afresh.
+pub(crate) fn check_mask(op: &'static str, mask: &Tensor, lead: &[usize]) -> Result<usize> {
     let ones = lead.iter().take_while(|&&d| d == 1).count();
     if mask.shape() != lead && mask.shape() != &lead[ones..] {
         return Err(Error::invalid(
@@ -140,14 +156,80 @@ pub(crate) fn check_mask(op: &'static str, mask: &Tensor, lead: &[usize]) -> Res
             ),
         ));
     }
-    Ok(())
+    let storage = mask.storage();
+    let cached = LAST_MASK.with(|c| match &*c.borrow() {
+        Some((id, weak, count)) if *id == mask.id() => weak
+            .upgrade()
+            .filter(|s| std::ptr::addr_eq(Arc::as_ptr(s), Arc::as_ptr(&storage)))
+            .map(|_| *count),
+        _ => None,
+    });
+    if let Some(count) = cached {
+        return Ok(count);
+    }
+    let count = count_valid(op, mask)?;
+    LAST_MASK.with(|c| *c.borrow_mut() = Some((mask.id(), Arc::downgrade(&storage), count)));
+    Ok(count)
+}
+
+/// A mask [`check_mask`] accepted: its tensor id, its storage and its number of valid
+/// tokens.
+type CheckedMask = (usize, Weak<dyn BackendStorage>, usize);
+
+thread_local! {
+    /// The last mask [`check_mask`] accepted on this thread.
+    static LAST_MASK: std::cell::RefCell<Option<CheckedMask>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The number of zeros of a 0/1 mask; any other value is an error naming it and where.
+fn count_valid(op: &'static str, mask: &Tensor) -> Result<usize> {
+    let bad = |i: usize, v: String| {
+        let mut pos = vec![0; mask.rank()];
+        let mut rest = i;
+        for (p, &d) in pos.iter_mut().zip(mask.shape()).rev() {
+            *p = rest % d;
+            rest /= d;
+        }
+        Err(Error::invalid(
+            op,
+            format!(
+                "padding mask of shape {:?} must hold only 0 (token) and 1 (padding), found {v} at {pos:?}",
+                mask.shape()
+            ),
+        ))
+    };
+    let scanned = match mask.to_host()? {
+        HostData::I64(v) => scan(&v, 0, 1),
+        HostData::F32(v) => scan(&v, 0.0, 1.0),
+        HostData::F64(v) => scan(&v, 0.0, 1.0),
+    };
+    scanned.or_else(|(i, v)| bad(i, v))
+}
+
+/// The number of `zero`s in `v`, or the first element that is neither `zero` nor `one`
+/// (its index and value).
+fn scan<T: Copy + PartialEq + std::fmt::Display>(
+    v: &[T],
+    zero: T,
+    one: T,
+) -> std::result::Result<usize, (usize, String)> {
+    let mut zeros = 0;
+    for (i, &m) in v.iter().enumerate() {
+        if m == zero {
+            zeros += 1;
+        } else if m != one {
+            return Err((i, m.to_string()));
+        }
+    }
+    Ok(zeros)
 }
 
 /// Per-channel quadratic mean over valid tokens: `[B, N, C]` → `[C]`.
 ///
 /// Quirk §3.1/§3.2 of the fixtures' ALGORITHMS.md: only valid tokens enter the forward
 /// statistic, divided by their count `M`, and nothing is centred. (An all-padding batch
-/// gives NaN, like the reference's mean of an empty selection.)
+/// would give NaN, like the reference's mean of an empty selection; the layers never call
+/// this for one, see [`TokenInput::all_padding`].)
 pub(crate) fn valid_sq_mean(x: &Tensor, valid: Option<&Tensor>) -> Result<Tensor> {
     let x2 = x.sqr()?;
     match valid {
@@ -195,6 +277,8 @@ pub(crate) struct TokenInput {
     pub(crate) was_2d: bool,
     /// `[B, N, 1]`, 1 for valid tokens; `None` without a mask.
     pub(crate) valid: Option<Tensor>,
+    /// The number of valid tokens; `None` without a mask (then every token is valid).
+    pub(crate) valid_count: Option<usize>,
 }
 
 impl TokenInput {
@@ -215,8 +299,26 @@ impl TokenInput {
         check_param(op, "weight", weight, channels, dtype)?;
         check_param(op, "bias", bias, channels, dtype)?;
         let lead = [x3.shape()[0], x3.shape()[1]];
-        let valid = pad_mask.map(|m| valid_indicator(op, m, &lead, dtype)).transpose()?;
-        Ok(TokenInput { x: x3, was_2d, valid })
+        let (valid, valid_count) = match pad_mask {
+            Some(m) => {
+                let (v, n) = valid_indicator(op, m, &lead, dtype)?;
+                (Some(v), Some(n))
+            }
+            None => (None, None),
+        };
+        Ok(TokenInput {
+            x: x3,
+            was_2d,
+            valid,
+            valid_count,
+        })
+    }
+
+    /// The mask marks every token as padding. A training step then has no statistic to
+    /// take (the quadratic mean over no token is 0/0), so UN and PowerNorm skip it: they
+    /// normalise as in eval mode and change no state and no counter.
+    pub(crate) fn all_padding(&self) -> bool {
+        self.valid_count == Some(0)
     }
 
     /// `y` (`[B, N, C]`) in the caller's layout.

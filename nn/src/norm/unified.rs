@@ -38,6 +38,14 @@
 //! `iters`, `skip_counter`) built from differentiable ops, so autograd yields the true
 //! gradient (ALGORITHMS.md §1.6). It leaves `ema_gz` and `buffer_gz` untouched, since only
 //! the calibrated backward uses them.
+//!
+//! # Where this layer differs from the reference
+//!
+//! A training batch whose padding mask covers every token would make the reference write
+//! NaN into `running_var` (and every later step, evaluation and checkpoint would inherit
+//! it); this layer skips such a batch ([`UnifiedNorm::forward`]). A mask holds only 0 and
+//! 1: any other value is an error here, where the reference's valid set (ALGORITHMS.md
+//! §1.1, positions where the mask is 0) would count it as padding.
 
 use super::stats::{check_state, token_norm_accessors, valid_sq_mean, Counter, TokenParams};
 use super::trace::TraceSite;
@@ -521,9 +529,20 @@ impl UnifiedNorm {
     }
 
     /// Normalise `x` (`[B, N, C]`, or `[N, C]` as one sequence) with an optional padding
-    /// mask `[B, N]` (non-zero = padding; any dtype). In training mode this advances the
-    /// state (see the module docs) and the result's backward is the calibrated one; in
-    /// eval mode it uses `running_var`, ignores the mask and changes nothing.
+    /// mask `[B, N]` (1 = padding, 0 = token; any dtype, and any other value is an error
+    /// naming it). In training mode this advances the state (see the module docs) and the
+    /// result's backward is the calibrated one; in eval mode it uses `running_var` and
+    /// changes nothing (the mask is still checked).
+    ///
+    /// # A batch of padding only
+    ///
+    /// A training call whose mask marks every token as padding has no batch statistic
+    /// (the reference divides 0 by 0 and writes NaN into `running_var` for good). This
+    /// layer skips such a step instead: it returns the eval-mode output
+    /// `γ·x/sqrt(running_var + ε) + β` (finite, differentiable by ordinary autograd) and
+    /// leaves every buffer, the iteration counter, the skip counter,
+    /// [`last_step`](Self::last_step) and the trace untouched, so evaluation and checkpoints never see
+    /// a statistic from it.
     pub fn forward(&self, x: &Tensor, pad_mask: Option<&Tensor>) -> Result<Tensor> {
         self.forward_with_params(x, &self.p.weight, &self.p.bias, pad_mask)
     }
@@ -538,8 +557,9 @@ impl UnifiedNorm {
         pad_mask: Option<&Tensor>,
     ) -> Result<Tensor> {
         let inp = self.p.input(OP, x, weight, bias, pad_mask)?;
-        let y = if !self.p.training {
+        let y = if !self.p.training || inp.all_padding() {
             // §1.4: y = γ·x/sqrt(ρ+ε) + β everywhere; the mask is ignored (quirk §3.12).
+            // A training batch of padding only takes this path too (see `forward`).
             let s = self.sh.running_var.get().add_scalar(self.sh.cfg.eps)?.sqrt()?;
             weight.mul(&inp.x.div(&s)?)?.add(bias)?
         } else {
