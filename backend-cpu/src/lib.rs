@@ -33,7 +33,7 @@ pub mod strided;
 use kernels::view::to_dense;
 use std::sync::{Arc, OnceLock};
 pub use storage::CpuStorage;
-use storage::{mismatch, unsupported};
+use storage::{check_alloc, mismatch, unsupported};
 use unigrad_core::{
     AdamStep, Backend, BackendStorage, BinaryOp, BoxStorage, DType, Device, Error, HostData, Layout, ReduceOp, Result,
     UnaryOp,
@@ -71,6 +71,15 @@ fn get_mut(s: &mut dyn BackendStorage) -> Result<&mut CpuStorage> {
 fn view<'a>(op: &'static str, s: &'a dyn BackendStorage, l: &Layout) -> Result<&'a CpuStorage> {
     let c = get(s)?;
     l.check_fits(op, c.len())?;
+    Ok(c)
+}
+
+/// [`view`] for the input of a kernel whose dense output has the layout's elements
+/// in the input's dtype: also checks that memory can hold that output, since a
+/// broadcast view may describe far more elements than it stores.
+fn view_out<'a>(op: &'static str, s: &'a dyn BackendStorage, l: &Layout) -> Result<&'a CpuStorage> {
+    let c = view(op, s, l)?;
+    check_alloc(op, l.numel(), c.dtype())?;
     Ok(c)
 }
 
@@ -157,7 +166,7 @@ impl Backend for CpuBackend {
     }
 
     fn to_host(&self, src: &dyn BackendStorage, layout: &Layout) -> Result<HostData> {
-        Ok(kernels::view::to_host(view("to_host", src, layout)?, layout))
+        Ok(kernels::view::to_host(view_out("to_host", src, layout)?, layout))
     }
 
     fn copy_strided(
@@ -172,11 +181,14 @@ impl Backend for CpuBackend {
     }
 
     fn cast(&self, src: &dyn BackendStorage, l: &Layout, dtype: DType) -> Result<BoxStorage> {
-        boxed(kernels::view::cast(view("cast", src, l)?, l, dtype))
+        // the cast goes through host vectors of the source dtype and then the target's
+        let s = view_out("cast", src, l)?;
+        check_alloc("cast", l.numel(), dtype)?;
+        boxed(kernels::view::cast(s, l, dtype))
     }
 
     fn unary(&self, op: UnaryOp, src: &dyn BackendStorage, l: &Layout) -> Result<BoxStorage> {
-        boxed(match view("unary", src, l)? {
+        boxed(match view_out("unary", src, l)? {
             CpuStorage::F32(v) => CpuStorage::F32(kernels::elementwise::unary(op, v, l)),
             CpuStorage::F64(v) => CpuStorage::F64(kernels::elementwise::unary(op, v, l)),
             s => return Err(unsupported("unary", s, l.shape())),
@@ -192,7 +204,7 @@ impl Backend for CpuBackend {
         lb: &Layout,
     ) -> Result<BoxStorage> {
         same_shapes("binary", &[la, lb])?;
-        boxed(match (view("binary", a, la)?, view("binary", b, lb)?) {
+        boxed(match (view_out("binary", a, la)?, view("binary", b, lb)?) {
             (CpuStorage::F32(x), CpuStorage::F32(y)) => CpuStorage::F32(kernels::elementwise::binary(op, x, la, y, lb)),
             (CpuStorage::F64(x), CpuStorage::F64(y)) => CpuStorage::F64(kernels::elementwise::binary(op, x, la, y, lb)),
             (x, y) => return Err(mismatch("binary", x, y)),
@@ -211,7 +223,7 @@ impl Backend for CpuBackend {
         use kernels::elementwise::where_cond;
         const OP: &str = "where_cond";
         same_shapes(OP, &[lc, la, lb])?;
-        boxed(match (view(OP, c, lc)?, view(OP, a, la)?, view(OP, b, lb)?) {
+        boxed(match (view(OP, c, lc)?, view_out(OP, a, la)?, view(OP, b, lb)?) {
             (CpuStorage::F32(c), CpuStorage::F32(x), CpuStorage::F32(y)) => {
                 CpuStorage::F32(where_cond(c, lc, x, la, y, lb))
             }
@@ -234,7 +246,20 @@ impl Backend for CpuBackend {
     fn matmul(&self, a: &dyn BackendStorage, la: &Layout, b: &dyn BackendStorage, lb: &Layout) -> Result<BoxStorage> {
         const OP: &str = "matmul";
         kernels::matmul::check_shapes(la, lb)?;
-        boxed(match (view(OP, a, la)?, view(OP, b, lb)?) {
+        let (x, y) = (view(OP, a, la)?, view(OP, b, lb)?);
+        // the output [batch.., m, n]: `la`'s dims but the last, times n
+        let n = lb.shape()[lb.rank() - 1];
+        let rows = &la.shape()[..la.rank() - 1];
+        match rows.iter().try_fold(n, |acc, &d| acc.checked_mul(d)) {
+            Some(len) => check_alloc(OP, len, x.dtype())?,
+            None => {
+                return Err(Error::invalid(
+                    OP,
+                    format!("the output of {:?} · {:?} overflows usize", la.shape(), lb.shape()),
+                ))
+            }
+        }
+        boxed(match (x, y) {
             (CpuStorage::F32(x), CpuStorage::F32(y)) => CpuStorage::F32(kernels::matmul::matmul(x, la, y, lb)),
             (CpuStorage::F64(x), CpuStorage::F64(y)) => CpuStorage::F64(kernels::matmul::matmul(x, la, y, lb)),
             (x, y) => return Err(mismatch("matmul", x, y)),
@@ -316,12 +341,16 @@ impl Backend for CpuBackend {
     }
 
     fn softmax_last(&self, src: &dyn BackendStorage, l: &Layout) -> Result<BoxStorage> {
-        boxed(kernels::softmax::softmax_last(view("softmax_last", src, l)?, l, false)?)
+        boxed(kernels::softmax::softmax_last(
+            view_out("softmax_last", src, l)?,
+            l,
+            false,
+        )?)
     }
 
     fn log_softmax_last(&self, src: &dyn BackendStorage, l: &Layout) -> Result<BoxStorage> {
         boxed(kernels::softmax::softmax_last(
-            view("log_softmax_last", src, l)?,
+            view_out("log_softmax_last", src, l)?,
             l,
             true,
         )?)

@@ -189,27 +189,28 @@ pub fn take_zeroed<T: Pooled>(n: usize) -> Vec<T> {
     take_impl(n, true)
 }
 
-/// Bytes from which [`try_take_zeroed`] asks the allocator first whether it can
-/// serve the request at all.
+/// Bytes from which [`can_allocate`] asks the allocator whether it can serve a
+/// request at all.
 const PROBE_BYTES: usize = 64 << 20;
 
-/// [`take_zeroed`], but a request the system cannot serve is `None` instead of a
-/// process abort: more than `isize::MAX` bytes, or (from 64 MiB on) a size the
-/// allocator refuses when asked with `try_reserve_exact`. The probe allocation is
-/// released untouched before the real one, so it costs one `mmap`/`munmap` pair and
-/// no page faults; the real allocation keeps the zeroed-pages path of
-/// [`take_zeroed`]. For allocations a user's sizes control (`Backend::zeros`).
-pub fn try_take_zeroed<T: Pooled>(n: usize) -> Option<Vec<T>> {
-    let bytes = n.checked_mul(std::mem::size_of::<T>())?;
+/// Whether the system can serve an allocation of `n` elements of `T` at all: false
+/// past `isize::MAX` bytes and, from 64 MiB on, when the allocator refuses the size
+/// (asked with `try_reserve_exact`; the probe is released untouched, so it costs one
+/// `mmap`/`munmap` pair and no page faults). Lets callers turn a request no memory
+/// can hold (a broadcast view describes far more elements than it stores) into an
+/// error before an infallible allocation would abort the process.
+pub fn can_allocate<T: Pooled>(n: usize) -> bool {
+    let Some(bytes) = n.checked_mul(std::mem::size_of::<T>()) else {
+        return false;
+    };
     if bytes > isize::MAX as usize {
-        return None;
+        return false;
     }
-    if bytes >= PROBE_BYTES {
-        // the real allocation rounds up to the size class: probe that much
-        let want = if poolable::<T>(n) { class_size(class_ceil(n)) } else { n };
-        Vec::<T>::new().try_reserve_exact(want).ok()?;
-    }
-    Some(take_zeroed(n))
+    // the real allocation rounds up to the size class: probe that much
+    bytes < PROBE_BYTES
+        || Vec::<T>::new()
+            .try_reserve_exact(if poolable::<T>(n) { class_size(class_ceil(n)) } else { n })
+            .is_ok()
 }
 
 fn take_impl<T: Pooled>(n: usize, zero: bool) -> Vec<T> {

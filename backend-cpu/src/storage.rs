@@ -64,20 +64,10 @@ impl CpuStorage {
 
     /// [`CpuStorage::zeros`], but a size the system cannot allocate is an
     /// [`Error::Backend`] (as a device's out-of-memory is) naming `op`, instead of an
-    /// abort (see [`pool::try_take_zeroed`]).
+    /// abort (see [`pool::can_allocate`]).
     pub fn try_zeros(op: &'static str, len: usize, dtype: DType) -> Result<CpuStorage> {
-        let s = match dtype {
-            DType::F32 => pool::try_take_zeroed(len).map(CpuStorage::F32),
-            DType::F64 => pool::try_take_zeroed(len).map(CpuStorage::F64),
-            DType::I64 => pool::try_take_zeroed(len).map(CpuStorage::I64),
-        };
-        s.ok_or_else(|| Error::Backend {
-            device: "cpu".into(),
-            msg: format!(
-                "{op}: cannot allocate {len} elements of {dtype} ({} bytes)",
-                len as u128 * dtype.size_in_bytes() as u128
-            ),
-        })
+        check_alloc(op, len, dtype)?;
+        Ok(CpuStorage::zeros(len, dtype))
     }
 
     /// Move the elements out as host data (no copy; the buffer leaves the pool's reach).
@@ -120,6 +110,27 @@ impl StorageElem for f64 {
     fn wrap(v: Vec<f64>) -> CpuStorage {
         CpuStorage::F64(v)
     }
+}
+
+/// Error unless an output of `len` elements of `dtype` can be allocated
+/// ([`pool::can_allocate`]): an [`Error::Backend`] naming `op`, as a device's
+/// out-of-memory is, instead of an abort inside the kernel.
+pub(crate) fn check_alloc(op: &'static str, len: usize, dtype: DType) -> Result<()> {
+    let ok = match dtype {
+        DType::F32 => pool::can_allocate::<f32>(len),
+        DType::F64 => pool::can_allocate::<f64>(len),
+        DType::I64 => pool::can_allocate::<i64>(len),
+    };
+    if ok {
+        return Ok(());
+    }
+    Err(Error::Backend {
+        device: "cpu".into(),
+        msg: format!(
+            "{op}: cannot allocate {len} elements of {dtype} ({} bytes)",
+            len as u128 * dtype.size_in_bytes() as u128
+        ),
+    })
 }
 
 /// The error for a kernel that does not take `s`'s dtype (an i64 operand of a float op).

@@ -536,6 +536,37 @@ pub fn shape_overflow(dev: &Device) -> Result<()> {
     Ok(())
 }
 
+/// Views that describe more elements than memory holds (a broadcast scalar stores
+/// one) are fine as views, but an op that would materialise them returns the
+/// backend's allocation error instead of aborting the process.
+pub fn huge_outputs(dev: &Device) -> Result<()> {
+    let one = Tensor::scalar(1.0, DType::F64, dev)?.reshape(&[1, 1])?;
+    let wide = one.broadcast_as(&[1, 1 << 48])?; // 2 PB as f64
+    let (col, row) = (one.broadcast_as(&[1 << 24, 1])?, one.broadcast_as(&[1, 1 << 24])?);
+    let cases: [(&str, Result<Tensor>); 7] = [
+        ("exp", wide.exp()),
+        ("add", col.add(&row)),
+        ("where_cond", col.where_cond(&row, &col)),
+        ("matmul", col.matmul(&row)),
+        ("to_dtype", wide.to_dtype(DType::F32)),
+        ("softmax", wide.softmax(-1)),
+        ("contiguous", wide.contiguous()),
+    ];
+    for (what, r) in cases {
+        match r {
+            Err(Error::Backend { .. }) => {}
+            other => panic!("{what}: expected an allocation error, got {other:?}"),
+        }
+    }
+    assert!(matches!(wide.to_vec_f64(), Err(Error::Backend { .. })));
+    // reductions of such a view need no large output
+    assert_eq!(
+        one.broadcast_as(&[1 << 10, 1 << 10])?.sum_all()?.to_scalar()?,
+        (1u64 << 20) as f64
+    );
+    Ok(())
+}
+
 /// A start near `usize::MAX` is reported as passed, never wrapped to "index -1".
 pub fn narrow_huge_start(dev: &Device) -> Result<()> {
     let a = randn(dev, &[4, 3])?;

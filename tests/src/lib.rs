@@ -160,7 +160,7 @@ macro_rules! backend_suite {
                 views(Shared) = $crate::views { storage_sharing, scalars, zero_size, creation }
                 errors(Shared) = $crate::errors {
                     shape_errors, dtype_errors, axis_errors, index_errors, argument_errors,
-                    shape_overflow, narrow_huge_start, non_float_grad,
+                    shape_overflow, huge_outputs, narrow_huge_start, non_float_grad,
                 }
                 bounds(Shared) = $crate::bounds {
                     elementwise, reduce, matmul, view_copy, index, softmax, softmax_backward_of_an_offset_view,
