@@ -3,24 +3,18 @@
 //! reference LM with the casts reported and give PyTorch's logits; `save_as` writes
 //! F16/BF16 with correct rounding at the edges (subnormals, max, overflow, inf, NaN).
 
+mod common;
+
 use unigrad_core::{DType, HostData};
 use unigrad_nn::checkpoint::{self, FileDType, HostTensor, StateDict};
-use unigrad_nn::{Linear, LmConfig, Module, NormKind, TransformerLm};
+use unigrad_nn::{Linear, Module, NormKind, TransformerLm};
 
 fn data(file: &str) -> String {
     format!("{}/tests/data/torch_ckpt/{file}", env!("CARGO_MANIFEST_DIR"))
 }
 
 fn lm(dtype: DType) -> TransformerLm {
-    let cfg = LmConfig {
-        vocab: 16,
-        d_model: 8,
-        heads: 2,
-        d_ff: 16,
-        layers: 2,
-        max_seq: 8,
-        ..LmConfig::reference(NormKind::LayerNorm)
-    };
+    let cfg = common::mini_lm_config(NormKind::LayerNorm);
     let mut m = TransformerLm::new(cfg, dtype, &unigrad_cpu::cpu()).unwrap();
     m.eval();
     m
