@@ -42,5 +42,5 @@ pub use device::Device;
 pub use dtype::{DType, HostData};
 pub use error::{in_op, Error, Result, ResultExt};
 pub use layout::Layout;
-pub use rng::{manual_seed, Rng};
+pub use rng::{manual_seed, with_generator, Generator, Rng};
 pub use tensor::{Element, Tensor};

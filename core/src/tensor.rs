@@ -211,6 +211,35 @@ impl Tensor {
         Tensor::from_host_as("bernoulli", HostData::from_f64(v, dtype), shape, device)
     }
 
+    /// [`Tensor::randn`] drawing from the explicit generator `gen` instead of the global
+    /// one (reproducible per generator, whichever thread draws; see [`rng`]).
+    pub fn randn_with(shape: &[usize], dtype: DType, device: &Device, gen: &mut rng::Generator) -> Result<Tensor> {
+        rng::with_generator(gen, || Tensor::randn(shape, dtype, device))
+    }
+
+    /// [`Tensor::rand_uniform`] drawing from the explicit generator `gen`.
+    pub fn rand_uniform_with(
+        shape: &[usize],
+        lo: f64,
+        hi: f64,
+        dtype: DType,
+        device: &Device,
+        gen: &mut rng::Generator,
+    ) -> Result<Tensor> {
+        rng::with_generator(gen, || Tensor::rand_uniform(shape, lo, hi, dtype, device))
+    }
+
+    /// [`Tensor::bernoulli`] drawing from the explicit generator `gen`.
+    pub fn bernoulli_with(
+        shape: &[usize],
+        p: f64,
+        dtype: DType,
+        device: &Device,
+        gen: &mut rng::Generator,
+    ) -> Result<Tensor> {
+        rng::with_generator(gen, || Tensor::bernoulli(shape, p, dtype, device))
+    }
+
     /// Zeros with this tensor's shape, dtype and device.
     pub fn zeros_like(&self) -> Result<Tensor> {
         Tensor::zeros(self.shape(), self.dtype(), self.device())

@@ -15,6 +15,14 @@
 //! * **Validated loading**: [`load`] compares the file with the module and reports
 //!   *every* missing and unexpected name and every shape or dtype mismatch, by name.
 //!   Nothing is modified unless the whole file fits.
+//! * **Floating dtypes cast on load**, as PyTorch's `load_state_dict` does: a file's
+//!   F32, F64, F16 or BF16 tensor loads into an f32 or f64 module (F16 and BF16 widen to
+//!   f32 exactly), and every cast is listed in [`LoadReport::casts`], so a lossy one
+//!   (f64 file into an f32 model) is visible. Integer and floating dtypes never mix.
+//! * **Saving in a chosen dtype**: [`save_as`] writes the floating tensors as F32, F64,
+//!   F16 or BF16 (most published safetensors files are BF16); [`save`] keeps each
+//!   tensor's own dtype. Conversions use the `half` crate (round to nearest even; values
+//!   beyond the format's range become infinities, NaN stays NaN).
 //! * **Errors name the path as given**, quoted (`"runs/m.safetensors"`), so an empty or
 //!   odd path is visible in the message rather than printing as nothing.
 //!
@@ -73,8 +81,64 @@ fn check_path(path: &Path, what: &str) -> Result<()> {
 pub struct HostTensor {
     /// Shape.
     pub shape: Vec<usize>,
-    /// Row-major data.
+    /// Row-major data (F16 and BF16 files widened, exactly, to f32).
     pub data: HostData,
+    /// The dtype the file stores it in.
+    pub stored: FileDType,
+}
+
+/// A dtype of a tensor in a safetensors file: what [`save_as`] writes and what a
+/// [`HostTensor`] was read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileDType {
+    /// IEEE single precision.
+    F32,
+    /// IEEE double precision.
+    F64,
+    /// IEEE half precision (`half::f16`).
+    F16,
+    /// bfloat16 (`half::bf16`): f32's range with 8 bits of precision.
+    BF16,
+    /// 64-bit integers (never a target of [`save_as`]: integer tensors keep their dtype).
+    I64,
+}
+
+impl FileDType {
+    fn st(self) -> Dtype {
+        match self {
+            FileDType::F32 => Dtype::F32,
+            FileDType::F64 => Dtype::F64,
+            FileDType::F16 => Dtype::F16,
+            FileDType::BF16 => Dtype::BF16,
+            FileDType::I64 => Dtype::I64,
+        }
+    }
+
+    /// The stored dtype of a tensor of dtype `d` saved as-is.
+    fn of(d: DType) -> FileDType {
+        match d {
+            DType::F32 => FileDType::F32,
+            DType::F64 => FileDType::F64,
+            DType::I64 => FileDType::I64,
+        }
+    }
+
+    /// True for the floating dtypes.
+    pub fn is_float(self) -> bool {
+        self != FileDType::I64
+    }
+}
+
+impl fmt::Display for FileDType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FileDType::F32 => "f32",
+            FileDType::F64 => "f64",
+            FileDType::F16 => "f16",
+            FileDType::BF16 => "bf16",
+            FileDType::I64 => "i64",
+        })
+    }
 }
 
 impl HostTensor {
@@ -93,14 +157,6 @@ pub struct StateDict {
     pub metadata: HashMap<String, String>,
 }
 
-fn to_st_dtype(d: DType) -> Dtype {
-    match d {
-        DType::F32 => Dtype::F32,
-        DType::F64 => Dtype::F64,
-        DType::I64 => Dtype::I64,
-    }
-}
-
 fn host_bytes(h: &HostData) -> Vec<u8> {
     match h {
         HostData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
@@ -109,27 +165,75 @@ fn host_bytes(h: &HostData) -> Vec<u8> {
     }
 }
 
-fn from_bytes(name: &str, d: Dtype, b: &[u8]) -> Result<HostData> {
+/// `h` as little-endian bytes of the floating dtype `to` (integer data and `to = I64`
+/// are refused by the caller). Narrowing rounds to nearest even (`half`, `as f32`).
+fn float_bytes(h: &HostData, to: FileDType) -> Vec<u8> {
+    let v: Vec<f64> = match h {
+        HostData::F32(v) if to != FileDType::F64 => {
+            // from f32 directly, so that F16/BF16 round once (f32 -> half), not twice
+            return match to {
+                FileDType::F16 => v.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect(),
+                FileDType::BF16 => v.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect(),
+                _ => host_bytes(h),
+            };
+        }
+        other => other.to_f64(),
+    };
+    match to {
+        FileDType::F32 => v.iter().flat_map(|&x| (x as f32).to_le_bytes()).collect(),
+        FileDType::F16 => v.iter().flat_map(|&x| half::f16::from_f64(x).to_le_bytes()).collect(),
+        FileDType::BF16 => v.iter().flat_map(|&x| half::bf16::from_f64(x).to_le_bytes()).collect(),
+        FileDType::F64 | FileDType::I64 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+    }
+}
+
+fn from_bytes(name: &str, d: Dtype, b: &[u8]) -> Result<(HostData, FileDType)> {
+    let two = |c: &[u8]| u16::from_le_bytes(c.try_into().expect("2"));
     Ok(match d {
-        Dtype::F32 => HostData::F32(
-            b.chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().expect("4")))
-                .collect(),
+        Dtype::F16 => (
+            HostData::F32(
+                b.chunks_exact(2)
+                    .map(|c| half::f16::from_bits(two(c)).to_f32())
+                    .collect(),
+            ),
+            FileDType::F16,
         ),
-        Dtype::F64 => HostData::F64(
-            b.chunks_exact(8)
-                .map(|c| f64::from_le_bytes(c.try_into().expect("8")))
-                .collect(),
+        Dtype::BF16 => (
+            HostData::F32(
+                b.chunks_exact(2)
+                    .map(|c| half::bf16::from_bits(two(c)).to_f32())
+                    .collect(),
+            ),
+            FileDType::BF16,
         ),
-        Dtype::I64 => HostData::I64(
-            b.chunks_exact(8)
-                .map(|c| i64::from_le_bytes(c.try_into().expect("8")))
-                .collect(),
+        Dtype::F32 => (
+            HostData::F32(
+                b.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().expect("4")))
+                    .collect(),
+            ),
+            FileDType::F32,
+        ),
+        Dtype::F64 => (
+            HostData::F64(
+                b.chunks_exact(8)
+                    .map(|c| f64::from_le_bytes(c.try_into().expect("8")))
+                    .collect(),
+            ),
+            FileDType::F64,
+        ),
+        Dtype::I64 => (
+            HostData::I64(
+                b.chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().expect("8")))
+                    .collect(),
+            ),
+            FileDType::I64,
         ),
         other => {
             return Err(Error::invalid(
                 OP,
-                format!("tensor `{name}` has dtype {other:?}; only F32, F64 and I64 are supported"),
+                format!("tensor `{name}` has dtype {other:?}; only F32, F64, F16, BF16 and I64 are supported"),
             ))
         }
     })
@@ -165,28 +269,28 @@ pub fn save_tensors(
 ) -> Result<()> {
     let path = path.as_ref();
     check_path(path, "write")?;
-    write_items(path, &tensor_items(tensors)?, metadata)
+    write_items(path, &tensor_items(tensors, None)?, metadata)
 }
 
-/// The tensors' names, dtypes, shapes and bytes (copied to the host); names must be unique.
-fn tensor_items(tensors: &[(String, Tensor)]) -> Result<Items> {
+/// The tensors' names, dtypes, shapes and bytes (copied to the host); names must be
+/// unique. With `float_as`, floating tensors are written in that dtype.
+fn tensor_items(tensors: &[(String, Tensor)], float_as: Option<FileDType>) -> Result<Items> {
     let mut items = Items::new();
     for (name, t) in tensors {
-        add_item(
-            &mut items,
-            name.clone(),
-            t.dtype(),
-            t.shape().to_vec(),
-            host_bytes(&t.to_host()?),
-        )?;
+        let host = t.to_host()?;
+        let (stored, bytes) = match float_as {
+            Some(to) if t.dtype().is_float() => (to, float_bytes(&host, to)),
+            _ => (FileDType::of(t.dtype()), host_bytes(&host)),
+        };
+        add_item(&mut items, name.clone(), stored, t.shape().to_vec(), bytes)?;
     }
     Ok(items)
 }
 
 /// Tensors on their way to a file: dtype, shape and little-endian bytes, by name.
-type Items = BTreeMap<String, (DType, Vec<usize>, Vec<u8>)>;
+type Items = BTreeMap<String, (FileDType, Vec<usize>, Vec<u8>)>;
 
-fn add_item(items: &mut Items, name: String, dtype: DType, shape: Vec<usize>, bytes: Vec<u8>) -> Result<()> {
+fn add_item(items: &mut Items, name: String, dtype: FileDType, shape: Vec<usize>, bytes: Vec<u8>) -> Result<()> {
     if items.contains_key(&name) {
         return Err(Error::invalid(OP, format!("duplicate tensor name `{name}`")));
     }
@@ -202,13 +306,13 @@ fn write_items(path: &Path, items: &Items, metadata: &HashMap<String, String>) -
         checksum(
             items
                 .iter()
-                .map(|(n, (d, s, b))| (n.as_str(), format!("{:?}", to_st_dtype(*d)), s.as_slice(), b.as_slice())),
+                .map(|(n, (d, s, b))| (n.as_str(), format!("{:?}", d.st()), s.as_slice(), b.as_slice())),
         ),
     );
     let views = items
         .iter()
         .map(|(n, (d, s, b))| {
-            TensorView::new(to_st_dtype(*d), s.clone(), b)
+            TensorView::new(d.st(), s.clone(), b)
                 .map(|v| (n.clone(), v))
                 .map_err(|e| Error::invalid(OP, format!("tensor `{n}`: {e}")))
         })
@@ -284,12 +388,13 @@ pub fn load_tensors(path: impl AsRef<Path>) -> Result<StateDict> {
     }
     let mut tensors = BTreeMap::new();
     for (name, v) in views {
-        let data = from_bytes(&name, v.dtype(), v.data())?;
+        let (data, stored) = from_bytes(&name, v.dtype(), v.data())?;
         tensors.insert(
             name,
             HostTensor {
                 shape: v.shape().to_vec(),
                 data,
+                stored,
             },
         );
     }
@@ -317,8 +422,27 @@ pub fn save_with_metadata<M: Module + ?Sized>(
     save_tensors(path, &state_tensors(module), metadata)
 }
 
+/// Save `module`'s parameters and buffers to `path` (atomic) with every floating tensor
+/// stored as `dtype` (e.g. [`FileDType::BF16`]); integer tensors keep their dtype.
+/// Narrowing rounds to nearest even; values beyond the dtype's range become infinities.
+pub fn save_as<M: Module + ?Sized>(module: &M, path: impl AsRef<Path>, dtype: FileDType) -> Result<()> {
+    let path = path.as_ref();
+    check_path(path, "write")?;
+    if !dtype.is_float() {
+        return Err(Error::invalid(
+            OP,
+            format!("save_as stores floating tensors in a floating dtype (f32, f64, f16 or bf16), not {dtype}"),
+        ));
+    }
+    write_items(
+        path,
+        &tensor_items(&state_tensors(module), Some(dtype))?,
+        &HashMap::new(),
+    )
+}
+
 /// What a load found: names the module has but the file lacks, names the file has but
-/// the module lacks, and entries whose shape or dtype differ.
+/// the module lacks, entries whose shape or dtype differ, and the floating casts made.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct LoadReport {
     /// In the module, not in the file.
@@ -327,10 +451,15 @@ pub struct LoadReport {
     pub unexpected: Vec<String>,
     /// `name: file [shape] dtype vs module [shape] dtype`.
     pub mismatched: Vec<String>,
+    /// `name: file bf16 -> module f32`: floating tensors stored in another dtype than
+    /// the module's, cast on load (as PyTorch's `load_state_dict` does).
+    pub casts: Vec<String>,
 }
 
 impl LoadReport {
-    /// True when the file matches the module exactly.
+    /// True when every name matches and no shape or dtype conflicts. Casts between
+    /// floating dtypes do not make a report unclean (PyTorch casts silently; here they
+    /// are listed in [`casts`](Self::casts)).
     pub fn is_clean(&self) -> bool {
         self.missing.is_empty() && self.unexpected.is_empty() && self.mismatched.is_empty()
     }
@@ -347,6 +476,9 @@ impl fmt::Display for LoadReport {
         }
         if !self.mismatched.is_empty() {
             parts.push(format!("mismatched: {}", self.mismatched.join("; ")));
+        }
+        if !self.casts.is_empty() {
+            parts.push(format!("cast: {}", self.casts.join("; ")));
         }
         if parts.is_empty() {
             f.write_str("all names, shapes and dtypes match")
@@ -389,18 +521,32 @@ pub fn apply_state<M: Module + ?Sized>(module: &M, sd: &StateDict, strict: bool)
             report.missing.push(name.to_string());
             return None;
         };
-        if h.shape != target.shape() || h.data.dtype() != target.dtype() {
+        let castable = h.stored.is_float() && target.dtype().is_float();
+        if h.shape != target.shape() || (h.data.dtype() != target.dtype() && !castable) {
             report.mismatched.push(format!(
                 "{name}: file {:?} {} vs module {:?} {}",
                 h.shape,
-                h.data.dtype(),
+                h.stored,
                 target.shape(),
                 target.dtype()
             ));
             return None;
         }
+        if h.stored != FileDType::of(target.dtype()) {
+            report
+                .casts
+                .push(format!("{name}: file {} -> module {}", h.stored, target.dtype()));
+        }
         // a bad dtype/shape is caught above; this only fails on device errors
-        h.to_tensor(target.device()).ok()
+        h.to_tensor(target.device())
+            .and_then(|t| {
+                if t.dtype() == target.dtype() {
+                    Ok(t)
+                } else {
+                    t.to_dtype(target.dtype())
+                }
+            })
+            .ok()
     };
     let new_params: Vec<(Tensor, Option<Tensor>)> = params.iter().map(|(n, p)| (p.clone(), check(n, p))).collect();
     let new_buffers: Vec<_> = buffers
@@ -455,7 +601,7 @@ pub fn save_optimizer<O: Optimizer + ?Sized>(
     meta.insert(OPTIMIZER_FORMAT_KEY.into(), "2".into());
     meta.insert("unigrad.step".into(), st.step.to_string());
     meta.insert("unigrad.lr".into(), format!("{:e}", st.lr));
-    let mut items = tensor_items(&st.tensors)?;
+    let mut items = tensor_items(&st.tensors, None)?;
     for (name, n) in &st.param_steps {
         let n = i64::try_from(*n)
             .map_err(|_| Error::invalid(OP, format!("step count {n} of `{name}` does not fit an i64")))?;
@@ -463,7 +609,7 @@ pub fn save_optimizer<O: Optimizer + ?Sized>(
         add_item(
             &mut items,
             format!("{STEP_PREFIX}{name}"),
-            DType::I64,
+            FileDType::I64,
             Vec::new(),
             bytes,
         )?;

@@ -3,10 +3,12 @@
 //! under the same names, gives the same logits and loss, and one AdamW step lands on the
 //! same parameters and BatchNorm running statistics.
 
+mod common;
+
 use std::collections::BTreeMap;
 use unigrad_core::{DType, Tensor};
 use unigrad_nn::checkpoint::{self, StateDict};
-use unigrad_nn::{Adam, AdamConfig, LmConfig, Module, NormKind, Optimizer, ParamGroup, TransformerLm};
+use unigrad_nn::{Adam, AdamConfig, Module, NormKind, Optimizer, ParamGroup, TransformerLm};
 
 fn fixture(norm: &str) -> StateDict {
     let path = format!(
@@ -40,15 +42,7 @@ fn assert_close(what: &str, got: &[f64], want: &[f64], atol: f64) {
 fn check(norm: &str, kind: NormKind) {
     let dev = unigrad_cpu::cpu();
     let sd = fixture(norm);
-    let cfg = LmConfig {
-        vocab: 16,
-        d_model: 8,
-        heads: 2,
-        d_ff: 16,
-        layers: 2,
-        max_seq: 8,
-        ..LmConfig::reference(kind)
-    };
+    let cfg = common::mini_lm_config(kind);
     let mut m = TransformerLm::new(cfg, DType::F32, &dev).unwrap();
     let rep = checkpoint::apply_state(&m, &with_prefix(&sd, "init."), true).unwrap();
     assert!(rep.is_clean(), "{rep}");

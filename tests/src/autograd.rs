@@ -7,7 +7,7 @@ use crate::util::{assert_close, check_grad, randn, same_storage, tight, uniform,
 use std::slice::from_ref;
 use unigrad_core::custom::{apply, CustomOp};
 use unigrad_core::gradcheck::gradcheck;
-use unigrad_core::{manual_seed, no_grad, DType, Device, Error, NoGradGuard, Result, Rng, Tensor};
+use unigrad_core::{manual_seed, no_grad, DType, Device, Error, Generator, NoGradGuard, Result, Rng, Tensor};
 
 fn exact() -> Tol {
     Tol {
@@ -455,6 +455,25 @@ pub fn rng_determinism(dev: &Device) -> Result<()> {
     assert!(bv.iter().all(|&v| v == 0.0 || v == 1.0));
     let ones = bv.iter().sum::<f64>() / 1000.0;
     assert!((ones - 0.25).abs() < 0.05, "bernoulli mean {ones}");
+    // explicit generators: the same seed gives the same tensors on another thread and
+    // device, and a generator advances
+    let mut g = Generator::new(11);
+    let e1 = Tensor::randn_with(&[4, 3], DType::F64, dev, &mut g)?.to_vec_f64()?;
+    let e2 = Tensor::rand_uniform_with(&[6], -1.0, 1.0, DType::F64, dev, &mut g)?.to_vec_f64()?;
+    let e3 = Tensor::bernoulli_with(&[50], 0.5, DType::F64, dev, &mut g)?.to_vec_f64()?;
+    let (f1, f2, f3) = std::thread::spawn(move || -> Result<_> {
+        let cpu = unigrad_cpu::cpu();
+        let mut g = Generator::new(11);
+        Ok((
+            Tensor::randn_with(&[4, 3], DType::F64, &cpu, &mut g)?.to_vec_f64()?,
+            Tensor::rand_uniform_with(&[6], -1.0, 1.0, DType::F64, &cpu, &mut g)?.to_vec_f64()?,
+            Tensor::bernoulli_with(&[50], 0.5, DType::F64, &cpu, &mut g)?.to_vec_f64()?,
+        ))
+    })
+    .join()
+    .expect("thread")?;
+    assert_eq!((&e1, &e2, &e3), (&f1, &f2, &f3));
+    assert_ne!(Tensor::randn_with(&[4, 3], DType::F64, dev, &mut g)?.to_vec_f64()?, e1);
     // the generator itself is reproducible and roughly standard normal
     let (mut r1, mut r2) = (Rng::new(5), Rng::new(5));
     let s1: Vec<u64> = (0..8).map(|_| r1.next_u64()).collect();

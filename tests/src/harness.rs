@@ -12,8 +12,9 @@
 //!   a GPU) passes `None`; the test then passes after writing one
 //!   `SKIPPED <test>: <reason>` line to stderr, so a CPU-only CI stays green and the
 //!   log still says what did not run.
-//! - **Determinism.** The thread's global RNG is reseeded from the test's name
-//!   before it runs, so every test sees the same random inputs on every backend and
+//! - **Determinism.** Each test runs with its own generator (`rng::with_generator`),
+//!   seeded from the test's name, serving every draw of its thread (and reseeded by
+//!   `manual_seed` inside the test), so every test sees the same random inputs on every backend and
 //!   in every run, whatever order libtest picks.
 //! - **Isolation of process-wide state.** libtest runs tests in parallel threads of
 //!   one process. Anomaly detection is a process-wide switch and the memory test
@@ -63,9 +64,11 @@ pub fn run(name: &str, seed_name: &str, mode: Mode, f: SuiteFn, device: Option<D
         Mode::Shared => (Some(GATE.read().unwrap_or_else(|e| e.into_inner())), None),
         Mode::Exclusive => (None, Some(GATE.write().unwrap_or_else(|e| e.into_inner()))),
     };
-    unigrad_core::manual_seed(seed_for(seed_name));
     crate::util::reset_gradcheck_count();
-    if let Err(e) = f(&dev) {
+    // The test's own generator serves every global draw of this thread, so tests
+    // running in parallel never share the process-wide stream.
+    let mut gen = unigrad_core::Generator::new(seed_for(seed_name));
+    if let Err(e) = unigrad_core::with_generator(&mut gen, || f(&dev)) {
         panic!("{name} on {dev}: {e}");
     }
     let n = crate::util::gradcheck_count();
