@@ -1,7 +1,7 @@
 //! What a training loop names, in one `use unigrad::prelude::*;`.
 //!
 //! Tensors and devices, the layers and models with their configurations, the norm slot,
-//! the optimizers and schedules, the loss, seeding, `no_grad`, device selection and the
+//! the optimizers and schedules, the loss, seeding (the process-wide `manual_seed` and explicit `Generator`s), `no_grad`, device selection and the
 //! error type. Everything else stays one path away (`unigrad::nn::checkpoint`,
 //! `unigrad::nn::fold`, `unigrad::core::gradcheck`, ...), so the glob brings in no names
 //! a user is likely to define.
@@ -11,7 +11,7 @@
 //! `Result<(), Box<dyn std::error::Error>>`.
 
 pub use crate::device::device_from_str;
-pub use unigrad_core::{manual_seed, no_grad, DType, Device, Error, Tensor};
+pub use unigrad_core::{manual_seed, no_grad, with_generator, DType, Device, Error, Generator, Tensor};
 pub use unigrad_nn::module::ParamVisitor;
 pub use unigrad_nn::{
     clip_grad_norm, cross_entropy, decay_groups, Adam, AdamConfig, BatchNorm, Dropout, Embedding, LayerNorm, Linear,
