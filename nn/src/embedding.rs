@@ -118,13 +118,13 @@ impl LearnedPositions {
     /// Rows `start .. start + len` as `[len, dim]` (a view, no gather).
     pub fn forward(&self, start: usize, len: usize) -> Result<Tensor> {
         let max = self.weight.shape()[0];
-        if start + len > max {
-            return Err(Error::invalid(
+        match start.checked_add(len) {
+            Some(end) if end <= max => in_op("LearnedPositions", || self.weight.narrow(0, start, len)),
+            _ => Err(Error::invalid(
                 "LearnedPositions",
-                format!("positions {start}..{} exceed the table's {max} rows", start + len),
-            ));
+                format!("positions {start}..{start}+{len} exceed the table's {max} rows"),
+            )),
         }
-        self.weight.narrow(0, start, len)
     }
 }
 
@@ -153,13 +153,13 @@ impl SinusoidalPositions {
     /// Rows `start .. start + len` as `[len, dim]`.
     pub fn forward(&self, start: usize, len: usize) -> Result<Tensor> {
         let max = self.table.shape()[0];
-        if start + len > max {
-            return Err(Error::invalid(
+        match start.checked_add(len) {
+            Some(end) if end <= max => in_op("SinusoidalPositions", || self.table.narrow(0, start, len)),
+            _ => Err(Error::invalid(
                 "SinusoidalPositions",
-                format!("positions {start}..{} exceed the precomputed {max}", start + len),
-            ));
+                format!("positions {start}..{start}+{len} exceed the precomputed {max}"),
+            )),
         }
-        self.table.narrow(0, start, len)
     }
 }
 

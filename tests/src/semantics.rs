@@ -9,7 +9,7 @@
 use crate::errors::{expect_err, op_of};
 use unigrad_core::{DType, Device, Result, Tensor};
 use unigrad_nn::attention::{Init, MultiHeadAttention};
-use unigrad_nn::{Embedding, Linear};
+use unigrad_nn::{Embedding, LayerNorm, LearnedPositions, Linear, RmsNorm, SinusoidalPositions};
 
 const NAN: f64 = f64::NAN;
 
@@ -279,5 +279,26 @@ pub fn composed_errors_name_the_called_op(dev: &Device) -> Result<()> {
     let emb = Embedding::new(5, 3, None, DType::F64, dev)?;
     let out_of_range = Tensor::from_vec(vec![7i64], &[1], dev)?;
     expect_err("Embedding id", emb.forward(&out_of_range), "Embedding", &["7"]);
+    // norm layers built on core's layer_norm / rms_norm: a dtype clash names the layer
+    let ln = LayerNorm::new(4, DType::F64, dev)?;
+    expect_err("LayerNorm f32 input", ln.forward(&x32), "LayerNorm", &["f32"]);
+    let rms = RmsNorm::new(4, DType::F64, dev)?;
+    expect_err("RmsNorm f32 input", rms.forward(&x32), "RmsNorm", &["f32"]);
+    // positions: a range past the table (or past usize) names the table, never `narrow`
+    let pos = LearnedPositions::new(4, 2, 0.02, DType::F64, dev)?;
+    expect_err("LearnedPositions range", pos.forward(3, 2), "LearnedPositions", &["3"]);
+    expect_err(
+        "LearnedPositions overflow",
+        pos.forward(usize::MAX, 2),
+        "LearnedPositions",
+        &[],
+    );
+    let sin = SinusoidalPositions::new(4, 2, DType::F64, dev)?;
+    expect_err(
+        "SinusoidalPositions overflow",
+        sin.forward(usize::MAX, 2),
+        "SinusoidalPositions",
+        &[],
+    );
     Ok(())
 }

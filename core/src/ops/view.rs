@@ -9,7 +9,7 @@
 use crate::autograd::record;
 use crate::device::Device;
 use crate::dtype::DType;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ResultExt};
 use crate::layout::Layout;
 use crate::shape::{check_shape, normalize_axis};
 use crate::tensor::{check_same_kind, Tensor};
@@ -59,7 +59,7 @@ impl Tensor {
         };
         if bad {
             return Err(Error::invalid(
-                "reshape",
+                "reshape_infer",
                 format!("cannot reshape {:?} into {shape:?}", self.shape()),
             ));
         }
@@ -68,7 +68,7 @@ impl Tensor {
             .iter()
             .map(|&d| if d < 0 { self.numel() / known } else { d as usize })
             .collect();
-        self.reshape(&dims)
+        self.reshape(&dims).in_op("reshape_infer")
     }
 
     /// Flatten dims `start..=end` into one.
@@ -84,7 +84,7 @@ impl Tensor {
         let mut dims = self.shape()[..s].to_vec();
         dims.push(self.shape()[s..=e].iter().product());
         dims.extend_from_slice(&self.shape()[e + 1..]);
-        self.reshape(&dims)
+        self.reshape(&dims).in_op("flatten")
     }
 
     /// Reorder dimensions (a view).

@@ -8,7 +8,7 @@
 
 use crate::init;
 use crate::module::{join, Module, ParamVisitor};
-use unigrad_core::{DType, Device, Error, Result, Tensor};
+use unigrad_core::{DType, Device, Error, Result, ResultExt, Tensor};
 
 fn check_channels(op: &'static str, x: &Tensor, c: usize) -> Result<()> {
     if x.rank() == 0 || x.shape()[x.rank() - 1] != c {
@@ -72,6 +72,7 @@ impl LayerNorm {
         }
         let _p = crate::profile::scope("layer_norm.fwd", Some(x.device()));
         x.layer_norm(self.weight.as_ref(), self.bias.as_ref(), self.eps)
+            .in_op("LayerNorm")
     }
 }
 
@@ -108,7 +109,7 @@ impl RmsNorm {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         check_channels("RmsNorm", x, self.weight.shape()[0])?;
         let _p = crate::profile::scope("layer_norm.fwd", Some(x.device()));
-        x.rms_norm(Some(&self.weight), self.eps)
+        x.rms_norm(Some(&self.weight), self.eps).in_op("RmsNorm")
     }
 }
 
