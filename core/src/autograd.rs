@@ -6,6 +6,15 @@
 //! topologically, runs the closures in reverse (with recording switched off), and
 //! accumulates into leaves. Each node's closure and inputs are *taken* as it runs,
 //! so the graph is released by the backward pass itself.
+//!
+//! Higher-order gradients: with [`BackwardOptions::create_graph`] (or
+//! [`grad`]`(.., create_graph = true)`) the pass keeps the graph and runs the
+//! closures with recording *on*, so the gradients are recorded tensors whose own
+//! backward reaches back into the first graph (`d/da` of `exp(exp(a))`'s gradient
+//! needs `exp(a)`'s node again). Every closure is therefore written in recorded ops
+//! of its attached inputs whenever [`is_grad_enabled`] says so; an op that cannot be
+//! differentiated twice returns its gradient through [`not_twice_differentiable`],
+//! whose node errors at the second backward instead of giving a wrong value.
 
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -15,12 +24,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Maps the gradient of an op's output to one optional gradient per input.
-pub type BackwardFn = Box<dyn FnOnce(&Tensor) -> Result<Vec<Option<Tensor>>> + Send>;
+///
+/// A closure may run more than once (a pass with `retain_graph`, or the second pass
+/// of a higher-order gradient through the same node), so it is `Fn`: it reads what it
+/// captured and never consumes it. When [`is_grad_enabled`] is true inside it, the
+/// engine runs with `create_graph` and the gradient it returns must itself be
+/// differentiable: computed with recorded tensor ops from the op's *inputs* captured
+/// attached (`x.clone()`, never the op's own output attached, which is a cycle).
+pub type BackwardFn = Box<dyn Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
+
+type SharedBackward = Arc<dyn Fn(&Tensor) -> Result<Vec<Option<Tensor>>> + Send + Sync>;
 
 /// One recorded op.
 pub(crate) struct Node {
     pub(crate) op: String,
-    state: Mutex<Option<(Vec<Tensor>, BackwardFn)>>,
+    state: Mutex<Option<(Vec<Tensor>, SharedBackward)>>,
 }
 
 impl Drop for Node {
@@ -133,45 +151,227 @@ pub fn record(op: &str, out: Tensor, inputs: &[&Tensor], backward: BackwardFn) -
     }
     let node = Node {
         op: op.to_string(),
-        state: Mutex::new(Some((inputs.iter().map(|t| (*t).clone()).collect(), backward))),
+        state: Mutex::new(Some((
+            inputs.iter().map(|t| (*t).clone()).collect(),
+            Arc::from(backward),
+        ))),
     };
     Ok(out.with_node(Arc::new(node)))
 }
 
-/// Reverse pass from `root` seeded with `seed` (same shape as `root`).
-pub(crate) fn backward(root: &Tensor, seed: Tensor) -> Result<()> {
-    if !root.tracks_grad() {
+/// Options of a backward pass ([`Tensor::backward_with_options`], [`grad`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackwardOptions {
+    /// Keep the graph after the pass, so another backward may run through it. Without
+    /// it each node's backward state is released as the pass consumes it, and a second
+    /// pass through the same node is [`Error::GraphReleased`].
+    pub retain_graph: bool,
+    /// Record the backward pass itself (implies `retain_graph`), so that the
+    /// gradients it produces are tensors with history that can be differentiated
+    /// again: gradient penalties, Hessian-vector products, double-backward checks.
+    /// The backward closures then run with recording on, so
+    /// [`is_grad_enabled`] tells them to compute with recorded ops.
+    pub create_graph: bool,
+}
+
+impl BackwardOptions {
+    /// `create_graph` (and therefore `retain_graph`) on.
+    pub fn create_graph() -> BackwardOptions {
+        BackwardOptions {
+            retain_graph: true,
+            create_graph: true,
+        }
+    }
+
+    /// `retain_graph` on, `create_graph` off.
+    pub fn retain_graph() -> BackwardOptions {
+        BackwardOptions {
+            retain_graph: true,
+            create_graph: false,
+        }
+    }
+
+    fn retains(&self) -> bool {
+        self.retain_graph || self.create_graph
+    }
+}
+
+/// RAII guard that switches recording on while it lives, even inside [`no_grad`]
+/// (PyTorch's `enable_grad`); the previous state comes back on drop.
+pub struct EnableGradGuard {
+    saved: usize,
+}
+
+impl EnableGradGuard {
+    /// Switch recording on until the guard is dropped.
+    pub fn new() -> EnableGradGuard {
+        let saved = NO_GRAD_DEPTH.with(|d| d.replace(0));
+        EnableGradGuard { saved }
+    }
+}
+
+impl Default for EnableGradGuard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for EnableGradGuard {
+    fn drop(&mut self) {
+        NO_GRAD_DEPTH.with(|d| d.set(self.saved));
+    }
+}
+
+/// Run `f` with recording on, even inside [`no_grad`] (PyTorch's `enable_grad`).
+pub fn enable_grad<T>(f: impl FnOnce() -> T) -> T {
+    let _g = EnableGradGuard::new();
+    f()
+}
+
+/// `grads` (first-order gradients of op `op`, computed without recording, e.g. by a
+/// custom op's hand-written backward) as recorded tensors that depend on `inputs`
+/// (the op's attached inputs and its upstream gradient) through a node whose backward
+/// is an error naming `op`: the values are right for first-order use, and a second
+/// backward that reaches them fails instead of silently treating them as constants.
+/// Returns `grads` unchanged when recording is off.
+pub fn not_twice_differentiable(
+    op: &str,
+    grads: Vec<Option<Tensor>>,
+    inputs: &[&Tensor],
+) -> Result<Vec<Option<Tensor>>> {
+    if !is_grad_enabled() {
+        return Ok(grads);
+    }
+    let name = format!("{op} (first-order backward)");
+    grads
+        .into_iter()
+        .map(|g| {
+            let Some(g) = g else { return Ok(None) };
+            let op_name = op.to_string();
+            record(
+                &name,
+                g.detach(),
+                inputs,
+                Box::new(move |_| {
+                    Err(Error::invalid(
+                        "backward",
+                        format!(
+                            "op {op_name} is not twice differentiable: its backward is not written in recorded ops, \
+                             so the gradient of its gradient is not available (a create_graph pass went through it)"
+                        ),
+                    ))
+                }),
+            )
+            .map(Some)
+        })
+        .collect()
+}
+
+/// Reverse pass from `root` seeded with `seed` (same shape as `root`), accumulating
+/// into grad leaves.
+pub(crate) fn backward(root: &Tensor, seed: Tensor, opts: BackwardOptions) -> Result<()> {
+    run(&[(root.clone(), seed)], opts, None).map(|_| ())
+}
+
+/// Gradients of `outputs` (weighted by `grad_outputs`, one per output, each of its
+/// output's shape) with respect to `inputs`, in the shape of PyTorch's
+/// `torch.autograd.grad`: the result has one entry per input, `None` where no path
+/// leads from the input to any output. Inputs may be leaves or intermediate results.
+/// Nothing is accumulated into any leaf's [`Tensor::grad`].
+///
+/// With `create_graph` the returned gradients are recorded and can be differentiated
+/// again (the graph is kept; see [`BackwardOptions::create_graph`]); without it they
+/// have no history and the graph's nodes on the way are released.
+pub fn grad(
+    outputs: &[Tensor],
+    grad_outputs: &[Tensor],
+    inputs: &[Tensor],
+    create_graph: bool,
+) -> Result<Vec<Option<Tensor>>> {
+    if outputs.len() != grad_outputs.len() {
         return Err(Error::invalid(
-            "backward",
-            format!(
-                "tensor of shape {:?} does not track gradients: no input required grad, or it was computed under no_grad",
-                root.shape()
-            ),
+            "grad",
+            format!("{} outputs but {} grad_outputs", outputs.len(), grad_outputs.len()),
         ));
     }
-    let order = topo_order(root)?;
-    let _guard = NoGradGuard::new();
-    let mut grads: HashMap<usize, Tensor> = HashMap::new();
-    grads.insert(root.id(), seed);
-    for t in order.iter().rev() {
-        let node = t.0.node.as_ref().expect("topo_order yields op results only");
-        let state = node.state.lock().expect("node lock").take();
-        let Some(g) = grads.remove(&t.id()) else {
-            continue; // not on a path from the root: its state is simply released
-        };
-        let (inputs, bw) = state.ok_or_else(|| Error::GraphReleased { op: node.op.clone() })?;
-        let input_grads = bw(&g)?;
-        if input_grads.len() != inputs.len() {
+    let mut roots = Vec::with_capacity(outputs.len());
+    for (o, g) in outputs.iter().zip(grad_outputs) {
+        crate::tensor::check_same_meta("grad", o, g)?;
+        roots.push((o.clone(), if create_graph { g.clone() } else { g.detach() }));
+    }
+    for t in inputs {
+        if !t.tracks_grad() {
             return Err(Error::invalid(
-                "backward",
+                "grad",
                 format!(
-                    "op {} returned {} gradients for {} inputs",
-                    node.op,
-                    input_grads.len(),
-                    inputs.len()
+                    "input of shape {:?} does not track gradients (not a grad leaf nor a recorded result)",
+                    t.shape()
                 ),
             ));
         }
+    }
+    let opts = BackwardOptions {
+        retain_graph: create_graph,
+        create_graph,
+    };
+    run(&roots, opts, Some(inputs)).map(|g| g.unwrap_or_default())
+}
+
+/// The one reverse-pass engine. `capture`: `None` accumulates into grad leaves
+/// (`backward`); `Some(inputs)` returns those tensors' gradients and touches no leaf
+/// (`grad`), running only the nodes on a path to one of them.
+fn run(
+    roots: &[(Tensor, Tensor)],
+    opts: BackwardOptions,
+    capture: Option<&[Tensor]>,
+) -> Result<Option<Vec<Option<Tensor>>>> {
+    for (root, _) in roots {
+        if !root.tracks_grad() {
+            return Err(Error::invalid(
+                "backward",
+                format!(
+                    "tensor of shape {:?} does not track gradients: no input required grad, or it was computed under no_grad",
+                    root.shape()
+                ),
+            ));
+        }
+    }
+    let root_list: Vec<Tensor> = roots.iter().map(|(r, _)| r.clone()).collect();
+    let order = topo_order(&root_list)?;
+    let targets: Option<HashSet<usize>> = capture.map(|c| c.iter().map(|t| t.id()).collect());
+    let needed = match &targets {
+        Some(t) => Some(needed_nodes(&order, t)),
+        None => None,
+    };
+    // recording is on exactly when the pass must be differentiable
+    let _off = (!opts.create_graph).then(NoGradGuard::new);
+    let _on = opts.create_graph.then(EnableGradGuard::new);
+    let mut grads: HashMap<usize, Tensor> = HashMap::new();
+    let mut captured: HashMap<usize, Tensor> = HashMap::new();
+    for (root, seed) in roots {
+        add_grad(&mut grads, root.id(), seed.clone())?;
+    }
+    for t in order.iter().rev() {
+        let node = t.0.node.as_ref().expect("topo_order yields op results only");
+        let Some(g) = grads.remove(&t.id()) else {
+            if !opts.retains() && needed.is_none() {
+                // not on a path from a root: its state is simply released
+                node.state.lock().expect("node lock").take();
+            }
+            continue;
+        };
+        // `g` is final here: every consumer of `t` ran before it
+        if let Some(targets) = &targets {
+            if targets.contains(&t.id()) {
+                captured.insert(t.id(), g.clone());
+            }
+        }
+        if let Some(needed) = &needed {
+            if !needed.contains(&t.id()) {
+                continue;
+            }
+        }
+        let (inputs, input_grads) = run_node(node, &g, opts.retains())?;
         for (inp, ig) in inputs.iter().zip(input_grads) {
             let Some(ig) = ig else { continue };
             if !inp.tracks_grad() {
@@ -193,39 +393,101 @@ pub(crate) fn backward(root: &Tensor, seed: Tensor) -> Result<()> {
             if anomaly_detection() {
                 check_finite(&ig, &node.op, "backward")?;
             }
-            accumulate(inp, ig, &mut grads)?;
+            accumulate(inp, ig, &mut grads, capture.is_some())?;
         }
     }
-    if let Some(g) = grads.remove(&root.id()) {
-        // root is itself a leaf
-        accumulate(root, g, &mut HashMap::new())?;
+    let Some(inputs) = capture else {
+        // roots that are themselves leaves
+        for (id, g) in grads {
+            if let Some((root, _)) = roots.iter().find(|(r, _)| r.id() == id) {
+                accumulate(root, g, &mut HashMap::new(), false)?;
+            }
+        }
+        return Ok(None);
+    };
+    // leaves (and roots that are inputs) are left in `grads`
+    Ok(Some(
+        inputs
+            .iter()
+            .map(|t| captured.remove(&t.id()).or_else(|| grads.remove(&t.id())))
+            .collect(),
+    ))
+}
+
+/// Run one node's backward closure on its final incoming gradient `g`. With `retain`
+/// the closure and inputs stay in the node for later passes; without, they are
+/// taken (the graph is released as the pass consumes it).
+fn run_node(node: &Node, g: &Tensor, retain: bool) -> Result<(Vec<Tensor>, Vec<Option<Tensor>>)> {
+    let (inputs, bw) = {
+        let mut state = node.state.lock().expect("node lock");
+        let taken = if retain { state.clone() } else { state.take() };
+        taken.ok_or_else(|| Error::GraphReleased { op: node.op.clone() })?
+    };
+    // outside the lock: the closure records new nodes (create_graph), never this one
+    let input_grads = bw(g)?;
+    if input_grads.len() != inputs.len() {
+        return Err(Error::invalid(
+            "backward",
+            format!(
+                "op {} returned {} gradients for {} inputs",
+                node.op,
+                input_grads.len(),
+                inputs.len()
+            ),
+        ));
     }
+    Ok((inputs, input_grads))
+}
+
+fn add_grad(grads: &mut HashMap<usize, Tensor>, id: usize, g: Tensor) -> Result<()> {
+    let new = match grads.remove(&id) {
+        Some(old) => old.add(&g)?,
+        None => g,
+    };
+    grads.insert(id, new);
     Ok(())
 }
 
-fn accumulate(t: &Tensor, g: Tensor, grads: &mut HashMap<usize, Tensor>) -> Result<()> {
-    if let Some(slot) = &t.0.grad {
-        let mut slot = slot.lock().expect("grad lock");
-        *slot = Some(match slot.take() {
-            Some(old) => old.add(&g)?,
-            None => g,
-        });
-    } else if t.0.node.is_some() {
-        let new = match grads.remove(&t.id()) {
-            Some(old) => old.add(&g)?,
-            None => g,
-        };
-        grads.insert(t.id(), new);
+/// Add `g` to `t`'s gradient: into its grad slot for a leaf (unless `capture`, where
+/// leaves are kept in `grads` like every other tensor), else into `grads`.
+fn accumulate(t: &Tensor, g: Tensor, grads: &mut HashMap<usize, Tensor>, capture: bool) -> Result<()> {
+    match &t.0.grad {
+        Some(slot) if !capture => {
+            let mut slot = slot.lock().expect("grad lock");
+            *slot = Some(match slot.take() {
+                Some(old) => old.add(&g)?,
+                None => g,
+            });
+            Ok(())
+        }
+        _ => add_grad(grads, t.id(), g),
     }
-    Ok(())
 }
 
-/// Op results reachable from `root`, each after all of its inputs.
-fn topo_order(root: &Tensor) -> Result<Vec<Tensor>> {
+/// Ids of the nodes in `order` (inputs before consumers) from which some target is
+/// reachable through recorded inputs: the only nodes whose backward `grad` runs.
+fn needed_nodes(order: &[Tensor], targets: &HashSet<usize>) -> HashSet<usize> {
+    let mut needed = HashSet::new();
+    for t in order {
+        let node = t.0.node.as_ref().expect("topo_order yields op results only");
+        let state = node.state.lock().expect("node lock");
+        let Some((inputs, _)) = &*state else { continue };
+        if inputs
+            .iter()
+            .any(|i| targets.contains(&i.id()) || needed.contains(&i.id()))
+        {
+            needed.insert(t.id());
+        }
+    }
+    needed
+}
+
+/// Op results reachable from `roots`, each after all of its inputs.
+fn topo_order(roots: &[Tensor]) -> Result<Vec<Tensor>> {
     let mut order = Vec::new();
     let mut seen = HashSet::new();
     // iterative DFS: (tensor, children_pushed)
-    let mut stack = vec![(root.clone(), false)];
+    let mut stack: Vec<(Tensor, bool)> = roots.iter().rev().map(|r| (r.clone(), false)).collect();
     while let Some((t, expanded)) = stack.pop() {
         let Some(node) = &t.0.node else { continue };
         if expanded {

@@ -467,13 +467,41 @@ impl Tensor {
             });
         }
         let seed = Tensor::ones(self.shape(), self.dtype(), self.device())?;
-        autograd::backward(self, seed)
+        autograd::backward(self, seed, autograd::BackwardOptions::default())
     }
 
     /// Backward pass with an explicit upstream gradient of this tensor's shape.
     pub fn backward_with(&self, grad: &Tensor) -> Result<()> {
         check_same_meta("backward_with", self, grad)?;
-        autograd::backward(self, grad.detach())
+        autograd::backward(self, grad.detach(), autograd::BackwardOptions::default())
+    }
+
+    /// Backward pass with options: `grad` is the upstream gradient (`None`: this
+    /// tensor must be a scalar, seeded with 1), and `opts` may keep the graph
+    /// (`retain_graph`) or record the pass so the accumulated gradients can be
+    /// differentiated again (`create_graph`, PyTorch's
+    /// `backward(create_graph=True)`). With `create_graph` an explicit `grad` keeps
+    /// its own history, so the result is differentiable with respect to it too.
+    pub fn backward_with_options(&self, grad: Option<&Tensor>, opts: autograd::BackwardOptions) -> Result<()> {
+        let seed = match grad {
+            Some(g) => {
+                check_same_meta("backward_with_options", self, g)?;
+                if opts.create_graph {
+                    g.clone()
+                } else {
+                    g.detach()
+                }
+            }
+            None => {
+                if self.numel() != 1 {
+                    return Err(Error::BackwardNonScalar {
+                        shape: self.shape().to_vec(),
+                    });
+                }
+                Tensor::ones(self.shape(), self.dtype(), self.device())?
+            }
+        };
+        autograd::backward(self, seed, opts)
     }
 
     /// Dense storage with this tensor's elements in row-major order.

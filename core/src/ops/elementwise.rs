@@ -3,7 +3,7 @@
 //! backend `unary` / `binary` / `where_cond` call forward and a few of them backward.
 
 use super::check_float;
-use crate::autograd::record;
+use crate::autograd::{self, record};
 use crate::backend::{BinaryOp, UnaryOp};
 use crate::error::{in_op, Error, Result, ResultExt};
 use crate::layout::Layout;
@@ -22,100 +22,130 @@ impl Tensor {
         ))
     }
 
+    /// Record a unary map. `grad(x, y, g)` gets the input `x`, the output `y` and the
+    /// upstream gradient. In a plain backward `x` and `y` are saved, detached values;
+    /// when the backward is recorded (`create_graph`), `x` is the attached input and
+    /// `y` is recomputed from it with `recompute` (the op itself; `None` when `grad`
+    /// does not read `y`), so a derivative
+    /// written through `y` keeps `y`'s own dependence on `x`. `grad` must use recorded
+    /// ops on `x`, `y` and `g` in that mode (unrecorded derivative kernels only where
+    /// the derivative is piecewise constant).
     fn unary_op(
         &self,
         name: &'static str,
         op: UnaryOp,
-        grad: impl FnOnce(&Tensor, &Tensor, &Tensor) -> Result<Tensor> + Send + 'static,
+        recompute: Option<fn(&Tensor) -> Result<Tensor>>,
+        grad: impl Fn(&Tensor, &Tensor, &Tensor) -> Result<Tensor> + Send + Sync + 'static,
     ) -> Result<Tensor> {
         check_float(name, self)?;
         let out = self.map_raw(op)?;
+        let x_in = self.clone();
         let x = self.detach();
         let y = out.detach();
-        record(name, out, &[self], Box::new(move |g| Ok(vec![Some(grad(&x, &y, g)?)])))
+        record(
+            name,
+            out,
+            &[self],
+            Box::new(move |g| {
+                if autograd::is_grad_enabled() {
+                    let y = match recompute {
+                        Some(f) => f(&x_in)?,
+                        None => y.clone(), // not read by `grad`
+                    };
+                    Ok(vec![Some(grad(&x_in, &y, g)?)])
+                } else {
+                    Ok(vec![Some(grad(&x, &y, g)?)])
+                }
+            }),
+        )
     }
 
     /// `-x`
     pub fn neg(&self) -> Result<Tensor> {
-        self.unary_op("neg", UnaryOp::Neg, |_, _, g| g.neg())
+        self.unary_op("neg", UnaryOp::Neg, None, |_, _, g| g.neg())
     }
     /// `e^x`
     pub fn exp(&self) -> Result<Tensor> {
-        self.unary_op("exp", UnaryOp::Exp, |_, y, g| g.mul(y))
+        self.unary_op("exp", UnaryOp::Exp, Some(Tensor::exp), |_, y, g| g.mul(y))
     }
     /// natural logarithm
     pub fn log(&self) -> Result<Tensor> {
-        self.unary_op("log", UnaryOp::Log, |x, _, g| g.div(x))
+        self.unary_op("log", UnaryOp::Log, None, |x, _, g| g.div(x))
     }
     /// square root
     pub fn sqrt(&self) -> Result<Tensor> {
-        self.unary_op("sqrt", UnaryOp::Sqrt, |_, y, g| g.div(y)?.mul_scalar(0.5))
+        self.unary_op("sqrt", UnaryOp::Sqrt, Some(Tensor::sqrt), |_, y, g| {
+            g.div(y)?.mul_scalar(0.5)
+        })
     }
     /// `1/sqrt(x)`
     pub fn rsqrt(&self) -> Result<Tensor> {
         // d/dx x^-1/2 = -1/2 x^-3/2 = -1/2 y^3
-        self.unary_op("rsqrt", UnaryOp::Rsqrt, |_, y, g| {
+        self.unary_op("rsqrt", UnaryOp::Rsqrt, Some(Tensor::rsqrt), |_, y, g| {
             g.mul(&y.powf(3.0)?)?.mul_scalar(-0.5)
         })
     }
-    /// `|x|` (gradient 0 at 0)
+    /// `|x|` (gradient 0 at 0; second derivative 0 away from the kink)
     pub fn abs(&self) -> Result<Tensor> {
-        self.unary_op("abs", UnaryOp::Abs, |x, _, g| g.mul(&x.map_raw(UnaryOp::Sign)?))
+        self.unary_op("abs", UnaryOp::Abs, None, |x, _, g| g.mul(&x.map_raw(UnaryOp::Sign)?))
     }
     /// `max(x, 0)`, with PyTorch's conventions: `relu(NaN)` is NaN (an upstream NaN
     /// stays visible, to anomaly mode too), the gradient is 0 where `x ≤ 0` (so 0 at
-    /// the kink) and passes unchanged elsewhere, NaN included.
+    /// the kink) and passes unchanged elsewhere, NaN included. The second derivative
+    /// is 0 (the step mask is a constant).
     pub fn relu(&self) -> Result<Tensor> {
-        self.unary_op("relu", UnaryOp::Relu, |x, _, g| g.mul(&x.map_raw(UnaryOp::Step)?))
+        self.unary_op("relu", UnaryOp::Relu, None, |x, _, g| g.mul(&x.map_raw(UnaryOp::Step)?))
     }
     /// hyperbolic tangent
     pub fn tanh(&self) -> Result<Tensor> {
-        self.unary_op("tanh", UnaryOp::Tanh, |_, y, g| {
-            g.mul(&y.map_raw(UnaryOp::Sqr)?.map_raw(UnaryOp::Affine(-1.0, 1.0))?)
+        self.unary_op("tanh", UnaryOp::Tanh, Some(Tensor::tanh), |_, y, g| {
+            g.mul(&y.sqr()?.affine(-1.0, 1.0)?)
         })
     }
     /// logistic sigmoid
     pub fn sigmoid(&self) -> Result<Tensor> {
-        self.unary_op("sigmoid", UnaryOp::Sigmoid, |_, y, g| {
-            g.mul(&y.mul(&y.map_raw(UnaryOp::Affine(-1.0, 1.0))?)?)
+        self.unary_op("sigmoid", UnaryOp::Sigmoid, Some(Tensor::sigmoid), |_, y, g| {
+            g.mul(&y.mul(&y.affine(-1.0, 1.0)?)?)
         })
     }
     /// GELU with the exact error-function form (PyTorch's default).
     pub fn gelu(&self) -> Result<Tensor> {
-        self.unary_op("gelu", UnaryOp::GeluErf, |x, _, g| {
-            g.mul(&x.map_raw(UnaryOp::GeluErfGrad)?)
-        })
+        self.unary_op("gelu", UnaryOp::GeluErf, None, |x, _, g| g.mul(&gelu_erf_grad(x)?))
     }
     /// GELU with the tanh approximation.
     pub fn gelu_tanh(&self) -> Result<Tensor> {
-        self.unary_op("gelu_tanh", UnaryOp::GeluTanh, |x, _, g| {
-            g.mul(&x.map_raw(UnaryOp::GeluTanhGrad)?)
+        self.unary_op("gelu_tanh", UnaryOp::GeluTanh, None, |x, _, g| {
+            if autograd::is_grad_enabled() {
+                g.mul(&gelu_tanh_grad_composed(x)?)
+            } else {
+                g.mul(&x.map_raw(UnaryOp::GeluTanhGrad)?)
+            }
         })
     }
     /// `x²`
     pub fn sqr(&self) -> Result<Tensor> {
-        self.unary_op("sqr", UnaryOp::Sqr, |x, _, g| g.mul(x)?.mul_scalar(2.0))
+        self.unary_op("sqr", UnaryOp::Sqr, None, |x, _, g| g.mul(x)?.mul_scalar(2.0))
     }
     /// `1/x`
     pub fn recip(&self) -> Result<Tensor> {
-        self.unary_op("recip", UnaryOp::Recip, |_, y, g| {
-            g.mul(&y.map_raw(UnaryOp::Sqr)?)?.neg()
+        self.unary_op("recip", UnaryOp::Recip, Some(Tensor::recip), |_, y, g| {
+            g.mul(&y.sqr()?)?.neg()
         })
     }
     /// `x^p` for a constant exponent. The gradient is `p·x^(p−1)`, except that
     /// `p = 0` has gradient 0 everywhere (PyTorch), where the formula gives
     /// `0·0⁻¹ = NaN` at `x = 0`.
     pub fn powf(&self, p: f64) -> Result<Tensor> {
-        self.unary_op("powf", UnaryOp::Powf(p), move |x, _, g| {
+        self.unary_op("powf", UnaryOp::Powf(p), None, move |x, _, g| {
             if p == 0.0 {
                 return x.zeros_like();
             }
-            g.mul(&x.map_raw(UnaryOp::Powf(p - 1.0))?)?.mul_scalar(p)
+            g.mul(&x.powf(p - 1.0)?)?.mul_scalar(p)
         })
     }
     /// `x·a + b` for constants.
     pub fn affine(&self, a: f64, b: f64) -> Result<Tensor> {
-        self.unary_op("affine", UnaryOp::Affine(a, b), move |_, _, g| g.mul_scalar(a))
+        self.unary_op("affine", UnaryOp::Affine(a, b), None, move |_, _, g| g.mul_scalar(a))
     }
     /// `x + c`
     pub fn add_scalar(&self, c: f64) -> Result<Tensor> {
@@ -180,17 +210,22 @@ impl Tensor {
         name: &'static str,
         op: BinaryOp,
         rhs: &Tensor,
-        grad: impl FnOnce(&Tensor, &Tensor, &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> + Send + 'static,
+        grad: impl Fn(&Tensor, &Tensor, &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> + Send + Sync + 'static,
     ) -> Result<Tensor> {
         let out = self.zip_raw(op, name, rhs)?;
-        let (a, b) = (self.detach(), rhs.detach());
+        // attached: a recorded backward (create_graph) differentiates through them
+        let (a, b) = (self.clone(), rhs.clone());
         let (need_a, need_b) = (self.tracks_grad(), rhs.tracks_grad());
         record(
             name,
             out,
             &[self, rhs],
             Box::new(move |g| {
-                let (ga, gb) = grad(&a, &b, g)?;
+                let (ga, gb) = if autograd::is_grad_enabled() {
+                    grad(&a, &b, g)?
+                } else {
+                    grad(&a.detach(), &b.detach(), g)?
+                };
                 let ga = match ga {
                     Some(t) if need_a => Some(t.sum_to(a.shape())?),
                     _ => None,
@@ -387,6 +422,42 @@ fn extremum_grads(
     let to_a = a.zip_raw(a_loses, name, b)?.map_raw(not)?;
     let to_b = a.zip_raw(a_wins, name, b)?.map_raw(not)?;
     Ok((Some(g.mul(&to_a)?), Some(g.mul(&to_b)?)))
+}
+
+/// The derivative of exact GELU, `Φ(x) + x·φ(x)`, as a recorded op (there is no
+/// `erf` tensor op to compose `Φ` from): one derivative kernel forward, and its own
+/// derivative `φ(x)·(2 − x²)` in recorded ops backward, so GELU is differentiable to
+/// any order.
+fn gelu_erf_grad(x: &Tensor) -> Result<Tensor> {
+    let out = x.map_raw(UnaryOp::GeluErfGrad)?;
+    let x_in = x.clone();
+    record(
+        "gelu_grad",
+        out,
+        &[x],
+        Box::new(move |g| {
+            // φ(x) = e^(−x²/2)/√(2π)
+            let x2 = x_in.sqr()?;
+            let phi = x2
+                .mul_scalar(-0.5)?
+                .exp()?
+                .mul_scalar(1.0 / (2.0 * std::f64::consts::PI).sqrt())?;
+            Ok(vec![Some(g.mul(&phi.mul(&x2.affine(-1.0, 2.0)?)?)?)])
+        }),
+    )
+}
+
+/// The derivative of tanh-GELU in recorded ops: with `u = c(x + 0.044715x³)`,
+/// `t = tanh(u)`: `0.5(1 + t) + 0.5x(1 − t²)·c(1 + 3·0.044715x²)`.
+fn gelu_tanh_grad_composed(x: &Tensor) -> Result<Tensor> {
+    const K: f64 = 0.044715;
+    let c = (2.0 / std::f64::consts::PI).sqrt();
+    let x2 = x.sqr()?;
+    let t = x.add(&x.mul(&x2)?.mul_scalar(K)?)?.mul_scalar(c)?.tanh()?;
+    let du = x2.affine(3.0 * K * c, c)?;
+    let left = t.affine(0.5, 0.5)?;
+    let right = x.mul(&t.sqr()?.affine(-1.0, 1.0)?)?.mul(&du)?.mul_scalar(0.5)?;
+    left.add(&right)
 }
 
 /// Apply a backend unary map without recording a gradient, including the derivative

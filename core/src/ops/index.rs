@@ -37,6 +37,24 @@ fn as_embedding(e: Error) -> Error {
     }
 }
 
+/// `index_select`'s backward: zeros of `shape` with the rows of `g` added at `ids`
+/// along `dim`, as a recorded op (its own backward selects the rows again), so
+/// `index_select` and `embedding` are differentiable to any order.
+fn index_add_into_zeros(g: &Tensor, shape: &[usize], d: usize, ids: &Tensor) -> Result<Tensor> {
+    let b = g.device().backend();
+    let mut dst = b.zeros(crate::shape::numel(shape), g.dtype())?;
+    let (sg, si) = (g.storage(), ids.storage());
+    b.index_add(&mut *dst, shape, d, &*si, ids.layout(), &*sg, g.layout())?;
+    let out = Tensor::from_storage(dst, Layout::contiguous(shape), g.device().clone());
+    let ids = ids.clone();
+    record(
+        "index_select_backward",
+        out,
+        &[g],
+        Box::new(move |gg| Ok(vec![Some(gg.index_select(d as isize, &ids)?)])),
+    )
+}
+
 impl Tensor {
     /// Rows (entries of `dim`) picked by `ids` (i64, any shape, flattened). The
     /// output has `dim` replaced by the number of ids.
@@ -61,17 +79,7 @@ impl Tensor {
             OP,
             out,
             &[self],
-            Box::new(move |g| {
-                let b = g.device().backend();
-                let mut dst = b.zeros(crate::shape::numel(&in_shape), g.dtype())?;
-                let (sg, si) = (g.storage(), ids.storage());
-                b.index_add(&mut *dst, &in_shape, d, &*si, ids.layout(), &*sg, g.layout())?;
-                Ok(vec![Some(Tensor::from_storage(
-                    dst,
-                    Layout::contiguous(&in_shape),
-                    g.device().clone(),
-                ))])
-            }),
+            Box::new(move |g| Ok(vec![Some(index_add_into_zeros(g, &in_shape, d, &ids)?)])),
         )
     }
 

@@ -63,13 +63,19 @@ impl Tensor {
         let (st_a, st_b) = (self.storage(), rhs.storage());
         let out = self.device().backend().matmul(&*st_a, &la, &*st_b, &lb)?;
         let out = Tensor::from_storage(out, Layout::contiguous(&so), self.device().clone());
-        let (x, y) = (self.detach(), rhs.detach());
+        // attached: a recorded backward (create_graph) differentiates through them
+        let (x_in, y_in) = (self.clone(), rhs.clone());
         let (need_a, need_b) = (self.tracks_grad(), rhs.tracks_grad());
         record(
             OP,
             out,
             &[self, rhs],
             Box::new(move |g| {
+                let (x, y) = if crate::autograd::is_grad_enabled() {
+                    (x_in.clone(), y_in.clone())
+                } else {
+                    (x_in.detach(), y_in.detach())
+                };
                 let ga = if need_a {
                     Some(g.matmul(&y.transpose(-1, -2)?)?.sum_to(x.shape())?)
                 } else {

@@ -173,6 +173,32 @@ pub fn norm_last_backward(
     Ok((Tensor::from_backend_storage(dx, x.shape(), dev)?, chan(dw)?, chan(db)?))
 }
 
+/// The LayerNorm / RMSNorm backward of the module doc's closed form in recorded ops
+/// (for `create_graph`): `(dx, dγ, dβ)` with `dγ = Σ_rows g ⊙ x̂`, `dβ = Σ_rows g`.
+fn norm_backward_composed(
+    x: &Tensor,
+    w: Option<&Tensor>,
+    g: &Tensor,
+    eps: f64,
+    rms: bool,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let (rows, n) = rows_of(if rms { "rms_norm" } else { "layer_norm" }, x)?;
+    let centered = if rms { x.clone() } else { x.sub(&x.mean(&[-1], true)?)? };
+    let r = centered.sqr()?.mean(&[-1], true)?.add_scalar(eps)?.rsqrt()?;
+    let xhat = centered.mul(&r)?;
+    let gx = match w {
+        Some(w) => g.mul(w)?,
+        None => g.clone(),
+    };
+    let mut inner = gx.sub(&xhat.mul(&gx.mul(&xhat)?.mean(&[-1], true)?)?)?;
+    if !rms {
+        inner = inner.sub(&gx.mean(&[-1], true)?)?;
+    }
+    let dx = inner.mul(&r)?;
+    let per_channel = |t: &Tensor| t.reshape(&[rows, n])?.sum(&[0], false);
+    Ok((dx, per_channel(&g.mul(&xhat)?)?, per_channel(g)?))
+}
+
 impl Tensor {
     /// LayerNorm over the last dimension: `(x − μ)/√(σ² + eps)·weight + bias`, with
     /// the biased variance σ² of each row, as PyTorch's `layer_norm(x, [C], weight,
@@ -203,11 +229,24 @@ impl Tensor {
         inputs.extend(weight);
         inputs.extend(bias);
         let (has_w, has_b) = (w.is_some(), b.is_some());
+        let (x_in, w_in) = (self.clone(), weight.cloned());
         record(
             op,
             y,
             &inputs,
             Box::new(move |g| {
+                if crate::autograd::is_grad_enabled() {
+                    // create_graph: the closed form in recorded ops of the attached inputs
+                    let (dx, dw, db) = norm_backward_composed(&x_in, w_in.as_ref(), g, eps, rms)?;
+                    let mut grads = vec![Some(dx)];
+                    if has_w {
+                        grads.push(Some(dw));
+                    }
+                    if has_b {
+                        grads.push(Some(db));
+                    }
+                    return Ok(grads);
+                }
                 let (dx, dw, db) = norm_last_backward(&x, &mean, &rstd, w.as_ref(), g, rms)?;
                 let mut grads = vec![Some(dx)];
                 if has_w {

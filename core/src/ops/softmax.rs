@@ -55,11 +55,23 @@ impl Tensor {
         };
         let out = Tensor::from_storage(out, Layout::contiguous(x.shape()), x.device().clone());
         let y = out.detach();
+        let x_in = x.clone();
         let out = record(
             name,
             out,
             &[&x],
             Box::new(move |g| {
+                if crate::autograd::is_grad_enabled() {
+                    // create_graph: the composed form, differentiable through the
+                    // softmax recomputed from the attached input
+                    let p = x_in.softmax(-1)?;
+                    let dx = if log {
+                        g.sub(&p.mul(&g.sum(&[-1], true)?)?)?
+                    } else {
+                        p.mul(&g.sub(&g.mul(&p)?.sum(&[-1], true)?)?)?
+                    };
+                    return Ok(vec![Some(dx)]);
+                }
                 // dense, not `contiguous()`: the kernel reads the storage from element 0
                 let g = crate::ops::view::dense(g)?;
                 let b = g.device().backend();
@@ -79,7 +91,8 @@ impl Tensor {
         Tensor::from_last(out, perm)
     }
 
-    /// Softmax along `dim`, numerically stable, one fused kernel each way.
+    /// Softmax along `dim`, numerically stable, one fused kernel each way (a
+    /// recorded backward, under `create_graph`, uses the composed form instead).
     pub fn softmax(&self, dim: isize) -> Result<Tensor> {
         self.softmax_impl(dim, false)
     }

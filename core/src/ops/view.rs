@@ -148,7 +148,7 @@ impl Tensor {
             "narrow",
             out,
             &[self],
-            Box::new(move |g| Ok(vec![Some(assemble(g, &in_shape, d, &[(g, start)])?)])),
+            Box::new(move |g| Ok(vec![Some(pad_narrowed(g, &in_shape, d, start)?)])),
         )
     }
 
@@ -362,6 +362,20 @@ pub fn dense(t: &Tensor) -> Result<Tensor> {
             c.affine(1.0, 0.0)
         }
     }
+}
+
+/// `narrow`'s backward: `g` written at `start` along `dim` of zeros of `shape`, as a
+/// recorded op (its own backward narrows again), so `narrow` is differentiable to any
+/// order.
+fn pad_narrowed(g: &Tensor, shape: &[usize], dim: usize, start: usize) -> Result<Tensor> {
+    let out = assemble(g, shape, dim, &[(g, start)])?;
+    let len = g.shape()[dim];
+    record(
+        "narrow_backward",
+        out,
+        &[g],
+        Box::new(move |gg| Ok(vec![Some(gg.narrow(dim as isize, start, len)?)])),
+    )
 }
 
 /// A fresh dense tensor of `shape` that is zero except for `parts`, each written at
