@@ -4,8 +4,12 @@
 //! central finite differences in f64. The function's output may have any shape: it
 //! is reduced to a scalar with fixed random weights, so every output element's
 //! gradient is exercised (a plain sum can hide errors that cancel).
+//!
+//! [`gradgradcheck`] does the same for second derivatives: it checks the gradient
+//! computed by a recorded (`create_graph`) backward, as a function of the inputs and
+//! of the upstream gradient, by central differences of that gradient.
 
-use crate::autograd::no_grad;
+use crate::autograd::{enable_grad, grad, no_grad};
 use crate::dtype::{DType, HostData};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
@@ -146,4 +150,58 @@ pub fn gradcheck(
         reports.push(rep);
     }
     Ok(GradcheckReport { inputs: reports })
+}
+
+/// Check `f`'s second derivatives (PyTorch's `gradgradcheck`). With a fixed random
+/// `v` of `f`'s output shape, the first gradient `G(x, v) = ∂(f(x)·v)/∂x` is computed
+/// by a recorded backward ([`grad`] with `create_graph`), and [`gradcheck`] then
+/// checks `G` itself by central differences with respect to every input **and** to
+/// `v`: the analytic side is autograd through the recorded backward (Hessian-vector
+/// products for the inputs, the first-order Jacobian again for `v`), the numeric side
+/// differences of the first gradient. The report has one entry per input and a last
+/// one for `v`. Inputs must be f64; an op whose backward is not twice differentiable
+/// makes this an error naming it.
+pub fn gradgradcheck(
+    f: impl Fn(&[Tensor]) -> Result<Tensor>,
+    inputs: &[Tensor],
+    opts: &GradcheckOptions,
+) -> Result<GradcheckReport> {
+    if inputs.iter().any(|t| t.dtype() != DType::F64) {
+        // the same message as gradcheck's
+        return gradcheck(&f, inputs, opts);
+    }
+    let out = no_grad(|| f(inputs))?;
+    let mut rng = Rng::new(0xBEEF);
+    let v: Vec<f64> = (0..out.numel()).map(|_| rng.uniform() * 2.0 - 1.0).collect();
+    let v = Tensor::from_f64s(&v, out.shape(), DType::F64, out.device())?;
+    let n = inputs.len();
+    let first_grad = |xs: &[Tensor]| -> Result<Tensor> {
+        // runs inside gradcheck's no_grad for the numeric side: record regardless
+        enable_grad(|| {
+            // leaves where gradcheck passed plain tensors (its numeric evaluations)
+            let xs: Vec<Tensor> = xs
+                .iter()
+                .map(|x| if x.tracks_grad() { x.clone() } else { x.detach().requires_grad() })
+                .collect();
+            let out = f(&xs[..n])?;
+            let grads = if out.tracks_grad() {
+                grad(&[out], &xs[n..], &xs[..n], true)?
+            } else {
+                vec![None; n]
+            };
+            let flat: Vec<Tensor> = grads
+                .into_iter()
+                .zip(&xs[..n])
+                .map(|(g, x)| match g {
+                    Some(g) => g.reshape(&[x.numel()]),
+                    None => Tensor::zeros(&[x.numel()], DType::F64, x.device()),
+                })
+                .collect::<Result<_>>()?;
+            let refs: Vec<&Tensor> = flat.iter().collect();
+            Tensor::cat(&refs, 0)
+        })
+    };
+    let mut all: Vec<Tensor> = inputs.to_vec();
+    all.push(v);
+    gradcheck(first_grad, &all, opts)
 }

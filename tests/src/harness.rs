@@ -75,4 +75,8 @@ pub fn run(name: &str, seed_name: &str, mode: Mode, f: SuiteFn, device: Option<D
     if n > 0 {
         println!("{name}: {n} gradcheck cases");
     }
+    let n = crate::util::gradgradcheck_count();
+    if n > 0 {
+        println!("{name}: {n} gradgradcheck cases");
+    }
 }

@@ -36,6 +36,7 @@
 //! | [`nn_trace`] | norm statistics tracing of single layers and of the LM, Seq2Seq and ViT |
 //! | [`nn_state`] | state a bad batch or call must not corrupt: all-padding batches, mask values, per-parameter optimizer steps |
 //! | [`diff`] | every op with a PyTorch counterpart, forward and gradients, against cases PyTorch computed (`tests/data/torch_diff.safetensors`) |
+//! | [`higher_order`] | every gradcheck table again through `gradgradcheck` (second derivatives, f64); `create_graph` / `grad` semantics, Hessian-vector products, gradient penalties |
 //! | [`props`] | random shapes, axes and broadcasting partners through every public op: no panic, shapes and errors as a reference predicts, gradients shaped like their inputs |
 //!
 //! ## Extension point: more suites, same mechanism
@@ -78,6 +79,7 @@ pub mod forward;
 pub mod fused;
 pub mod gradcheck_ops;
 pub mod harness;
+pub mod higher_order;
 pub mod nn_fold;
 pub mod nn_modules;
 pub mod nn_norms;
@@ -215,6 +217,12 @@ macro_rules! backend_suite {
                     model_tracing_names_steps_pauses_detaches_and_exports, tracing_changes_no_result,
                     rms_norm_is_not_traced, seq2seq_is_traced, vit_is_traced,
                 }
+                higher_order(Shared) = $crate::higher_order {
+                    unary, binary, random_shapes, reductions, matmul, shape_ops, indexing, softmax,
+                    cross_entropy, dropout, to_dtype, compositions, norms, grad_semantics,
+                    released_graph_errors, hvp_quadratic_form, gradient_penalty_mlp, custom_op_second_order,
+                    gradgradcheck_catches_wrong_second_derivative,
+                }
                 nn_state(Shared) = $crate::nn_state {
                     un_all_padding_batch_changes_no_state, pn_all_padding_batch_changes_no_state,
                     bn_all_padding_batch_changes_no_state, masks_hold_only_zero_and_one,
@@ -278,7 +286,8 @@ mod registry {
             nn_trace,
             nn_state,
             diff,
-            props
+            props,
+            higher_order
         ];
         let mut n = 0;
         for (module, src) in sources {

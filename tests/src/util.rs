@@ -8,16 +8,40 @@
 
 use crate::reference::Nd;
 use std::cell::Cell;
-use unigrad_core::gradcheck::{gradcheck, GradcheckOptions};
+use unigrad_core::gradcheck::{gradcheck, gradgradcheck, GradcheckOptions};
 use unigrad_core::{rng, DType, Device, Result, Tensor};
 
 thread_local! {
     static GRADCHECKS: Cell<usize> = const { Cell::new(0) };
+    static GRADGRADCHECKS: Cell<usize> = const { Cell::new(0) };
+    static SECOND_ORDER: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Reset this thread's count of gradient checks (the harness does it per test).
+/// Reset this thread's counts of gradient and second-derivative checks (the harness
+/// does it per test).
 pub fn reset_gradcheck_count() {
     GRADCHECKS.with(|c| c.set(0));
+    GRADGRADCHECKS.with(|c| c.set(0));
+}
+
+/// Second-derivative checks ([`gradgradcheck`]) run on this thread since the last reset.
+pub fn gradgradcheck_count() -> usize {
+    GRADGRADCHECKS.with(|c| c.get())
+}
+
+/// Run `f` (a suite function made of [`check_grad`] calls) with every case checked
+/// to second order instead: inside it, [`check_grad_with`] runs [`gradgradcheck`]
+/// (same tolerances) on the case rather than [`gradcheck`]. How the
+/// `higher_order` group re-runs the first-order tables without copying them.
+pub fn second_order<T>(f: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            SECOND_ORDER.with(|c| c.set(self.0));
+        }
+    }
+    let _reset = Reset(SECOND_ORDER.with(|c| c.replace(true)));
+    f()
 }
 
 /// Gradient checks run on this thread since the last reset.
@@ -49,8 +73,17 @@ pub fn check_grad_with(
     opts: &GradcheckOptions,
     f: impl Fn(&[Tensor]) -> Result<Tensor>,
 ) -> Result<()> {
-    GRADCHECKS.with(|c| c.set(c.get() + 1));
     let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape()).collect();
+    if SECOND_ORDER.with(|c| c.get()) {
+        GRADGRADCHECKS.with(|c| c.set(c.get() + 1));
+        let report = gradgradcheck(f, inputs, opts)?;
+        assert!(
+            report.passed(),
+            "gradgradcheck failed for {name} with input shapes {shapes:?} (last report entry: the upstream gradient): {report:?}"
+        );
+        return Ok(());
+    }
+    GRADCHECKS.with(|c| c.set(c.get() + 1));
     let report = gradcheck(f, inputs, opts)?;
     assert!(
         report.passed(),

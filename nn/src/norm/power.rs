@@ -22,6 +22,14 @@
 //! `[1, C, 1, 1]`, `iters` is i64 `[1]`) so checkpoints map one to one. Step names (P1–P7,
 //! P-B1–P-B6) and "quirk §3.n" refer to ALGORITHMS.md next to the fixtures.
 //!
+//! # Higher-order gradients
+//!
+//! PowerNorm's backward is the paper's approximate backward (the statistic's gradient
+//! through the running `ema_gz`), written by hand and first-order only: the op does not
+//! implement `CustomOp::differentiable_backward`, so a `create_graph` backward gets
+//! that first-order gradient and a second backward through it is an error naming the
+//! op, never a second derivative of an approximation.
+//!
 //! # Where this layer differs from the reference
 //!
 //! A training batch whose padding mask covers every token would make the reference write

@@ -39,6 +39,17 @@
 //! gradient (ALGORITHMS.md §1.6). It leaves `ema_gz` and `buffer_gz` untouched, since only
 //! the calibrated backward uses them.
 //!
+//! # Higher-order gradients
+//!
+//! The calibrated backward is first-order only, by design: it is a deliberately
+//! approximate gradient (statistics from past steps, smoothed `ema_gz`), not the
+//! derivative of any function of the input, so "its derivative" has no meaning to
+//! reproduce. The op does not implement `CustomOp::differentiable_backward`: a
+//! `create_graph` backward gets the calibrated first-order gradient, and a second
+//! backward through it is an error naming the op. The exact variant
+//! (`calibrated_backward = false`) is built from differentiable core ops and supports
+//! gradients of gradients.
+//!
 //! # Where this layer differs from the reference
 //!
 //! A training batch whose padding mask covers every token would make the reference write
