@@ -151,6 +151,7 @@ pub(crate) fn backward(root: &Tensor, seed: Tensor) -> Result<()> {
     }
     let order = topo_order(root)?;
     let _guard = NoGradGuard::new();
+    let leaf_hooks = crate::hooks::LeafScope::enter();
     let mut grads: HashMap<usize, Tensor> = HashMap::new();
     grads.insert(root.id(), seed);
     for t in order.iter().rev() {
@@ -160,6 +161,7 @@ pub(crate) fn backward(root: &Tensor, seed: Tensor) -> Result<()> {
             continue; // not on a path from the root: its state is simply released
         };
         let (inputs, bw) = state.ok_or_else(|| Error::GraphReleased { op: node.op.clone() })?;
+        let g = crate::hooks::on_gradient(t, g)?;
         let input_grads = bw(&g)?;
         if input_grads.len() != inputs.len() {
             return Err(Error::invalid(
@@ -200,11 +202,12 @@ pub(crate) fn backward(root: &Tensor, seed: Tensor) -> Result<()> {
         // root is itself a leaf
         accumulate(root, g, &mut HashMap::new())?;
     }
-    Ok(())
+    leaf_hooks.finish()
 }
 
 fn accumulate(t: &Tensor, g: Tensor, grads: &mut HashMap<usize, Tensor>) -> Result<()> {
     if let Some(slot) = &t.0.grad {
+        let Some(g) = crate::hooks::defer_leaf(t, g)? else { return Ok(()) };
         let mut slot = slot.lock().expect("grad lock");
         *slot = Some(match slot.take() {
             Some(old) => old.add(&g)?,

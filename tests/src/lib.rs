@@ -36,6 +36,7 @@
 //! | [`nn_trace`] | norm statistics tracing of single layers and of the LM, Seq2Seq and ViT |
 //! | [`nn_state`] | state a bad batch or call must not corrupt: all-padding batches, mask values, per-parameter optimizer steps |
 //! | [`diff`] | every op with a PyTorch counterpart, forward and gradients, against cases PyTorch computed (`tests/data/torch_diff.safetensors`) |
+//! | [`hooks`] | gradients of intermediates (`retain_grad`) and gradient hooks: values, order, removal, errors, `requires_grad` on op results, `no_grad` |
 //! | [`props`] | random shapes, axes and broadcasting partners through every public op: no panic, shapes and errors as a reference predicts, gradients shaped like their inputs |
 //!
 //! ## Extension point: more suites, same mechanism
@@ -78,6 +79,7 @@ pub mod forward;
 pub mod fused;
 pub mod gradcheck_ops;
 pub mod harness;
+pub mod hooks;
 pub mod nn_fold;
 pub mod nn_modules;
 pub mod nn_norms;
@@ -221,6 +223,10 @@ macro_rules! backend_suite {
                     mask_check_sees_assigned_values, adam_counts_steps_per_parameter,
                     sgd_counts_steps_per_parameter, optimizer_checkpoint_keeps_per_parameter_steps,
                 }
+                hooks(Shared) = $crate::hooks {
+                    retain_grad_matches_chain_rule, hook_replacement_changes_downstream_gradients, hook_order,
+                    hook_removal, hook_errors, requires_grad_on_non_leaf_keeps_the_graph, hooks_with_no_grad,
+                }
             }
         }
     };
@@ -278,7 +284,8 @@ mod registry {
             nn_trace,
             nn_state,
             diff,
-            props
+            props,
+            hooks
         ];
         let mut n = 0;
         for (module, src) in sources {
