@@ -207,7 +207,9 @@ pub(crate) fn backward(root: &Tensor, seed: Tensor) -> Result<()> {
 
 fn accumulate(t: &Tensor, g: Tensor, grads: &mut HashMap<usize, Tensor>) -> Result<()> {
     if let Some(slot) = &t.0.grad {
-        let Some(g) = crate::hooks::defer_leaf(t, g)? else { return Ok(()) };
+        let Some(g) = crate::hooks::defer_leaf(t, g)? else {
+            return Ok(());
+        };
         let mut slot = slot.lock().expect("grad lock");
         *slot = Some(match slot.take() {
             Some(old) => old.add(&g)?,

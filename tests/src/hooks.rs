@@ -21,9 +21,7 @@ fn values(t: &Option<Tensor>, what: &str) -> Result<Vec<f64>> {
 }
 
 fn expect_err<T>(what: &str, r: Result<T>, needles: &[&str]) {
-    let Err(e) = r else {
-        panic!("{what}: expected an error")
-    };
+    let Err(e) = r else { panic!("{what}: expected an error") };
     let msg = e.to_string();
     for n in needles {
         assert!(msg.contains(n), "{what}: error `{msg}` does not mention `{n}`");
@@ -50,7 +48,12 @@ pub fn retain_grad_matches_chain_rule(dev: &Device) -> Result<()> {
     let dh: Vec<f64> = cv.iter().zip(&av).map(|(c, a)| c * (1.0 - a * a) + 1.0).collect();
     let dx: Vec<f64> = dh.iter().map(|g| 2.0 * g).collect();
     assert_close("retained d loss / d a", &values(&a.grad(), "a")?, &da, exact());
-    assert_close("retained d loss / d h (two paths)", &values(&h.grad(), "h")?, &dh, exact());
+    assert_close(
+        "retained d loss / d h (two paths)",
+        &values(&h.grad(), "h")?,
+        &dh,
+        exact(),
+    );
     assert_close("leaf d loss / d x", &values(&x.grad(), "x")?, &dx, exact());
     assert_eq!(values(&loss.grad(), "root")?, vec![1.0], "the root retains its seed");
     assert!(!h.is_grad_leaf(), "retaining does not make a leaf");
@@ -65,7 +68,11 @@ pub fn retain_grad_matches_chain_rule(dev: &Device) -> Result<()> {
     assert_eq!(values(&h.grad(), "h")?, vec![0.5; 6]);
     h.set_grad(None)?;
     assert!(h.grad().is_none());
-    expect_err("set_grad on a non-retaining op result", b.set_grad(None), &["set_grad", "[2, 3]"]);
+    expect_err(
+        "set_grad on a non-retaining op result",
+        b.set_grad(None),
+        &["set_grad", "[2, 3]"],
+    );
     // on a leaf: a no-op (the leaf keeps its gradient anyway)
     x.zero_grad();
     x.retain_grad()?;
@@ -97,9 +104,19 @@ pub fn hook_replacement_changes_downstream_gradients(dev: &Device) -> Result<()>
     let two_h: Vec<f64> = hv.iter().map(|v| 2.0 * v).collect();
     assert_close("the hook sees the incoming gradient", &seen[0], &two_h, exact());
     let hooked: Vec<f64> = hv.iter().map(|v| 6.0 * v + 1.0).collect();
-    assert_close("retained = the hook's result", &values(&h.grad(), "h")?, &hooked, exact());
+    assert_close(
+        "retained = the hook's result",
+        &values(&h.grad(), "h")?,
+        &hooked,
+        exact(),
+    );
     let dx: Vec<f64> = hooked.iter().zip(&hv).map(|(g, h)| g * h).collect();
-    assert_close("upstream leaf follows the replacement", &values(&x.grad(), "x")?, &dx, exact());
+    assert_close(
+        "upstream leaf follows the replacement",
+        &values(&x.grad(), "x")?,
+        &dx,
+        exact(),
+    );
 
     // on a leaf used three times: the hook sees the sum (2x + 1) once, its result accumulates
     let y = randn(dev, &[4])?.requires_grad();
@@ -115,9 +132,19 @@ pub fn hook_replacement_changes_downstream_gradients(dev: &Device) -> Result<()>
     let yv = y.to_vec_f64()?;
     let total: Vec<f64> = yv.iter().map(|v| 2.0 * v + 1.0).collect();
     assert_eq!(calls.load(Ordering::SeqCst), 1, "a leaf's hook runs once per backward");
-    assert_close("the leaf's hook sees the summed gradient", &got.lock().unwrap(), &total, exact());
+    assert_close(
+        "the leaf's hook sees the summed gradient",
+        &got.lock().unwrap(),
+        &total,
+        exact(),
+    );
     let neg: Vec<f64> = total.iter().map(|v| -v).collect();
-    assert_close("the leaf accumulates the replacement", &values(&y.grad(), "y")?, &neg, exact());
+    assert_close(
+        "the leaf accumulates the replacement",
+        &values(&y.grad(), "y")?,
+        &neg,
+        exact(),
+    );
     // a leaf as the root of backward goes through its hooks too
     y.zero_grad();
     let s = Tensor::scalar(2.0, DType::F64, dev)?.requires_grad();
@@ -218,10 +245,23 @@ pub fn hook_errors(dev: &Device) -> Result<()> {
     );
     let h = x.exp()?;
     h.register_hook(|g| Ok(Some(g.to_dtype(DType::F32)?)))?;
-    expect_err("replacement of another dtype", h.sum_all()?.backward(), &["register_hook", "f32"]);
+    expect_err(
+        "replacement of another dtype",
+        h.sum_all()?.backward(),
+        &["register_hook", "f32"],
+    );
     let h = x.exp()?;
-    h.register_hook(|g| Err(unigrad_core::Error::invalid("my_hook", format!("refused {:?}", g.shape()))))?;
-    expect_err("a hook's own error", h.sum_all()?.backward(), &["my_hook", "refused [2, 3]"]);
+    h.register_hook(|g| {
+        Err(unigrad_core::Error::invalid(
+            "my_hook",
+            format!("refused {:?}", g.shape()),
+        ))
+    })?;
+    expect_err(
+        "a hook's own error",
+        h.sum_all()?.backward(),
+        &["my_hook", "refused [2, 3]"],
+    );
     // a failed backward leaves no state behind: a later one runs the leaf's hooks normally
     let y = randn(dev, &[2])?.requires_grad();
     y.register_hook(|g| Ok(Some(g.mul_scalar(2.0)?)))?;
@@ -290,7 +330,12 @@ pub fn hooks_with_no_grad(dev: &Device) -> Result<()> {
         "recording is off inside a plain backward's hooks"
     );
     let e: Vec<f64> = h.to_vec_f64()?.iter().map(|v| 2.0 * v).collect();
-    assert_close("hook registered under no_grad runs", &values(&x.grad(), "x")?, &e, exact());
+    assert_close(
+        "hook registered under no_grad runs",
+        &values(&x.grad(), "x")?,
+        &e,
+        exact(),
+    );
     *recorded.lock().unwrap() = None;
     // ops on h under no_grad build no graph: backward cannot reach the hook
     let out = no_grad(|| h.sum_all())?;

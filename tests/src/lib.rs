@@ -216,6 +216,8 @@ macro_rules! backend_suite {
                     pn_records_q_phi_and_ema_gz, ln_records_per_token_statistics,
                     model_tracing_names_steps_pauses_detaches_and_exports, tracing_changes_no_result,
                     rms_norm_is_not_traced, seq2seq_is_traced, vit_is_traced,
+                    norm_sites_record_output_gradients_through_hooks,
+                    any_tensor_and_parameters_are_traced_through_hooks,
                 }
                 nn_state(Shared) = $crate::nn_state {
                     un_all_padding_batch_changes_no_state, pn_all_padding_batch_changes_no_state,
