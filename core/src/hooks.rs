@@ -104,9 +104,11 @@ impl HookHandle {
 }
 
 impl Tensor {
-    /// Make `backward` store this op result's gradient in [`Tensor::grad`], summed over
-    /// backward calls until [`Tensor::zero_grad`], as for a leaf. On a leaf (which
-    /// keeps its gradient anyway) it does nothing. PyTorch's `retain_grad()`.
+    /// Make `backward` store this op result's gradient in [`Tensor::grad`], added to
+    /// what is already stored (as for a leaf) until [`Tensor::zero_grad`]. A plain
+    /// backward releases the graph it ran through, so a later backward reaches this
+    /// tensor again only if its graph still exists. On a leaf (which keeps its gradient
+    /// anyway) it does nothing. PyTorch's `retain_grad()`.
     ///
     /// The stored gradient is the one that flows on to the op's inputs: the output of
     /// this tensor's hooks, if any ([`Tensor::register_hook`]).

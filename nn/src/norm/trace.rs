@@ -18,7 +18,10 @@
 //! on a model attaches every norm in it, named like its parameters: `blocks.0.norm1`). A layer without a trace site
 //! does nothing extra: no tensor is read back from the device. With a site attached, each
 //! training step copies a few `[C]` vectors to the host (LayerNorm: one mean and one
-//! variance per token); [`Tracer::pause`] suspends that, e.g. during evaluation.
+//! variance per token); [`Tracer::pause`] suspends that, e.g. during evaluation. Gradient
+//! records ([`Tracer::set_gradients`], [`Tracer::watch`], [`Tracer::watch_params`]) copy the
+//! whole gradient of each traced tensor to the host at every backward: an activation's
+//! size per site, so turn them on for the steps you want to look at.
 //!
 //! # What is recorded
 //!
@@ -42,6 +45,7 @@
 //! | PowerNorm | `grad_stat`, `ema_gz` | backward: the new term `mean(d·z)` and the running sum `ema_gz` |
 //! | BatchNorm, UN, PowerNorm | `fluctuation` | per channel `|batch_stat / running_stat_before − 1|`: how far this batch is from what inference would use |
 //! | LayerNorm | `token_mean`, `token_var` | each token's mean and variance over channels, summarised over tokens |
+//! | LayerNorm, BatchNorm, UN, PowerNorm | `grad_output` | only with [`Tracer::set_gradients`]: the gradient reaching the norm's output, through a hook (see below) |
 //!
 //! RMSNorm is not traced.
 //!
