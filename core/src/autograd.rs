@@ -346,6 +346,7 @@ fn run(
     // recording is on exactly when the pass must be differentiable
     let _off = (!opts.create_graph).then(NoGradGuard::new);
     let _on = opts.create_graph.then(EnableGradGuard::new);
+    let leaf_hooks = crate::hooks::LeafScope::enter();
     let mut grads: HashMap<usize, Tensor> = HashMap::new();
     let mut captured: HashMap<usize, Tensor> = HashMap::new();
     for (root, seed) in roots {
@@ -360,7 +361,10 @@ fn run(
             }
             continue;
         };
-        // `g` is final here: every consumer of `t` ran before it
+        // `g` is final here: every consumer of `t` ran before it. Its hooks see it
+        // (and may replace it) before it is captured or flows on; `grad` stores no
+        // retained gradient, as it fills no `.grad`.
+        let g = crate::hooks::on_gradient(t, g, capture.is_none())?;
         if let Some(targets) = &targets {
             if targets.contains(&t.id()) {
                 captured.insert(t.id(), g.clone());
@@ -403,15 +407,23 @@ fn run(
                 accumulate(root, g, &mut HashMap::new(), false)?;
             }
         }
+        leaf_hooks.finish()?;
         return Ok(None);
     };
-    // leaves (and roots that are inputs) are left in `grads`
-    Ok(Some(
-        inputs
-            .iter()
-            .map(|t| captured.remove(&t.id()).or_else(|| grads.remove(&t.id())))
-            .collect(),
-    ))
+    // leaves (and roots that are inputs) are left in `grads`; a leaf's hooks see its
+    // total gradient here, as they would before accumulation
+    let mut out = Vec::with_capacity(inputs.len());
+    for t in inputs {
+        out.push(match captured.remove(&t.id()) {
+            Some(g) => Some(g),
+            None => match grads.remove(&t.id()) {
+                Some(g) if t.is_grad_leaf() => Some(crate::hooks::on_gradient(t, g, false)?),
+                g => g,
+            },
+        });
+    }
+    drop(leaf_hooks);
+    Ok(Some(out))
 }
 
 /// Run one node's backward closure on its final incoming gradient `g`. With `retain`
@@ -453,6 +465,9 @@ fn add_grad(grads: &mut HashMap<usize, Tensor>, id: usize, g: Tensor) -> Result<
 fn accumulate(t: &Tensor, g: Tensor, grads: &mut HashMap<usize, Tensor>, capture: bool) -> Result<()> {
     match &t.0.grad {
         Some(slot) if !capture => {
+            let Some(g) = crate::hooks::defer_leaf(t, g)? else {
+                return Ok(());
+            };
             let mut slot = slot.lock().expect("grad lock");
             *slot = Some(match slot.take() {
                 Some(old) => old.add(&g)?,

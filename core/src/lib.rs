@@ -13,6 +13,7 @@
 //! | strided views | `layout.rs` |
 //! | the tensor handle | `tensor.rs` |
 //! | recording and backward | `autograd.rs` |
+//! | gradients of intermediates, gradient hooks | `hooks.rs` |
 //! | ops and their backward, by family | `ops/*.rs` |
 //! | user-defined differentiable ops | `custom.rs` |
 //! | the device contract | `backend.rs`, `device.rs` |
@@ -30,6 +31,7 @@ pub mod device;
 pub mod dtype;
 pub mod error;
 pub mod gradcheck;
+pub mod hooks;
 pub mod layout;
 pub mod ops;
 pub mod rng;
@@ -41,6 +43,7 @@ pub use backend::{AdamStep, Backend, BackendStorage, BinaryOp, BoxStorage, Reduc
 pub use device::Device;
 pub use dtype::{DType, HostData};
 pub use error::{in_op, Error, Result, ResultExt};
+pub use hooks::{GradHook, HookHandle};
 pub use layout::Layout;
 pub use rng::{manual_seed, with_generator, Generator, Rng};
 pub use tensor::{Element, Tensor};

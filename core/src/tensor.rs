@@ -15,6 +15,7 @@ use crate::backend::{BackendStorage, BoxStorage};
 use crate::device::Device;
 use crate::dtype::{DType, HostData};
 use crate::error::{Error, Result};
+use crate::hooks::HookSlot;
 use crate::layout::Layout;
 use crate::rng;
 use crate::shape::check_shape;
@@ -33,6 +34,8 @@ pub(crate) struct Inner {
     pub(crate) node: Option<Arc<Node>>,
     /// `Some` for leaves that require a gradient: where `backward` accumulates it.
     pub(crate) grad: Option<Mutex<Option<Tensor>>>,
+    /// Gradient hooks and the retain-grad flag ([`crate::hooks`]); empty for most tensors.
+    pub(crate) hooks: HookSlot,
 }
 
 /// An n-dimensional array on a device, with optional gradient tracking.
@@ -83,6 +86,7 @@ impl Tensor {
             device,
             node: None,
             grad: None,
+            hooks: HookSlot::default(),
         }))
     }
 
@@ -96,6 +100,7 @@ impl Tensor {
             device: self.device().clone(),
             node: None,
             grad: None,
+            hooks: HookSlot::default(),
         }))
     }
 
@@ -109,6 +114,7 @@ impl Tensor {
             device: arc.device.clone(),
             node: None,
             grad: None,
+            hooks: HookSlot::default(),
         });
         Tensor(Arc::new(Inner {
             node: Some(node),
@@ -346,22 +352,40 @@ impl Tensor {
 
     // ----- autograd handles ---------------------------------------------------
 
-    /// A new leaf that requires a gradient, sharing this tensor's data. Gradients of
-    /// later `backward` calls accumulate in [`Tensor::grad`] until
-    /// [`Tensor::zero_grad`].
+    /// Make this tensor require a gradient. On a tensor that does not track gradients
+    /// (fresh data, or a result computed under [`no_grad`](crate::no_grad)) it returns
+    /// a new leaf sharing the data: gradients of later `backward` calls accumulate in
+    /// its [`Tensor::grad`] until [`Tensor::zero_grad`]. The returned handle has its
+    /// own identity: gradients reach it, not other clones of the original.
     ///
-    /// Unlike PyTorch's in-place `requires_grad_()`, this consumes `self` and returns
-    /// another tensor with its own identity and no history: gradients reach the
-    /// returned handle, not other clones of the original, and an op result turned into
-    /// a leaf no longer passes gradients to its inputs.
+    /// On a tensor that already tracks gradients it is a no-op returning `self`, as
+    /// PyTorch's `requires_grad_(True)` is: a leaf stays the same leaf, and an op result
+    /// stays an op result, still connected to its inputs (the graph is never cut). To
+    /// read an op result's gradient, call [`Tensor::retain_grad`]; to start a new graph
+    /// from its values, use `.detach().requires_grad()`.
     ///
     /// As in PyTorch, only floating-point tensors can require a gradient. A non-float
     /// (`i64`) tensor is returned as an untracked handle ([`Tensor::detach`]), so it
     /// never gets a gradient; [`Tensor::try_requires_grad`] reports that case as an
     /// error instead.
+    ///
+    /// ```
+    /// # use unigrad_core::{Device, Result, Tensor};
+    /// # fn demo(dev: &Device) -> Result<()> {
+    /// let x = Tensor::from_vec(vec![2.0f64], &[1], dev)?.requires_grad();
+    /// let h = x.sqr()?.requires_grad(); // no-op: h is still x², connected to x
+    /// h.sum_all()?.backward()?;
+    /// assert_eq!(x.grad().unwrap().to_vec::<f64>()?, vec![4.0]);
+    /// let leaf = h.detach().requires_grad(); // a new leaf holding h's values
+    /// assert!(leaf.is_grad_leaf());
+    /// # Ok(()) }
+    /// ```
     pub fn requires_grad(self) -> Tensor {
         if !self.dtype().is_float() {
             return self.detach();
+        }
+        if self.tracks_grad() {
+            return self;
         }
         Tensor(Arc::new(Inner {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -371,6 +395,7 @@ impl Tensor {
             device: self.device().clone(),
             node: None,
             grad: Some(Mutex::new(None)),
+            hooks: HookSlot::default(),
         }))
     }
 
@@ -399,30 +424,43 @@ impl Tensor {
         self.0.grad.is_some()
     }
 
-    /// The accumulated gradient of a leaf, if any backward reached it.
+    /// The accumulated gradient of a leaf, or of an op result that retains its
+    /// gradient ([`Tensor::retain_grad`]), if any backward reached it.
     pub fn grad(&self) -> Option<Tensor> {
-        self.0.grad.as_ref().and_then(|g| g.lock().expect("grad lock").clone())
+        match &self.0.grad {
+            Some(g) => g.lock().expect("grad lock").clone(),
+            None => self.retained_grad(),
+        }
     }
 
-    /// Clear the accumulated gradient.
+    /// Clear the accumulated gradient (a leaf's, or a retained one).
     pub fn zero_grad(&self) {
         if let Some(g) = &self.0.grad {
             *g.lock().expect("grad lock") = None;
         }
+        self.clear_retained_grad();
     }
 
-    /// Replace the accumulated gradient (e.g. after clipping).
+    /// Replace the accumulated gradient (e.g. after clipping) of a leaf or of an op
+    /// result that retains its gradient ([`Tensor::retain_grad`]).
     pub fn set_grad(&self, grad: Option<Tensor>) -> Result<()> {
-        let slot = self.0.grad.as_ref().ok_or_else(|| {
-            Error::invalid(
-                "set_grad",
-                format!("tensor of shape {:?} is not a grad leaf", self.shape()),
-            )
-        })?;
         if let Some(g) = &grad {
             check_same_meta("set_grad", self, g)?;
         }
-        *slot.lock().expect("grad lock") = grad.map(|g| g.detach());
+        let grad = grad.map(|g| g.detach());
+        match &self.0.grad {
+            Some(slot) => *slot.lock().expect("grad lock") = grad,
+            None if self.set_retained_grad(grad) => {}
+            None => {
+                return Err(Error::invalid(
+                    "set_grad",
+                    format!(
+                        "tensor of shape {:?} is neither a grad leaf nor retains its gradient",
+                        self.shape()
+                    ),
+                ))
+            }
+        }
         Ok(())
     }
 

@@ -37,6 +37,7 @@
 //! | [`nn_state`] | state a bad batch or call must not corrupt: all-padding batches, mask values, per-parameter optimizer steps |
 //! | [`diff`] | every op with a PyTorch counterpart, forward and gradients, against cases PyTorch computed (`tests/data/torch_diff.safetensors`) |
 //! | [`higher_order`] | every gradcheck table again through `gradgradcheck` (second derivatives, f64); `create_graph` / `grad` semantics, Hessian-vector products, gradient penalties |
+//! | [`hooks`] | gradients of intermediates (`retain_grad`) and gradient hooks: values, order, removal, errors, `requires_grad` on op results, `no_grad` |
 //! | [`props`] | random shapes, axes and broadcasting partners through every public op: no panic, shapes and errors as a reference predicts, gradients shaped like their inputs |
 //!
 //! ## Extension point: more suites, same mechanism
@@ -80,6 +81,7 @@ pub mod fused;
 pub mod gradcheck_ops;
 pub mod harness;
 pub mod higher_order;
+pub mod hooks;
 pub mod nn_fold;
 pub mod nn_modules;
 pub mod nn_norms;
@@ -216,6 +218,8 @@ macro_rules! backend_suite {
                     pn_records_q_phi_and_ema_gz, ln_records_per_token_statistics,
                     model_tracing_names_steps_pauses_detaches_and_exports, tracing_changes_no_result,
                     rms_norm_is_not_traced, seq2seq_is_traced, vit_is_traced,
+                    norm_sites_record_output_gradients_through_hooks,
+                    any_tensor_and_parameters_are_traced_through_hooks,
                 }
                 higher_order(Shared) = $crate::higher_order {
                     unary, binary, random_shapes, reductions, matmul, shape_ops, indexing, softmax,
@@ -228,6 +232,10 @@ macro_rules! backend_suite {
                     bn_all_padding_batch_changes_no_state, masks_hold_only_zero_and_one,
                     mask_check_sees_assigned_values, adam_counts_steps_per_parameter,
                     sgd_counts_steps_per_parameter, optimizer_checkpoint_keeps_per_parameter_steps,
+                }
+                hooks(Shared) = $crate::hooks {
+                    retain_grad_matches_chain_rule, hook_replacement_changes_downstream_gradients, hook_order,
+                    hook_removal, hook_errors, requires_grad_on_non_leaf_keeps_the_graph, hooks_with_no_grad,
                 }
             }
         }
@@ -287,7 +295,8 @@ mod registry {
             nn_state,
             diff,
             props,
-            higher_order
+            higher_order,
+            hooks
         ];
         let mut n = 0;
         for (module, src) in sources {

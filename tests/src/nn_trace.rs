@@ -303,7 +303,7 @@ pub fn model_tracing_names_steps_pauses_detaches_and_exports(dev: &Device) -> Re
     Ok(())
 }
 
-/// Losses, gradients and buffers are the same with and without tracing.
+/// Losses, gradients and buffers are the same with and without tracing (gradient hooks included).
 pub fn tracing_changes_no_result(dev: &Device) -> Result<()> {
     for kind in [
         NormKind::LayerNorm,
@@ -316,6 +316,8 @@ pub fn tracing_changes_no_result(dev: &Device) -> Result<()> {
             let tracer = Tracer::new();
             if trace {
                 m.enable_trace(&tracer);
+                // gradient records come from hooks, which must not change a gradient either
+                tracer.set_gradients(true);
             }
             let mut out = Vec::new();
             for s in 0..3 {
@@ -440,5 +442,151 @@ pub fn vit_is_traced(dev: &Device) -> Result<()> {
             "norm"
         ]
     );
+    Ok(())
+}
+
+/// `check_summary` plus the population standard deviation.
+fn check_full_summary(r: &TraceRecord, v: &[f64]) {
+    check_summary(r, v);
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n;
+    let std = (v.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n).sqrt();
+    assert!(
+        close(r.std, std),
+        "{}: recorded std {} vs direct {std}",
+        r.quantity,
+        r.std
+    );
+    let abs_max = v.iter().fold(0.0f64, |m, x| m.max(x.abs()));
+    assert!(
+        close(r.abs_max(), abs_max),
+        "{}: abs_max {} vs {abs_max}",
+        r.quantity,
+        r.abs_max()
+    );
+}
+
+/// With `Tracer::set_gradients`, every traced norm kind records `grad_output` through a
+/// hook on its output: once per backward, tagged with the step current at backward time,
+/// equal to the gradient reaching the output (read back with `retain_grad`); without it,
+/// no gradient record is taken.
+pub fn norm_sites_record_output_gradients_through_hooks(dev: &Device) -> Result<()> {
+    manual_seed(3);
+    let d = dev.clone();
+    let norms: Vec<(&str, Norm)> = vec![
+        ("ln", Norm::Layer(LayerNorm::new(4, DType::F64, &d)?)),
+        ("bn", Norm::Batch(BatchNorm::new(4, DType::F64, &d)?)),
+        (
+            "pn",
+            Norm::Power(PowerNorm::new(4, PnConfig::default(), DType::F64, &d)?),
+        ),
+        (
+            "un",
+            Norm::Unified(UnifiedNorm::new(4, UnConfig::default(), DType::F64, &d)?),
+        ),
+    ];
+    for (kind, mut norm) in norms {
+        let tracer = Tracer::new();
+        norm.set_trace(Some(tracer.site("n")));
+        for gradients in [false, true] {
+            tracer.clear();
+            tracer.set_gradients(gradients);
+            assert_eq!(tracer.traces_gradients(), gradients);
+            tracer.set_step(1);
+            let x = Tensor::randn(&[2, 3, 4], DType::F64, &d)?.requires_grad();
+            let c = Tensor::randn(&[2, 3, 4], DType::F64, &d)?;
+            let y = norm.forward(&x, None)?;
+            y.retain_grad()?;
+            tracer.set_step(2);
+            // d loss / d y = c + 2y
+            y.mul(&c)?.sum_all()?.add(&y.sqr()?.sum_all()?)?.backward()?;
+            let g = y.grad().expect("retained").to_vec_f64()?;
+            let want: Vec<f64> = c
+                .to_vec_f64()?
+                .iter()
+                .zip(y.to_vec_f64()?)
+                .map(|(c, y)| c + 2.0 * y)
+                .collect();
+            assert!(
+                g.iter().zip(&want).all(|(a, b)| close(*a, *b)),
+                "{kind}: retained gradient"
+            );
+            let recs: Vec<TraceRecord> = tracer
+                .records()
+                .into_iter()
+                .filter(|r| r.quantity == "grad_output")
+                .collect();
+            if !gradients {
+                assert!(recs.is_empty(), "{kind}: gradient records while off");
+                continue;
+            }
+            assert_eq!(recs.len(), 1, "{kind}: one record per backward");
+            assert_eq!((recs[0].step, recs[0].norm, recs[0].layer.as_str()), (2, kind, "n"));
+            check_full_summary(&recs[0], &g);
+        }
+    }
+    Ok(())
+}
+
+/// `Tracer::watch` traces any intermediate (its values now, its gradient at backward) and
+/// `watch_params` every parameter's gradient of any module, through hooks: the records equal
+/// the values, the retained gradient and `grad()`; one record per parameter per backward
+/// (also for a parameter used twice); pausing records nothing; removed handles stop.
+pub fn any_tensor_and_parameters_are_traced_through_hooks(dev: &Device) -> Result<()> {
+    manual_seed(4);
+    let tracer = Tracer::new();
+    let x = Tensor::randn(&[3, 4], DType::F64, dev)?.requires_grad();
+    let w = Tensor::randn(&[4, 2], DType::F64, dev)?.requires_grad();
+    let h = x.matmul(&w)?.tanh()?;
+    h.retain_grad()?;
+    tracer.set_step(5);
+    let handle = tracer.watch("scores", &h)?.expect("h tracks gradients");
+    h.sqr()?.sum_all()?.add(&h.sum_all()?)?.backward()?;
+    let recs = tracer.records();
+    assert!(recs
+        .iter()
+        .all(|r| r.layer == "scores" && r.norm == "tensor" && r.step == 5));
+    check_full_summary(find(&recs, 5, "value"), &h.to_vec_f64()?);
+    check_full_summary(find(&recs, 5, "grad"), &h.grad().expect("retained").to_vec_f64()?);
+    assert!(handle.remove());
+    // an untracked tensor: values only, no hook
+    let e = unigrad_core::no_grad(|| x.exp())?;
+    assert!(tracer.watch("e", &e)?.is_none());
+    assert_eq!(tracer.series("e", "value", Stat::Max).len(), 1);
+    // paused: nothing is read, no hook registered
+    tracer.pause();
+    assert!(tracer.watch("paused", &x.exp()?)?.is_none());
+    tracer.resume();
+    assert!(tracer.series("paused", "value", Stat::Mean).is_empty());
+
+    // every parameter of a model, through leaf hooks
+    let m = small_lm(dev, NormKind::LayerNorm);
+    let tracer = Tracer::new();
+    let handles = tracer.watch_params(&m)?;
+    let params = m.named_params();
+    assert_eq!(handles.len(), params.len());
+    tracer.set_step(1);
+    m.zero_grad();
+    let (xi, yi) = ids(dev, 1);
+    m.loss(&xi, &yi)?.backward()?;
+    let recs = tracer.records();
+    assert_eq!(recs.len(), params.len(), "one record per parameter per backward");
+    for (name, p) in &params {
+        let r = recs
+            .iter()
+            .find(|r| &r.layer == name)
+            .unwrap_or_else(|| panic!("no record for {name}"));
+        assert_eq!((r.norm, r.quantity), ("param", "grad"));
+        check_full_summary(r, &p.grad().expect("grad").to_vec_f64()?);
+    }
+    tracer.pause();
+    m.loss(&xi, &yi)?.backward()?;
+    assert_eq!(tracer.len(), params.len(), "paused hooks record nothing");
+    tracer.resume();
+    for h in handles {
+        assert!(h.remove());
+    }
+    m.loss(&xi, &yi)?.backward()?;
+    assert_eq!(tracer.len(), params.len(), "removed hooks record nothing");
     Ok(())
 }

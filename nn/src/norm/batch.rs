@@ -136,7 +136,9 @@ impl BatchNorm {
             pad_mask.map(|m| check_mask("BatchNorm", m, lead)).transpose()?;
             self.forward_running(&x2)?
         };
-        y.reshape(x.shape())
+        let y = y.reshape(x.shape())?;
+        super::trace::record_output_grad(self.trace.as_ref(), "bn", &y)?;
+        Ok(y)
     }
 
     /// `x [rows, C]` normalised with the running statistics (eval mode).

@@ -71,8 +71,11 @@ impl LayerNorm {
             super::trace::record_layer_norm(t, x)?;
         }
         let _p = crate::profile::scope("layer_norm.fwd", Some(x.device()));
-        x.layer_norm(self.weight.as_ref(), self.bias.as_ref(), self.eps)
-            .in_op("LayerNorm")
+        let y = x
+            .layer_norm(self.weight.as_ref(), self.bias.as_ref(), self.eps)
+            .in_op("LayerNorm")?;
+        super::trace::record_output_grad(self.trace.as_ref(), "ln", &y)?;
+        Ok(y)
     }
 }
 

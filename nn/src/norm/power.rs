@@ -349,7 +349,9 @@ impl PowerNorm {
             };
             apply(op, &[&u, weight, bias])?
         };
-        inp.finish(y)
+        let y = inp.finish(y)?;
+        super::trace::record_output_grad(self.sh.trace.as_ref(), "pn", &y)?;
+        Ok(y)
     }
 }
 

@@ -18,7 +18,10 @@
 //! on a model attaches every norm in it, named like its parameters: `blocks.0.norm1`). A layer without a trace site
 //! does nothing extra: no tensor is read back from the device. With a site attached, each
 //! training step copies a few `[C]` vectors to the host (LayerNorm: one mean and one
-//! variance per token); [`Tracer::pause`] suspends that, e.g. during evaluation.
+//! variance per token); [`Tracer::pause`] suspends that, e.g. during evaluation. Gradient
+//! records ([`Tracer::set_gradients`], [`Tracer::watch`], [`Tracer::watch_params`]) copy the
+//! whole gradient of each traced tensor to the host at every backward: an activation's
+//! size per site, so turn them on for the steps you want to look at.
 //!
 //! # What is recorded
 //!
@@ -42,8 +45,29 @@
 //! | PowerNorm | `grad_stat`, `ema_gz` | backward: the new term `mean(d·z)` and the running sum `ema_gz` |
 //! | BatchNorm, UN, PowerNorm | `fluctuation` | per channel `|batch_stat / running_stat_before − 1|`: how far this batch is from what inference would use |
 //! | LayerNorm | `token_mean`, `token_var` | each token's mean and variance over channels, summarised over tokens |
+//! | LayerNorm, BatchNorm, UN, PowerNorm | `grad_output` | only with [`Tracer::set_gradients`]: the gradient reaching the norm's output, through a hook (see below) |
 //!
 //! RMSNorm is not traced.
+//!
+//! # Gradients and any tensor, through hooks
+//!
+//! Gradient statistics are read with gradient hooks ([`Tensor::register_hook`]): a hook
+//! sees a tensor's total gradient once per backward and records its summary, so the
+//! same mechanism traces a norm site, a module's output, an attention score or a
+//! parameter, with no code in the layer that produced it.
+//!
+//! - [`Tracer::set_gradients`] (off by default, so the records above are unchanged):
+//!   every traced norm site (LayerNorm, BatchNorm, UN, PowerNorm) also records
+//!   `grad_output`, the gradient reaching its output, at each backward.
+//! - [`Tracer::watch`] traces any tensor that a forward produced: its values now
+//!   (`value`) and its gradient at backward time (`grad`), under a name of your choice.
+//! - [`Tracer::watch_params`] traces every parameter's gradient (`grad`, norm field
+//!   `param`) of any [`Module`](crate::Module) at each backward, until its handles are
+//!   removed.
+//!
+//! A gradient record's `mean`, `std`, `min` and `max` summarise the gradient's elements;
+//! [`TraceRecord::abs_max`] is its largest magnitude. The hooks record with the step
+//! current at backward time and nothing while the tracer is paused.
 //!
 //! This module knows no layer or model: the layers hold a [`TraceSite`] and record into
 //! it, and [`Traceable`](super::Traceable) reaches a model's norms through
@@ -54,7 +78,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use unigrad_core::ops::norm::moments_last;
-use unigrad_core::{Error, Result, Tensor};
+use unigrad_core::{Error, HookHandle, Result, Tensor};
 
 /// One summarised quantity of one layer at one step.
 #[derive(Clone, Debug, PartialEq)]
@@ -102,10 +126,17 @@ impl TraceRecord {
             Stat::Max => self.max,
         }
     }
+
+    /// The largest magnitude among the values: `max(|min|, |max|)` (for a gradient
+    /// record, the largest `|g|`).
+    pub fn abs_max(&self) -> f64 {
+        self.min.abs().max(self.max.abs())
+    }
 }
 
 struct Inner {
     active: AtomicBool,
+    gradients: AtomicBool,
     step: AtomicU64,
     records: Mutex<Vec<TraceRecord>>,
 }
@@ -138,6 +169,7 @@ impl Tracer {
     pub fn new() -> Tracer {
         Tracer(Arc::new(Inner {
             active: AtomicBool::new(true),
+            gradients: AtomicBool::new(false),
             step: AtomicU64::new(0),
             records: Mutex::new(Vec::new()),
         }))
@@ -166,6 +198,59 @@ impl Tracer {
     /// Whether records are being taken.
     pub fn is_active(&self) -> bool {
         self.0.active.load(Ordering::Relaxed)
+    }
+
+    /// Also record, at every traced norm site, the statistics of the gradient reaching
+    /// the norm's output (`grad_output`, through a hook on the output). Off by default.
+    pub fn set_gradients(&self, on: bool) {
+        self.0.gradients.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether norm sites record `grad_output` ([`set_gradients`](Self::set_gradients)).
+    pub fn traces_gradients(&self) -> bool {
+        self.0.gradients.load(Ordering::Relaxed)
+    }
+
+    /// Trace any tensor under `name` (norm field `tensor`): the summary of its values
+    /// now (`value`), and, when it tracks gradients, the summary of its gradient at
+    /// backward time (`grad`, through a hook). Returns the hook's handle, or `None` when
+    /// `t` tracks no gradient (evaluation, `no_grad`): then only `value` is recorded.
+    /// While paused, nothing is read and no hook is registered.
+    ///
+    /// ```
+    /// use unigrad_core::Tensor;
+    /// use unigrad_nn::norm::trace::Tracer;
+    /// # fn main() -> unigrad_core::Result<()> {
+    /// let dev = unigrad_cpu::cpu();
+    /// let tracer = Tracer::new();
+    /// let x = Tensor::from_vec(vec![1.0f64, -2.0, 3.0], &[3], &dev)?.requires_grad();
+    /// let h = x.mul_scalar(2.0)?; // any module output or intermediate
+    /// tracer.watch("h", &h)?;
+    /// h.sqr()?.sum_all()?.backward()?;
+    /// let g = tracer.records().into_iter().find(|r| r.quantity == "grad").unwrap();
+    /// assert_eq!(g.abs_max(), 12.0); // d/dh sum(h²) = 2h = [4, -8, 12]
+    /// # Ok(()) }
+    /// ```
+    pub fn watch(&self, name: &str, t: &Tensor) -> Result<Option<HookHandle>> {
+        let site = self.site(name);
+        if !site.is_active() {
+            return Ok(None);
+        }
+        site.record_tensor("tensor", "value", t)?;
+        site.record_grad("tensor", "grad", t)
+    }
+
+    /// Trace the gradient of every parameter of `module` at each backward (`grad`, norm
+    /// field `param`, layer = the parameter's name), through one hook per parameter.
+    /// Remove the returned handles to stop.
+    pub fn watch_params<M: crate::Module + ?Sized>(&self, module: &M) -> Result<Vec<HookHandle>> {
+        let mut handles = Vec::new();
+        for (name, p) in module.named_params() {
+            if let Some(h) = self.site(&name).record_grad("param", "grad", &p)? {
+                handles.push(h);
+            }
+        }
+        Ok(handles)
     }
 
     /// A handle for the layer named `layer`, to attach to a norm.
@@ -323,6 +408,23 @@ impl TraceSite {
         Ok(())
     }
 
+    /// At each backward that reaches `t`, record the summary of its gradient as
+    /// `quantity` of this layer (a hook; see the module docs). `None` (and no hook) when
+    /// `t` tracks no gradient. The hook records nothing while the tracer is paused.
+    pub fn record_grad(&self, norm: &'static str, quantity: &'static str, t: &Tensor) -> Result<Option<HookHandle>> {
+        if !t.tracks_grad() {
+            return Ok(None);
+        }
+        let site = self.clone();
+        t.register_hook(move |g| {
+            if site.is_active() {
+                site.record_tensor(norm, quantity, g)?;
+            }
+            Ok(None)
+        })
+        .map(Some)
+    }
+
     /// Record `fluctuation`: per channel `|batch / running_before − 1|`.
     pub fn record_fluctuation(&self, norm: &'static str, batch: &[f64], running_before: &[f64]) {
         let v: Vec<f64> = batch
@@ -331,6 +433,15 @@ impl TraceSite {
             .map(|(b, r)| (b / r - 1.0).abs())
             .collect();
         self.record_values(norm, "fluctuation", &v);
+    }
+}
+
+/// A norm's output `y`: with a site attached, active and tracing gradients
+/// ([`Tracer::set_gradients`]), record `grad_output` at backward time.
+pub(crate) fn record_output_grad(site: Option<&TraceSite>, norm: &'static str, y: &Tensor) -> Result<()> {
+    match site {
+        Some(s) if s.is_active() && s.tracer.traces_gradients() => s.record_grad(norm, "grad_output", y).map(|_| ()),
+        _ => Ok(()),
     }
 }
 

@@ -588,7 +588,9 @@ impl UnifiedNorm {
                 un_forward(&self.sh, i, &inp.x, weight, bias, inp.valid.as_ref())?.y
             }
         };
-        inp.finish(y)
+        let y = inp.finish(y)?;
+        super::trace::record_output_grad(self.sh.trace.as_ref(), "un", &y)?;
+        Ok(y)
     }
 }
 
