@@ -125,7 +125,12 @@ pub fn grad_semantics(dev: &Device) -> Result<()> {
     g1.sum_all()?.backward()?;
     // d/da Σ 3a² = 6a
     let want: Vec<f64> = av.iter().map(|v| 6.0 * v).collect();
-    assert_close("6a", &a.grad().expect("grad").to_vec_f64()?, &want, Tol::for_dtype(DType::F64));
+    assert_close(
+        "6a",
+        &a.grad().expect("grad").to_vec_f64()?,
+        &want,
+        Tol::for_dtype(DType::F64),
+    );
     Ok(())
 }
 
@@ -146,16 +151,26 @@ pub fn released_graph_errors(dev: &Device) -> Result<()> {
     // and the gradient of a first-order gradient: the graph of that pass was not recorded
     let b = randn(dev, &[4])?.requires_grad();
     let z = b.exp()?.sum_all()?;
-    let g = grad(&[z.clone()], &[z.ones_like()?], from(&b), false)?[0].clone().expect("g");
+    let g = grad(&[z.clone()], &[z.ones_like()?], from(&b), false)?[0]
+        .clone()
+        .expect("g");
     assert!(!g.tracks_grad());
-    assert!(g.sum_all()?.backward().is_err(), "a gradient without create_graph has no history");
+    assert!(
+        g.sum_all()?.backward().is_err(),
+        "a gradient without create_graph has no history"
+    );
     // retain_graph: two passes, twice the gradient
     let c = randn(dev, &[4])?.requires_grad();
     let w = c.sqr()?.sum_all()?;
     w.backward_with_options(None, BackwardOptions::retain_graph())?;
     w.backward()?;
     let want: Vec<f64> = c.to_vec_f64()?.iter().map(|v| 4.0 * v).collect();
-    assert_close("2·2c", &c.grad().expect("grad").to_vec_f64()?, &want, Tol::for_dtype(DType::F64));
+    assert_close(
+        "2·2c",
+        &c.grad().expect("grad").to_vec_f64()?,
+        &want,
+        Tol::for_dtype(DType::F64),
+    );
     Ok(())
 }
 
@@ -167,9 +182,13 @@ pub fn hvp_quadratic_form(dev: &Device) -> Result<()> {
     let x = randn(dev, &[n, 1])?.requires_grad();
     let v = randn(dev, &[n, 1])?;
     let f = x.t()?.matmul(&a)?.matmul(&x)?.mul_scalar(0.5)?.sum_all()?;
-    let g = grad(&[f.clone()], &[f.ones_like()?], from(&x), true)?[0].clone().expect("g");
+    let g = grad(&[f.clone()], &[f.ones_like()?], from(&x), true)?[0]
+        .clone()
+        .expect("g");
     let gv = g.mul(&v)?.sum_all()?;
-    let hv = grad(&[gv.clone()], &[gv.ones_like()?], from(&x), false)?[0].clone().expect("hv");
+    let hv = grad(&[gv.clone()], &[gv.ones_like()?], from(&x), false)?[0]
+        .clone()
+        .expect("hv");
     let want = a.matmul(&v)?.to_vec_f64()?;
     assert_close("H·v", &hv.to_vec_f64()?, &want, Tol::for_dtype(DType::F64));
     Ok(())
@@ -186,7 +205,9 @@ pub fn gradient_penalty_mlp(dev: &Device) -> Result<()> {
         autograd::enable_grad(|| {
             let xi = x.detach().requires_grad();
             let out = xi.matmul(&ws[0])?.tanh()?.matmul(&ws[1])?.gelu()?.sum_all()?;
-            let gx = grad(&[out.clone()], &[out.ones_like()?], from(&xi), true)?[0].clone().expect("gx");
+            let gx = grad(&[out.clone()], &[out.ones_like()?], from(&xi), true)?[0]
+                .clone()
+                .expect("gx");
             gx.sqr()?.sum_all()
         })
     };
@@ -223,8 +244,17 @@ pub fn custom_op_second_order(dev: &Device) -> Result<()> {
     let xs = [0.5f64, -1.25, 2.0];
     for differentiable in [false, true] {
         let a = Tensor::from_f64s(&xs, &[3], DType::F64, dev)?.requires_grad();
-        let y = apply(Cube { x: None, differentiable }, &[&a])?.sum_all()?;
-        let g = grad(&[y.clone()], &[y.ones_like()?], from(&a), true)?[0].clone().expect("g");
+        let y = apply(
+            Cube {
+                x: None,
+                differentiable,
+            },
+            &[&a],
+        )?
+        .sum_all()?;
+        let g = grad(&[y.clone()], &[y.ones_like()?], from(&a), true)?[0]
+            .clone()
+            .expect("g");
         let want: Vec<f64> = xs.iter().map(|v| 3.0 * v * v).collect();
         assert_close("cube'", &g.to_vec_f64()?, &want, Tol::for_dtype(DType::F64));
         let second = grad(&[g.sum_all()?], &[y.ones_like()?], from(&a), false);
@@ -288,7 +318,13 @@ pub fn gradgradcheck_catches_wrong_second_derivative(dev: &Device) -> Result<()>
     let x = randn(dev, &[3])?;
     let opts = crate::util::tight();
     let rep = unigrad_core::gradcheck::gradgradcheck(|xs| apply(Square, &[&xs[0]]), from(&x), &opts)?;
-    assert!(!rep.inputs[0].passed, "gradgradcheck must catch a wrong second derivative: {rep:?}");
-    assert!(rep.inputs[1].passed, "the derivative with respect to the upstream gradient is right: {rep:?}");
+    assert!(
+        !rep.inputs[0].passed,
+        "gradgradcheck must catch a wrong second derivative: {rep:?}"
+    );
+    assert!(
+        rep.inputs[1].passed,
+        "the derivative with respect to the upstream gradient is right: {rep:?}"
+    );
     Ok(())
 }
