@@ -191,7 +191,8 @@ pub fn gradgradcheck(
                 .collect();
             let out = f(&xs[..n])?;
             let grads = if out.tracks_grad() {
-                grad(&[out], &xs[n..], &xs[..n], true)?
+                let inputs: Vec<&Tensor> = xs[..n].iter().collect();
+                grad(&[&out], &[&xs[n]], &inputs, true)?
             } else {
                 vec![None; n]
             };

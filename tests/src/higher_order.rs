@@ -94,7 +94,7 @@ pub fn grad_semantics(dev: &Device) -> Result<()> {
     let y = x.exp()?;
     let s = y.sum_all()?;
     let one = s.ones_like()?;
-    let g = grad(&[s.clone()], &[one.clone()], &[a.clone(), x.clone()], true)?;
+    let g = grad(&[&s], &[&one], &[&a, &x], true)?;
     assert!(a.grad().is_none(), "grad must not accumulate into leaves");
     let (ga, gx) = (g[0].clone().expect("a"), g[1].clone().expect("x"));
     let av = [0.3f64, -0.7, 1.1];
@@ -104,7 +104,7 @@ pub fn grad_semantics(dev: &Device) -> Result<()> {
     assert_close("d/dx", &gx.to_vec_f64()?, &want_gx, Tol::for_dtype(DType::F64));
     assert_close("d/da", &ga.to_vec_f64()?, &want_ga, Tol::for_dtype(DType::F64));
     // d²/da² of sum exp(exp(a)) = e^(e^a)·e^a·(e^a + 1)
-    let h = grad(&[ga.sum_all()?], &[one.clone()], from(&a), false)?[0]
+    let h = grad(&[&ga.sum_all()?], &[&one], &[&a], false)?[0]
         .clone()
         .expect("second derivative");
     let want_h: Vec<f64> = av.iter().map(|v| v.exp().exp() * v.exp() * (v.exp() + 1.0)).collect();
@@ -114,7 +114,7 @@ pub fn grad_semantics(dev: &Device) -> Result<()> {
     // an input no output depends on gets None
     let lone = Tensor::ones(&[2], DType::F64, dev)?.requires_grad();
     let s2 = a.sqr()?.sum_all()?;
-    let r = grad(&[s2], &[one.clone()], &[lone, a.clone()], false)?;
+    let r = grad(&[&s2], &[&one], &[&lone, &a], false)?;
     assert!(r[0].is_none() && r[1].is_some());
     // backward_with_options(create_graph) accumulates a differentiable .grad
     let s3 = a.powf(3.0)?.sum_all()?;
@@ -151,9 +151,7 @@ pub fn released_graph_errors(dev: &Device) -> Result<()> {
     // and the gradient of a first-order gradient: the graph of that pass was not recorded
     let b = randn(dev, &[4])?.requires_grad();
     let z = b.exp()?.sum_all()?;
-    let g = grad(&[z.clone()], &[z.ones_like()?], from(&b), false)?[0]
-        .clone()
-        .expect("g");
+    let g = grad(&[&z], &[&z.ones_like()?], &[&b], false)?[0].clone().expect("g");
     assert!(!g.tracks_grad());
     assert!(
         g.sum_all()?.backward().is_err(),
@@ -182,13 +180,9 @@ pub fn hvp_quadratic_form(dev: &Device) -> Result<()> {
     let x = randn(dev, &[n, 1])?.requires_grad();
     let v = randn(dev, &[n, 1])?;
     let f = x.t()?.matmul(&a)?.matmul(&x)?.mul_scalar(0.5)?.sum_all()?;
-    let g = grad(&[f.clone()], &[f.ones_like()?], from(&x), true)?[0]
-        .clone()
-        .expect("g");
+    let g = grad(&[&f], &[&f.ones_like()?], &[&x], true)?[0].clone().expect("g");
     let gv = g.mul(&v)?.sum_all()?;
-    let hv = grad(&[gv.clone()], &[gv.ones_like()?], from(&x), false)?[0]
-        .clone()
-        .expect("hv");
+    let hv = grad(&[&gv], &[&gv.ones_like()?], &[&x], false)?[0].clone().expect("hv");
     let want = a.matmul(&v)?.to_vec_f64()?;
     assert_close("H·v", &hv.to_vec_f64()?, &want, Tol::for_dtype(DType::F64));
     Ok(())
@@ -205,7 +199,7 @@ pub fn gradient_penalty_mlp(dev: &Device) -> Result<()> {
         autograd::enable_grad(|| {
             let xi = x.detach().requires_grad();
             let out = xi.matmul(&ws[0])?.tanh()?.matmul(&ws[1])?.gelu()?.sum_all()?;
-            let gx = grad(&[out.clone()], &[out.ones_like()?], from(&xi), true)?[0]
+            let gx = grad(&[&out], &[&out.ones_like()?], &[&xi], true)?[0]
                 .clone()
                 .expect("gx");
             gx.sqr()?.sum_all()
@@ -252,12 +246,10 @@ pub fn custom_op_second_order(dev: &Device) -> Result<()> {
             &[&a],
         )?
         .sum_all()?;
-        let g = grad(&[y.clone()], &[y.ones_like()?], from(&a), true)?[0]
-            .clone()
-            .expect("g");
+        let g = grad(&[&y], &[&y.ones_like()?], &[&a], true)?[0].clone().expect("g");
         let want: Vec<f64> = xs.iter().map(|v| 3.0 * v * v).collect();
         assert_close("cube'", &g.to_vec_f64()?, &want, Tol::for_dtype(DType::F64));
-        let second = grad(&[g.sum_all()?], &[y.ones_like()?], from(&a), false);
+        let second = grad(&[&g.sum_all()?], &[&y.ones_like()?], &[&a], false);
         if differentiable {
             let h = second?[0].clone().expect("h");
             let want: Vec<f64> = xs.iter().map(|v| 6.0 * v).collect();
@@ -276,7 +268,7 @@ pub fn custom_op_second_order(dev: &Device) -> Result<()> {
     let off = autograd::no_grad(|| -> Result<bool> {
         let a = randn(dev, &[2])?.requires_grad();
         let s = autograd::enable_grad(|| a.sqr()?.sum_all())?;
-        grad(&[s.clone()], &[s.ones_like()?], from(&a), true)?;
+        grad(&[&s], &[&s.ones_like()?], &[&a], true)?;
         Ok(autograd::is_grad_enabled())
     })?;
     assert!(!off, "grad(create_graph) restores no_grad afterwards");
