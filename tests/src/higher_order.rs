@@ -212,8 +212,9 @@ pub fn gradient_penalty_mlp(dev: &Device) -> Result<()> {
 /// right, and a second backward through it is an error naming it; with
 /// `differentiable_backward` the second derivative is exact.
 pub fn custom_op_second_order(dev: &Device) -> Result<()> {
+    /// `x³`, the derivative `3x²` saved by the forward (detached state)
     struct Cube {
-        x: Option<Tensor>,
+        slope: Option<Tensor>,
         differentiable: bool,
     }
     impl CustomOp for Cube {
@@ -221,12 +222,12 @@ pub fn custom_op_second_order(dev: &Device) -> Result<()> {
             "cube".into()
         }
         fn forward(&mut self, inputs: &[Tensor]) -> Result<Tensor> {
-            self.x = Some(inputs[0].clone());
-            inputs[0].powf(3.0)
+            let x2 = inputs[0].sqr()?;
+            self.slope = Some(x2.mul_scalar(3.0)?);
+            x2.mul(&inputs[0])
         }
         fn backward(self: Box<Self>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-            let x = self.x.expect("forward ran");
-            Ok(vec![Some(g.mul(&x.sqr()?.mul_scalar(3.0)?)?)])
+            Ok(vec![Some(g.mul(&self.slope.expect("forward ran"))?)])
         }
         fn differentiable_backward(&self, inputs: &[Tensor], g: &Tensor) -> Option<Result<Vec<Option<Tensor>>>> {
             if !self.differentiable {
