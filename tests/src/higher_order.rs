@@ -85,6 +85,11 @@ pub fn norms(dev: &Device) -> Result<()> {
     second_order(|| nn_modules::gradcheck_rms_norm(dev))
 }
 
+/// nn's `Linear` (a custom op with a differentiable backward), second order.
+pub fn nn_linear(dev: &Device) -> Result<()> {
+    second_order(|| nn_modules::gradcheck_linear(dev))
+}
+
 /// `grad` returns the gradients of leaves and intermediates without touching any
 /// leaf's `.grad`; `y = exp(exp(a))` differentiated twice through `create_graph`
 /// gives the analytic second derivative (its graph is needed again, so it is kept).
