@@ -12,8 +12,9 @@
 #     UNIGRAD_CUDA_EMULATOR=1): the CUDA C kernels compiled for the host run every
 #     cross-check against the CPU backend, so kernel logic is tested without a GPU;
 #     then the shared suite's `fused` group there, every fused kernel (softmax, norm,
-#     Adam) against core's composed default (CUDA_EMU_SHARED_SUITE=1 runs the whole
-#     shared suite instead, minutes more);
+#     Adam) against core's composed default, and its `higher_order` group
+#     (gradgradcheck of every differentiable op) (CUDA_EMU_SHARED_SUITE=1 runs the
+#     whole shared suite instead, minutes more);
 #  6. ptxas -arch=sm_80 / sm_90 on every committed .ptx file.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,14 +44,14 @@ UNIGRAD_CUDA_EMULATOR=1 LD_LIBRARY_PATH=$stub/lib64 cargo test --locked -p unigr
   --lib --test gpu
 # The whole shared suite also passes on the emulator, but takes minutes (its
 # 1,000-step training test above all): opt in with CUDA_EMU_SHARED_SUITE=1. By
-# default only its `fused` group runs there (about 30 s; the binary is built above).
+# default only its `fused` and `higher_order` groups run there (the binary is built above).
 if [[ ${CUDA_EMU_SHARED_SUITE:-0} == 1 ]]; then
   echo "== the shared suite on the CPU kernel emulator"
   UNIGRAD_CUDA_EMULATOR=1 LD_LIBRARY_PATH=$stub/lib64 cargo test "${tests[@]}"
 else
-  echo "== the shared suite's fused group on the CPU kernel emulator"
+  echo "== the shared suite's fused and higher_order groups on the CPU kernel emulator"
   UNIGRAD_CUDA_EMULATOR=1 LD_LIBRARY_PATH=$stub/lib64 cargo test --locked -p unigrad-cuda -p unigrad-tests \
-    --features unigrad-cuda/emulator,unigrad-tests/cuda --test cuda fused
+    --features unigrad-cuda/emulator,unigrad-tests/cuda --test cuda -- fused higher_order
 fi
 
 if [[ -n $ptxas ]]; then

@@ -283,9 +283,9 @@ pub(crate) fn backward(root: &Tensor, seed: Tensor, opts: BackwardOptions) -> Re
 /// again (the graph is kept; see [`BackwardOptions::create_graph`]); without it they
 /// have no history and the graph's nodes on the way are released.
 pub fn grad(
-    outputs: &[Tensor],
-    grad_outputs: &[Tensor],
-    inputs: &[Tensor],
+    outputs: &[&Tensor],
+    grad_outputs: &[&Tensor],
+    inputs: &[&Tensor],
     create_graph: bool,
 ) -> Result<Vec<Option<Tensor>>> {
     if outputs.len() != grad_outputs.len() {
@@ -297,7 +297,7 @@ pub fn grad(
     let mut roots = Vec::with_capacity(outputs.len());
     for (o, g) in outputs.iter().zip(grad_outputs) {
         crate::tensor::check_same_meta("grad", o, g)?;
-        roots.push((o.clone(), if create_graph { g.clone() } else { g.detach() }));
+        roots.push(((*o).clone(), if create_graph { (*g).clone() } else { g.detach() }));
     }
     for t in inputs {
         if !t.tracks_grad() {
@@ -323,7 +323,7 @@ pub fn grad(
 fn run(
     roots: &[(Tensor, Tensor)],
     opts: BackwardOptions,
-    capture: Option<&[Tensor]>,
+    capture: Option<&[&Tensor]>,
 ) -> Result<Option<Vec<Option<Tensor>>>> {
     for (root, _) in roots {
         if !root.tracks_grad() {
@@ -339,10 +339,7 @@ fn run(
     let root_list: Vec<Tensor> = roots.iter().map(|(r, _)| r.clone()).collect();
     let order = topo_order(&root_list)?;
     let targets: Option<HashSet<usize>> = capture.map(|c| c.iter().map(|t| t.id()).collect());
-    let needed = match &targets {
-        Some(t) => Some(needed_nodes(&order, t)),
-        None => None,
-    };
+    let needed = targets.as_ref().map(|t| needed_nodes(&order, t));
     // recording is on exactly when the pass must be differentiable
     let _off = (!opts.create_graph).then(NoGradGuard::new);
     let _on = opts.create_graph.then(EnableGradGuard::new);

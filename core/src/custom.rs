@@ -27,6 +27,12 @@
 //!         let x = self.x.expect("forward ran");
 //!         Ok(vec![Some(g.mul(&x.sqr()?.mul_scalar(3.0)?)?)])
 //!     }
+//!     // optional: the same gradient in recorded ops of the attached input, so that
+//!     // gradients of gradients (create_graph) go through this op
+//!     fn differentiable_backward(&self, inputs: &[Tensor], g: &Tensor)
+//!         -> Option<Result<Vec<Option<Tensor>>>> {
+//!         Some(inputs[0].sqr().and_then(|x2| Ok(vec![Some(g.mul(&x2.mul_scalar(3.0)?)?)])))
+//!     }
 //! }
 //! # fn main() {}
 //! ```

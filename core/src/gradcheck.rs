@@ -181,11 +181,18 @@ pub fn gradgradcheck(
             // leaves where gradcheck passed plain tensors (its numeric evaluations)
             let xs: Vec<Tensor> = xs
                 .iter()
-                .map(|x| if x.tracks_grad() { x.clone() } else { x.detach().requires_grad() })
+                .map(|x| {
+                    if x.tracks_grad() {
+                        x.clone()
+                    } else {
+                        x.detach().requires_grad()
+                    }
+                })
                 .collect();
             let out = f(&xs[..n])?;
             let grads = if out.tracks_grad() {
-                grad(&[out], &xs[n..], &xs[..n], true)?
+                let inputs: Vec<&Tensor> = xs[..n].iter().collect();
+                grad(&[&out], &[&xs[n]], &inputs, true)?
             } else {
                 vec![None; n]
             };

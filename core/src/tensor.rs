@@ -520,6 +520,11 @@ impl Tensor {
     /// differentiated again (`create_graph`, PyTorch's
     /// `backward(create_graph=True)`). With `create_graph` an explicit `grad` keeps
     /// its own history, so the result is differentiable with respect to it too.
+    ///
+    /// With `create_graph` a leaf's accumulated gradient is a recorded tensor whose
+    /// graph holds the leaf itself, so the two keep each other alive until the
+    /// gradient is cleared ([`Tensor::zero_grad`]); as in PyTorch,
+    /// [`autograd::grad`] (which accumulates nothing) avoids that.
     pub fn backward_with_options(&self, grad: Option<&Tensor>, opts: autograd::BackwardOptions) -> Result<()> {
         let seed = match grad {
             Some(g) => {

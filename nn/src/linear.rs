@@ -149,15 +149,33 @@ impl CustomOp for LinearOp {
 
     fn backward(self: Box<Self>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let _p = crate::profile::scope("linear.bwd", Some(g.device()));
-        let (x2, w, in_shape) = self.saved.ok_or_else(|| crate::not_run("linear"))?;
+        let (x2, w, in_shape) = self.saved.as_ref().ok_or_else(|| crate::not_run("linear"))?;
+        self.grads(x2, w, in_shape, g)
+    }
+
+    /// The same formulas on the attached inputs (recorded ops), so gradients of
+    /// gradients (`create_graph`) go through `Linear`.
+    fn differentiable_backward(&self, inputs: &[Tensor], g: &Tensor) -> Option<Result<Vec<Option<Tensor>>>> {
+        let (x, w) = (&inputs[0], &inputs[1]);
+        let rows = x.numel() / w.shape()[1].max(1);
+        Some(
+            x.reshape(&[rows, w.shape()[1]])
+                .and_then(|x2| self.grads(&x2, w, x.shape(), g)),
+        )
+    }
+}
+
+impl LinearOp {
+    /// `(dx, dW, db)` from `x` as `[rows, in]`, the weight, `x`'s shape and `g`.
+    fn grads(&self, x2: &Tensor, w: &Tensor, in_shape: &[usize], g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let out = w.shape()[0];
         let g2 = g.reshape(&[x2.shape()[0], out])?;
         let gx = if self.need_x {
-            Some(g2.matmul(&w)?.reshape(&in_shape)?)
+            Some(g2.matmul(w)?.reshape(in_shape)?)
         } else {
             None
         };
-        let gw = if self.need_w { Some(g2.t()?.matmul(&x2)?) } else { None };
+        let gw = if self.need_w { Some(g2.t()?.matmul(x2)?) } else { None };
         let mut grads = vec![gx, gw];
         if self.has_bias {
             grads.push(Some(g2.sum(&[0], false)?));

@@ -85,6 +85,11 @@ pub fn norms(dev: &Device) -> Result<()> {
     second_order(|| nn_modules::gradcheck_rms_norm(dev))
 }
 
+/// nn's `Linear` (a custom op with a differentiable backward), second order.
+pub fn nn_linear(dev: &Device) -> Result<()> {
+    second_order(|| nn_modules::gradcheck_linear(dev))
+}
+
 /// `grad` returns the gradients of leaves and intermediates without touching any
 /// leaf's `.grad`; `y = exp(exp(a))` differentiated twice through `create_graph`
 /// gives the analytic second derivative (its graph is needed again, so it is kept).
@@ -94,7 +99,7 @@ pub fn grad_semantics(dev: &Device) -> Result<()> {
     let y = x.exp()?;
     let s = y.sum_all()?;
     let one = s.ones_like()?;
-    let g = grad(&[s.clone()], &[one.clone()], &[a.clone(), x.clone()], true)?;
+    let g = grad(&[&s], &[&one], &[&a, &x], true)?;
     assert!(a.grad().is_none(), "grad must not accumulate into leaves");
     let (ga, gx) = (g[0].clone().expect("a"), g[1].clone().expect("x"));
     let av = [0.3f64, -0.7, 1.1];
@@ -104,7 +109,7 @@ pub fn grad_semantics(dev: &Device) -> Result<()> {
     assert_close("d/dx", &gx.to_vec_f64()?, &want_gx, Tol::for_dtype(DType::F64));
     assert_close("d/da", &ga.to_vec_f64()?, &want_ga, Tol::for_dtype(DType::F64));
     // d²/da² of sum exp(exp(a)) = e^(e^a)·e^a·(e^a + 1)
-    let h = grad(&[ga.sum_all()?], &[one.clone()], from(&a), false)?[0]
+    let h = grad(&[&ga.sum_all()?], &[&one], &[&a], false)?[0]
         .clone()
         .expect("second derivative");
     let want_h: Vec<f64> = av.iter().map(|v| v.exp().exp() * v.exp() * (v.exp() + 1.0)).collect();
@@ -114,7 +119,7 @@ pub fn grad_semantics(dev: &Device) -> Result<()> {
     // an input no output depends on gets None
     let lone = Tensor::ones(&[2], DType::F64, dev)?.requires_grad();
     let s2 = a.sqr()?.sum_all()?;
-    let r = grad(&[s2], &[one.clone()], &[lone, a.clone()], false)?;
+    let r = grad(&[&s2], &[&one], &[&lone, &a], false)?;
     assert!(r[0].is_none() && r[1].is_some());
     // backward_with_options(create_graph) accumulates a differentiable .grad
     let s3 = a.powf(3.0)?.sum_all()?;
@@ -125,7 +130,12 @@ pub fn grad_semantics(dev: &Device) -> Result<()> {
     g1.sum_all()?.backward()?;
     // d/da Σ 3a² = 6a
     let want: Vec<f64> = av.iter().map(|v| 6.0 * v).collect();
-    assert_close("6a", &a.grad().expect("grad").to_vec_f64()?, &want, Tol::for_dtype(DType::F64));
+    assert_close(
+        "6a",
+        &a.grad().expect("grad").to_vec_f64()?,
+        &want,
+        Tol::for_dtype(DType::F64),
+    );
     Ok(())
 }
 
@@ -146,16 +156,24 @@ pub fn released_graph_errors(dev: &Device) -> Result<()> {
     // and the gradient of a first-order gradient: the graph of that pass was not recorded
     let b = randn(dev, &[4])?.requires_grad();
     let z = b.exp()?.sum_all()?;
-    let g = grad(&[z.clone()], &[z.ones_like()?], from(&b), false)?[0].clone().expect("g");
+    let g = grad(&[&z], &[&z.ones_like()?], &[&b], false)?[0].clone().expect("g");
     assert!(!g.tracks_grad());
-    assert!(g.sum_all()?.backward().is_err(), "a gradient without create_graph has no history");
+    assert!(
+        g.sum_all()?.backward().is_err(),
+        "a gradient without create_graph has no history"
+    );
     // retain_graph: two passes, twice the gradient
     let c = randn(dev, &[4])?.requires_grad();
     let w = c.sqr()?.sum_all()?;
     w.backward_with_options(None, BackwardOptions::retain_graph())?;
     w.backward()?;
     let want: Vec<f64> = c.to_vec_f64()?.iter().map(|v| 4.0 * v).collect();
-    assert_close("2·2c", &c.grad().expect("grad").to_vec_f64()?, &want, Tol::for_dtype(DType::F64));
+    assert_close(
+        "2·2c",
+        &c.grad().expect("grad").to_vec_f64()?,
+        &want,
+        Tol::for_dtype(DType::F64),
+    );
     Ok(())
 }
 
@@ -167,9 +185,9 @@ pub fn hvp_quadratic_form(dev: &Device) -> Result<()> {
     let x = randn(dev, &[n, 1])?.requires_grad();
     let v = randn(dev, &[n, 1])?;
     let f = x.t()?.matmul(&a)?.matmul(&x)?.mul_scalar(0.5)?.sum_all()?;
-    let g = grad(&[f.clone()], &[f.ones_like()?], from(&x), true)?[0].clone().expect("g");
+    let g = grad(&[&f], &[&f.ones_like()?], &[&x], true)?[0].clone().expect("g");
     let gv = g.mul(&v)?.sum_all()?;
-    let hv = grad(&[gv.clone()], &[gv.ones_like()?], from(&x), false)?[0].clone().expect("hv");
+    let hv = grad(&[&gv], &[&gv.ones_like()?], &[&x], false)?[0].clone().expect("hv");
     let want = a.matmul(&v)?.to_vec_f64()?;
     assert_close("H·v", &hv.to_vec_f64()?, &want, Tol::for_dtype(DType::F64));
     Ok(())
@@ -186,7 +204,9 @@ pub fn gradient_penalty_mlp(dev: &Device) -> Result<()> {
         autograd::enable_grad(|| {
             let xi = x.detach().requires_grad();
             let out = xi.matmul(&ws[0])?.tanh()?.matmul(&ws[1])?.gelu()?.sum_all()?;
-            let gx = grad(&[out.clone()], &[out.ones_like()?], from(&xi), true)?[0].clone().expect("gx");
+            let gx = grad(&[&out], &[&out.ones_like()?], &[&xi], true)?[0]
+                .clone()
+                .expect("gx");
             gx.sqr()?.sum_all()
         })
     };
@@ -197,8 +217,9 @@ pub fn gradient_penalty_mlp(dev: &Device) -> Result<()> {
 /// right, and a second backward through it is an error naming it; with
 /// `differentiable_backward` the second derivative is exact.
 pub fn custom_op_second_order(dev: &Device) -> Result<()> {
+    /// `x³`, the derivative `3x²` saved by the forward (detached state)
     struct Cube {
-        x: Option<Tensor>,
+        slope: Option<Tensor>,
         differentiable: bool,
     }
     impl CustomOp for Cube {
@@ -206,12 +227,12 @@ pub fn custom_op_second_order(dev: &Device) -> Result<()> {
             "cube".into()
         }
         fn forward(&mut self, inputs: &[Tensor]) -> Result<Tensor> {
-            self.x = Some(inputs[0].clone());
-            inputs[0].powf(3.0)
+            let x2 = inputs[0].sqr()?;
+            self.slope = Some(x2.mul_scalar(3.0)?);
+            x2.mul(&inputs[0])
         }
         fn backward(self: Box<Self>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-            let x = self.x.expect("forward ran");
-            Ok(vec![Some(g.mul(&x.sqr()?.mul_scalar(3.0)?)?)])
+            Ok(vec![Some(g.mul(&self.slope.expect("forward ran"))?)])
         }
         fn differentiable_backward(&self, inputs: &[Tensor], g: &Tensor) -> Option<Result<Vec<Option<Tensor>>>> {
             if !self.differentiable {
@@ -223,11 +244,18 @@ pub fn custom_op_second_order(dev: &Device) -> Result<()> {
     let xs = [0.5f64, -1.25, 2.0];
     for differentiable in [false, true] {
         let a = Tensor::from_f64s(&xs, &[3], DType::F64, dev)?.requires_grad();
-        let y = apply(Cube { x: None, differentiable }, &[&a])?.sum_all()?;
-        let g = grad(&[y.clone()], &[y.ones_like()?], from(&a), true)?[0].clone().expect("g");
+        let y = apply(
+            Cube {
+                x: None,
+                differentiable,
+            },
+            &[&a],
+        )?
+        .sum_all()?;
+        let g = grad(&[&y], &[&y.ones_like()?], &[&a], true)?[0].clone().expect("g");
         let want: Vec<f64> = xs.iter().map(|v| 3.0 * v * v).collect();
         assert_close("cube'", &g.to_vec_f64()?, &want, Tol::for_dtype(DType::F64));
-        let second = grad(&[g.sum_all()?], &[y.ones_like()?], from(&a), false);
+        let second = grad(&[&g.sum_all()?], &[&y.ones_like()?], &[&a], false);
         if differentiable {
             let h = second?[0].clone().expect("h");
             let want: Vec<f64> = xs.iter().map(|v| 6.0 * v).collect();
@@ -246,7 +274,7 @@ pub fn custom_op_second_order(dev: &Device) -> Result<()> {
     let off = autograd::no_grad(|| -> Result<bool> {
         let a = randn(dev, &[2])?.requires_grad();
         let s = autograd::enable_grad(|| a.sqr()?.sum_all())?;
-        grad(&[s.clone()], &[s.ones_like()?], from(&a), true)?;
+        grad(&[&s], &[&s.ones_like()?], &[&a], true)?;
         Ok(autograd::is_grad_enabled())
     })?;
     assert!(!off, "grad(create_graph) restores no_grad afterwards");
@@ -288,7 +316,13 @@ pub fn gradgradcheck_catches_wrong_second_derivative(dev: &Device) -> Result<()>
     let x = randn(dev, &[3])?;
     let opts = crate::util::tight();
     let rep = unigrad_core::gradcheck::gradgradcheck(|xs| apply(Square, &[&xs[0]]), from(&x), &opts)?;
-    assert!(!rep.inputs[0].passed, "gradgradcheck must catch a wrong second derivative: {rep:?}");
-    assert!(rep.inputs[1].passed, "the derivative with respect to the upstream gradient is right: {rep:?}");
+    assert!(
+        !rep.inputs[0].passed,
+        "gradgradcheck must catch a wrong second derivative: {rep:?}"
+    );
+    assert!(
+        rep.inputs[1].passed,
+        "the derivative with respect to the upstream gradient is right: {rep:?}"
+    );
     Ok(())
 }
