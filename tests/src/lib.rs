@@ -84,6 +84,8 @@ pub mod nn_norms;
 pub mod nn_replay;
 pub mod nn_state;
 pub mod nn_trace;
+// issue 17 (helper "ops")
+pub mod ops_extra;
 pub mod props;
 pub mod reference;
 pub mod semantics;
@@ -220,6 +222,12 @@ macro_rules! backend_suite {
                     bn_all_padding_batch_changes_no_state, masks_hold_only_zero_and_one,
                     mask_check_sees_assigned_values, adam_counts_steps_per_parameter,
                     sgd_counts_steps_per_parameter, optimizer_checkpoint_keeps_per_parameter_steps,
+                }
+                // issue 17 (helper "ops"): argmax/argmin, sort/topk, cumsum, masked_select,
+                // i64 comparisons and where, arange_step, one_hot
+                ops_extra(Shared) = $crate::ops_extra {
+                    argmax_argmin, sort_argsort_topk, cumsum, masked_select, i64_comparisons_and_where,
+                    arange_and_one_hot,
                 }
             }
         }
