@@ -10,6 +10,7 @@
 use crate::errors::expect_err;
 use crate::reference::{ravel, unravel};
 use crate::util::{check_grad, distinct, ids, randn};
+use std::slice::from_ref;
 use unigrad_core::{DType, Device, Result, Tensor};
 
 const NAN: f64 = f64::NAN;
@@ -235,14 +236,14 @@ pub fn sort_argsort_topk(dev: &Device) -> Result<()> {
 
     // gradients through the values: distinct inputs, so differences never reorder
     let x = distinct(dev, &[3, 5], 0.1)?;
-    check_grad("sort values", &[x.clone()], |xs| xs[0].sort(1, false).map(|p| p.0))?;
-    check_grad("sort values descending axis 0", &[x.clone()], |xs| {
+    check_grad("sort values", from_ref(&x), |xs| xs[0].sort(1, false).map(|p| p.0))?;
+    check_grad("sort values descending axis 0", from_ref(&x), |xs| {
         xs[0].sort(0, true).map(|p| p.0)
     })?;
-    check_grad("topk values", &[x.clone()], |xs| {
+    check_grad("topk values", from_ref(&x), |xs| {
         xs[0].topk(2, 1, true, true).map(|p| p.0)
     })?;
-    check_grad("topk smallest, transposed", &[x.clone()], |xs| {
+    check_grad("topk smallest, transposed", from_ref(&x), |xs| {
         xs[0].t()?.topk(2, 1, false, true).map(|p| p.0)
     })?;
     // the gradient lands where the values came from
@@ -293,10 +294,10 @@ pub fn cumsum(dev: &Device) -> Result<()> {
     }
     let x = randn(dev, &[3, 4, 2])?;
     for axis in [0, 1, -1] {
-        check_grad(&format!("cumsum axis {axis}"), &[x.clone()], |xs| xs[0].cumsum(axis))?;
+        check_grad(&format!("cumsum axis {axis}"), from_ref(&x), |xs| xs[0].cumsum(axis))?;
     }
-    check_grad("cumsum transposed", &[x.clone()], |xs| xs[0].transpose(0, 1)?.cumsum(1))?;
-    check_grad("cumsum twice", &[x.clone()], |xs| xs[0].cumsum(1)?.cumsum(1)?.sqr())?;
+    check_grad("cumsum transposed", from_ref(&x), |xs| xs[0].transpose(0, 1)?.cumsum(1))?;
+    check_grad("cumsum twice", from_ref(&x), |xs| xs[0].cumsum(1)?.cumsum(1)?.sqr())?;
     expect_err("cumsum bad axis", x.cumsum(3), "cumsum", &["3"]);
     expect_err(
         "cumsum rank 0",
@@ -332,8 +333,8 @@ pub fn masked_select(dev: &Device) -> Result<()> {
     let want: Vec<f64> = (0..12).filter(|i| i % 4 == 1 || i % 4 == 2).map(|i| xv[i]).collect();
     assert_eq!(x.masked_select(&row)?.to_vec_f64()?, want);
     assert_eq!(x.masked_select(&row.zeros_like()?)?.shape(), &[0]);
-    check_grad("masked_select", &[x.clone()], |xs| xs[0].masked_select(&m64)?.sqr())?;
-    check_grad("masked_select broadcast mask", &[x.clone()], |xs| {
+    check_grad("masked_select", from_ref(&x), |xs| xs[0].masked_select(&m64)?.sqr())?;
+    check_grad("masked_select broadcast mask", from_ref(&x), |xs| {
         xs[0].masked_select(&row)?.sqr()
     })?;
     let bad = Tensor::from_vec(vec![1i64, 0, 1], &[3], dev)?;
@@ -363,7 +364,8 @@ pub fn i64_comparisons_and_where(dev: &Device) -> Result<()> {
     let a = ids(dev, &av, &[2, 1, 4])?;
     let b = ids(dev, &bv, &[4])?;
     type Cmp = fn(&Tensor, &Tensor) -> Result<Tensor>;
-    let ops: [(&str, Cmp, fn(&i64, &i64) -> bool); 6] = [
+    type Plain = fn(&i64, &i64) -> bool;
+    let ops: [(&str, Cmp, Plain); 6] = [
         ("eq", |x, y| x.eq(y), i64::eq),
         ("ne", |x, y| x.ne(y), i64::ne),
         ("lt", |x, y| x.lt(y), i64::lt),
@@ -383,7 +385,7 @@ pub fn i64_comparisons_and_where(dev: &Device) -> Result<()> {
         assert_eq!(got.to_vec::<i64>()?, want, "{name} broadcast");
     }
     type CmpS = fn(&Tensor, f64) -> Result<Tensor>;
-    let scalar_ops: [(&str, CmpS, fn(&i64, &i64) -> bool); 6] = [
+    let scalar_ops: [(&str, CmpS, Plain); 6] = [
         ("eq_scalar", |x, c| x.eq_scalar(c), i64::eq),
         ("ne_scalar", |x, c| x.ne_scalar(c), i64::ne),
         ("lt_scalar", |x, c| x.lt_scalar(c), i64::lt),

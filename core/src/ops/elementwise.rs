@@ -440,8 +440,9 @@ impl Tensor {
 /// `c` as the i64 it equals, or an error naming `op`: an i64 tensor is compared
 /// with integers only, so that `x < 2.5` cannot silently become `x < 2`.
 fn i64_scalar(op: &'static str, c: f64, shape: &[usize]) -> Result<i64> {
-    // 2^63 is exactly representable; every integer-valued f64 below it fits in i64
-    if c.fract() == 0.0 && (-9.223_372_036_854_775_808e18..9.223_372_036_854_775_808e18).contains(&c) {
+    // 2^63 is exactly representable; every integer-valued f64 in [-2^63, 2^63) fits
+    let lim = 2f64.powi(63);
+    if c.fract() == 0.0 && (-lim..lim).contains(&c) {
         Ok(c as i64)
     } else {
         Err(Error::invalid(
