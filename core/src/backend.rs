@@ -24,6 +24,11 @@
 //! fused kernels serve both directions, and the composed defaults keep every backend
 //! differentiable. The Adam update has no gradient: optimizers call it under
 //! `no_grad`.
+//!
+//! The sort and scan families ([`Backend::arg_reduce`], [`Backend::argsort`],
+//! [`Backend::cumsum`]) are provided methods whose defaults run the row algorithms
+//! of `ops::sort::rows` / `ops::scan::rows` on a host copy, so a new backend runs
+//! them unchanged; the CPU and CUDA backends override them.
 
 use crate::dtype::{DType, HostData};
 use crate::error::Result;
@@ -240,7 +245,8 @@ pub trait Backend: Send + Sync + Debug {
     /// Elementwise map of one operand.
     fn unary(&self, op: UnaryOp, src: &dyn BackendStorage, layout: &Layout) -> Result<BoxStorage>;
 
-    /// Elementwise map of two operands whose layouts have the same shape.
+    /// Elementwise map of two operands whose layouts have the same shape. Two i64
+    /// operands take the comparisons only (giving i64 1/0).
     fn binary(
         &self,
         op: BinaryOp,
@@ -250,7 +256,8 @@ pub trait Backend: Send + Sync + Debug {
         rhs_layout: &Layout,
     ) -> Result<BoxStorage>;
 
-    /// `cond != 0 ? a : b`, all three layouts of the same shape.
+    /// `cond != 0 ? a : b`, all three layouts of the same shape; `cond` of any dtype,
+    /// `a` and `b` of one dtype (float or i64).
     fn where_cond(
         &self,
         cond: &dyn BackendStorage,

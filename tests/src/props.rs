@@ -241,6 +241,10 @@ pub const FAMILIES: &[&str] = &[
     "cross_entropy",
     "layer_norm",
     "rms_norm",
+    // issue 17 (helper "ops")
+    "sort",
+    "cumsum",
+    "masked_select",
 ];
 
 fn unary_plan(op: &'static str, s: Vec<usize>, other: DType, rng: &mut Rng) -> Plan {
@@ -738,6 +742,88 @@ pub fn plan(rng: &mut Rng, other: DType) -> Plan {
             let run: OpFn = Box::new(move |x| x[0].cross_entropy(&x[1], ignore, smoothing));
             let call = format!("cross_entropy(ignore = {ignore:?}, smoothing = {smoothing})");
             mk(call, ops, ok.then(Vec::new), run)
+        }
+        "sort" => {
+            // argmax / argmin / argsort (i64 results, compared as the operands' dtype),
+            // sort and topk (their values, differentiable)
+            let d = rng.axis(r);
+            let ax = norm_axis(d, r);
+            let keepdim = rng.chance(0.5);
+            let k = rng.below(4);
+            let desc = rng.chance(0.5);
+            let which = rng.below(5);
+            let index_plan = |call: String, expect: Option<Vec<usize>>, run: OpFn| Plan {
+                differentiable: false,
+                ..mk(call, vec![f(&s, nc)], expect, run)
+            };
+            match which {
+                0 | 1 => {
+                    let max = which == 0;
+                    let expect = ax.filter(|&i| s[i] > 0).map(|i| {
+                        let mut out = s.clone();
+                        if keepdim {
+                            out[i] = 1;
+                        } else {
+                            out.remove(i);
+                        }
+                        out
+                    });
+                    let run: OpFn = Box::new(move |x| {
+                        let i = if max {
+                            x[0].argmax(d, keepdim)?
+                        } else {
+                            x[0].argmin(d, keepdim)?
+                        };
+                        i.to_dtype(x[0].dtype())
+                    });
+                    let name = if max { "argmax" } else { "argmin" };
+                    index_plan(format!("{name}({d}, keepdim = {keepdim})"), expect, run)
+                }
+                2 => {
+                    let run: OpFn = Box::new(move |x| x[0].argsort(d, desc)?.to_dtype(x[0].dtype()));
+                    index_plan(format!("argsort({d}, {desc})"), ax.map(|_| s.clone()), run)
+                }
+                3 => {
+                    let run: OpFn = Box::new(move |x| Ok(x[0].sort(d, desc)?.0));
+                    mk(
+                        format!("sort({d}, {desc})"),
+                        vec![f(&s, nc)],
+                        ax.map(|_| s.clone()),
+                        run,
+                    )
+                }
+                _ => {
+                    let expect = ax.filter(|&i| k <= s[i]).map(|i| {
+                        let mut out = s.clone();
+                        out[i] = k;
+                        out
+                    });
+                    let run: OpFn = Box::new(move |x| Ok(x[0].topk(k, d, desc, true)?.0));
+                    mk(format!("topk({k}, {d}, {desc})"), vec![f(&s, nc)], expect, run)
+                }
+            }
+        }
+        "cumsum" => {
+            let d = rng.axis(r);
+            let run: OpFn = Box::new(move |x| x[0].cumsum(d));
+            mk(
+                format!("cumsum({d})"),
+                vec![f(&s, nc)],
+                norm_axis(d, r).map(|_| s.clone()),
+                run,
+            )
+        }
+        "masked_select" => {
+            // a random normal mask: non-zero everywhere, so everything is selected
+            let m = rng.partner(&s);
+            let expect = broadcast(&s, &m).map(|b| vec![b.iter().product()]);
+            let ops = vec![f(&s, nc), Operand::Plain(m)];
+            mk(
+                "masked_select".into(),
+                ops,
+                expect,
+                Box::new(|x| x[0].masked_select(&x[1])),
+            )
         }
         _ => {
             // layer_norm / rms_norm: weight and bias are [C] for C the last dimension

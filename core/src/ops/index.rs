@@ -193,7 +193,7 @@ impl Tensor {
                 op: OP,
                 index: bad,
                 size: num_classes,
-                shape: self.shape().to_vec(),
+                shape: vec![num_classes],
             });
         }
         let classes = Tensor::arange(num_classes, crate::dtype::DType::I64, self.device())?;
