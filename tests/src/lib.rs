@@ -227,7 +227,7 @@ macro_rules! backend_suite {
                 // i64 comparisons and where, arange_step, one_hot
                 ops_extra(Shared) = $crate::ops_extra {
                     argmax_argmin, sort_argsort_topk, cumsum, masked_select, i64_comparisons_and_where,
-                    arange_and_one_hot,
+                    arange_and_one_hot, random_shapes,
                 }
             }
         }

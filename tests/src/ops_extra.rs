@@ -357,7 +357,7 @@ pub fn masked_select(dev: &Device) -> Result<()> {
 /// the plain comparisons, giving i64 1/0 as float comparisons give 1/0 in their
 /// dtype; `where_cond` with an i64 condition over float values (with its gradient)
 /// and over i64 values, and `masked_fill` with an i64 mask; errors for mixed
-/// dtypes and a non-integer scalar.
+/// dtypes (a float condition must have the values' dtype) and a non-integer scalar.
 pub fn i64_comparisons_and_where(dev: &Device) -> Result<()> {
     let av: Vec<i64> = vec![-3, 0, 2, 7, 7, i64::MAX, i64::MIN, 5];
     let bv: Vec<i64> = vec![7, 0, -3, i64::MAX];
@@ -432,10 +432,15 @@ pub fn i64_comparisons_and_where(dev: &Device) -> Result<()> {
     assert_eq!(got.dtype(), DType::I64);
     let want: Vec<i64> = (0..8).map(|i| if cv[i] != 0 { av[i] } else { bv[i % 4] }).collect();
     assert_eq!(got.to_vec::<i64>()?, want);
-    // a float condition over i64 values, and masked_fill with an i64 mask
+    // masked_fill with an i64 mask; a float condition must match the values' dtype
     let fc = Tensor::from_f64s(&[0.0, -0.5, NAN, 1.0], &[4], DType::F64, dev)?;
     let zero = b.zeros_like()?;
-    assert_eq!(fc.where_cond(&b, &zero)?.to_vec::<i64>()?, vec![0, 0, -3, i64::MAX]);
+    expect_err(
+        "where_cond f64 cond, i64 values",
+        fc.where_cond(&b, &zero),
+        "where_cond",
+        &["f64", "i64"],
+    );
     let filled = y.masked_fill(&b.eq_scalar(0.0)?, -1.0)?.to_vec_f64()?;
     assert_eq!(filled, vec![yv[0], -1.0, yv[2], yv[3]]);
     expect_err(
@@ -515,4 +520,12 @@ pub fn arange_and_one_hot(dev: &Device) -> Result<()> {
     let f = Tensor::from_f64s(&[0.0, 1.0], &[2], DType::F32, dev)?;
     expect_err("one_hot float ids", f.one_hot(2), "one_hot", &["f32"]);
     Ok(())
+}
+
+/// The property test of [`crate::props`] over these ops' families (sort, cumsum,
+/// masked_select): random shapes (rank 0, size-0 axes), axes in and out of range, k
+/// beyond the axis, broadcasting masks; no panic, errors exactly where predicted,
+/// gradients shaped like their leaves.
+pub fn random_shapes(dev: &Device) -> Result<()> {
+    crate::props::random_ops_of(dev, 0x0017_0003, crate::props::OPS_FAMILIES)
 }

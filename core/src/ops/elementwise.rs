@@ -322,13 +322,17 @@ impl Tensor {
 
     // ----- selection ------------------------------------------------------------
 
-    /// `self != 0 ? a : b`, all three broadcast together. The condition may have
-    /// any dtype (an i64 mask from an i64 comparison, say); `a` and `b` share one,
-    /// float or i64. Gradients flow to `a` where the condition holds and to `b`
+    /// `self != 0 ? a : b`, all three broadcast together. `a` and `b` share one
+    /// dtype, float or i64; the condition has theirs or is i64 (a mask from an i64
+    /// comparison, say). Gradients flow to `a` where the condition holds and to `b`
     /// elsewhere; the condition gets none.
     pub fn where_cond(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         const OP: &str = "where_cond";
-        super::index::check_device(OP, a, self)?;
+        if self.dtype() == DType::I64 {
+            super::index::check_device(OP, a, self)?;
+        } else {
+            check_same_kind(OP, self, a)?;
+        }
         check_same_kind(OP, a, b)?;
         if a.dtype() != DType::I64 {
             check_float(OP, a)?;
