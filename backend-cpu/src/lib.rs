@@ -207,6 +207,9 @@ impl Backend for CpuBackend {
         boxed(match (view_out("binary", a, la)?, view("binary", b, lb)?) {
             (CpuStorage::F32(x), CpuStorage::F32(y)) => CpuStorage::F32(kernels::elementwise::binary(op, x, la, y, lb)),
             (CpuStorage::F64(x), CpuStorage::F64(y)) => CpuStorage::F64(kernels::elementwise::binary(op, x, la, y, lb)),
+            (CpuStorage::I64(x), CpuStorage::I64(y)) => {
+                CpuStorage::I64(kernels::elementwise::compare_i64(op, x, la, y, lb)?)
+            }
             (x, y) => return Err(mismatch("binary", x, y)),
         })
     }
@@ -220,9 +223,19 @@ impl Backend for CpuBackend {
         b: &dyn BackendStorage,
         lb: &Layout,
     ) -> Result<BoxStorage> {
-        use kernels::elementwise::where_cond;
+        use kernels::elementwise::{where_any, where_cond};
         const OP: &str = "where_cond";
         same_shapes(OP, &[lc, la, lb])?;
+        // the condition may have any dtype (non-zero selects `a`); `a` and `b` share one
+        macro_rules! any_cond {
+            ($x:expr, $y:expr, $wrap:path) => {
+                match view(OP, c, lc)? {
+                    CpuStorage::F32(c) => $wrap(where_any(c, lc, $x, la, $y, lb)),
+                    CpuStorage::F64(c) => $wrap(where_any(c, lc, $x, la, $y, lb)),
+                    CpuStorage::I64(c) => $wrap(where_any(c, lc, $x, la, $y, lb)),
+                }
+            };
+        }
         boxed(match (view(OP, c, lc)?, view_out(OP, a, la)?, view(OP, b, lb)?) {
             (CpuStorage::F32(c), CpuStorage::F32(x), CpuStorage::F32(y)) => {
                 CpuStorage::F32(where_cond(c, lc, x, la, y, lb))
@@ -230,7 +243,10 @@ impl Backend for CpuBackend {
             (CpuStorage::F64(c), CpuStorage::F64(x), CpuStorage::F64(y)) => {
                 CpuStorage::F64(where_cond(c, lc, x, la, y, lb))
             }
-            (c, x, _) => return Err(mismatch("where_cond", c, x)),
+            (_, CpuStorage::F32(x), CpuStorage::F32(y)) => any_cond!(x, y, CpuStorage::F32),
+            (_, CpuStorage::F64(x), CpuStorage::F64(y)) => any_cond!(x, y, CpuStorage::F64),
+            (_, CpuStorage::I64(x), CpuStorage::I64(y)) => any_cond!(x, y, CpuStorage::I64),
+            (_, x, y) => return Err(mismatch("where_cond", x, y)),
         })
     }
 
@@ -426,5 +442,24 @@ impl Backend for CpuBackend {
     ) -> Result<(BoxStorage, BoxStorage, BoxStorage)> {
         let (m, v) = (m.map(get).transpose()?, v.map(get).transpose()?);
         boxed3(kernels::optim::adam_update(get(param)?, get(grad)?, m, v, len, h)?)
+    }
+
+    // ----- issue 17 (helper "ops"): the sort and scan families -----
+
+    fn arg_reduce(&self, op: ReduceOp, src: &dyn BackendStorage, l: &Layout, axis: usize) -> Result<BoxStorage> {
+        boxed(kernels::sort::arg_reduce(op, view("arg_reduce", src, l)?, l, axis)?)
+    }
+
+    fn argsort(&self, src: &dyn BackendStorage, l: &Layout, axis: usize, descending: bool) -> Result<BoxStorage> {
+        boxed(kernels::sort::argsort(
+            view_out("argsort", src, l)?,
+            l,
+            axis,
+            descending,
+        )?)
+    }
+
+    fn cumsum(&self, src: &dyn BackendStorage, l: &Layout, axis: usize, reverse: bool) -> Result<BoxStorage> {
+        boxed(kernels::scan::cumsum(view_out("cumsum", src, l)?, l, axis, reverse)?)
     }
 }

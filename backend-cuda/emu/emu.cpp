@@ -28,6 +28,8 @@
 #include "../kernels/reduce.cu"
 #include "../kernels/softmax.cu"
 #include "../kernels/view.cu"
+#include "../kernels/sort.cu"
+#include "../kernels/scan.cu"
 
 namespace emu {
 namespace {
@@ -172,6 +174,9 @@ const Entry KERNELS[] = {
     C(moments_f32), C(moments_f64), C(norm_fwd_f32), C(norm_fwd_f64), C(norm_bwd_f32), C(norm_bwd_f64),
     K(norm_bwd_cols_f32), K(norm_bwd_cols_f64),
     K(adam_f32), K(adam_f64),
+    K(compare_i64),
+    K(arg_reduce_f32), K(arg_reduce_f64), K(arg_reduce_i64), K(argsort_f32), K(argsort_f64), K(argsort_i64),
+    K(cumsum_f32), K(cumsum_f64), K(cumsum_i64),
 };
 #undef K
 #undef C

@@ -113,6 +113,28 @@ extern "C" __global__ void binary_f64(Index<2> ix, const double *a, const double
     binary_kernel<double>(ix, a, b, y, n, op);
 }
 
+// Comparisons of i64 operands (i64 1/0); core accepts i64 in comparisons only, so
+// the op codes are B_EQ..B_GE and anything else writes 0.
+extern "C" __global__ void compare_i64(Index<2> ix, const i64 *a, const i64 *b, i64 *y, u64 n,
+                                       int op) {
+    GRID_STRIDE_LOOP(i, n) {
+        u64 off[2];
+        offsets<2>(ix, i, off);
+        const i64 x = a[off[0]], z = b[off[1]];
+        bool r = false;
+        switch (op) {
+        case B_EQ: r = x == z; break;
+        case B_NE: r = x != z; break;
+        case B_LT: r = x < z; break;
+        case B_LE: r = x <= z; break;
+        case B_GT: r = x > z; break;
+        case B_GE: r = x >= z; break;
+        default: break;
+        }
+        y[i] = r ? 1 : 0;
+    }
+}
+
 // where(cond, a, b): a value select, so it only depends on the element size (4 or 8
 // bytes) of a/b and on the dtype of cond. Operands: 0 = cond, 1 = a, 2 = b.
 template <typename C, typename V>

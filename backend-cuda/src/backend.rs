@@ -504,4 +504,18 @@ impl Backend for CudaBackend {
     ) -> Result<(BoxStorage, BoxStorage, BoxStorage)> {
         ops::optim::adam_update(self, (param, grad), (m, v), len, h)
     }
+
+    // ----- issue 17 (helper "ops"): the sort and scan families -----
+
+    fn arg_reduce(&self, op: ReduceOp, src: &dyn BackendStorage, layout: &Layout, axis: usize) -> Result<BoxStorage> {
+        ops::sort::arg_reduce(self, op, src, layout, axis)
+    }
+
+    fn argsort(&self, src: &dyn BackendStorage, layout: &Layout, axis: usize, descending: bool) -> Result<BoxStorage> {
+        ops::sort::argsort(self, src, layout, axis, descending)
+    }
+
+    fn cumsum(&self, src: &dyn BackendStorage, layout: &Layout, axis: usize, reverse: bool) -> Result<BoxStorage> {
+        ops::scan::cumsum(self, src, layout, axis, reverse)
+    }
 }

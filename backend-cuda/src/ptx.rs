@@ -36,6 +36,8 @@ pub const MODULES: &[(&str, &str)] = &[
     ("reduce", include_str!(concat!(env!("OUT_DIR"), "/reduce.ptx"))),
     ("softmax", include_str!(concat!(env!("OUT_DIR"), "/softmax.ptx"))),
     ("view", include_str!(concat!(env!("OUT_DIR"), "/view.ptx"))),
+    ("sort", include_str!(concat!(env!("OUT_DIR"), "/sort.ptx"))),
+    ("scan", include_str!(concat!(env!("OUT_DIR"), "/scan.ptx"))),
 ];
 
 /// Names of the `.visible .entry` kernels declared in a PTX text, in order.

@@ -214,6 +214,7 @@ fn expected_kernels() -> Vec<(&'static str, Vec<String>)> {
         .iter()
         .flat_map(|t| [format!("unary_{t}"), format!("binary_{t}")])
         .collect();
+    elementwise.push("compare_i64".to_owned());
     elementwise.extend(all.iter().flat_map(|c| b.iter().map(move |v| format!("where_{c}_{v}"))));
     let mut view: Vec<String> = b.iter().map(|v| format!("copy_{v}")).collect();
     view.extend(
@@ -266,6 +267,13 @@ fn expected_kernels() -> Vec<(&'static str, Vec<String>)> {
                 .collect(),
         ),
         ("optim", f.iter().map(|t| format!("adam_{t}")).collect()),
+        (
+            "sort",
+            all.iter()
+                .flat_map(|t| [format!("arg_reduce_{t}"), format!("argsort_{t}")])
+                .collect(),
+        ),
+        ("scan", all.iter().map(|t| format!("cumsum_{t}")).collect()),
     ]
 }
 
@@ -983,6 +991,86 @@ fn index_ops_match_cpu() {
                     .unwrap();
                 rig.same(&format!("scatter_add {dtype} dim {dim}"), &*cd, &*gd, &shape, tol);
             }
+        }
+    }
+}
+
+/// Rounded values (many ties) with a NaN at element 5 for floats.
+fn tied(d: &HostData) -> HostData {
+    let float = d.dtype() != DType::I64;
+    let v = d
+        .to_f64()
+        .iter()
+        .enumerate()
+        .map(|(i, x)| if float && i == 5 { f64::NAN } else { (x * 3.0).round() })
+        .collect();
+    HostData::from_f64(v, d.dtype())
+}
+
+#[test]
+fn sort_scan_and_i64_compare_match_cpu() {
+    let Some(rig) = Rig::new("sort_scan_and_i64_compare_match_cpu") else {
+        return;
+    };
+    let mut rng = Rng::new(11);
+    for dtype in [DType::F32, DType::F64, DType::I64] {
+        for shape in [&[4usize, 50, 6][..], &[7], &[3, 300]] {
+            for case in views(&mut rng, shape, dtype, -2.0, 2.0) {
+                let data = tied(&case.data);
+                let (c, g) = rig.put(&data);
+                let l = &case.layout;
+                for axis in 0..shape.len() {
+                    let what = format!("{dtype} axis {axis} of {}", case.name);
+                    let mut kept = shape.to_vec();
+                    kept[axis] = 1;
+                    for op in [ReduceOp::Max, ReduceOp::Min] {
+                        let want = rig.c().arg_reduce(op, &*c, l, axis).unwrap();
+                        let got = rig.g().arg_reduce(op, &*g, l, axis).unwrap();
+                        rig.same(&format!("arg_reduce {op:?} {what}"), &*want, &*got, &kept, Tol::exact());
+                    }
+                    for flag in [false, true] {
+                        let want = rig.c().argsort(&*c, l, axis, flag).unwrap();
+                        let got = rig.g().argsort(&*g, l, axis, flag).unwrap();
+                        rig.same(
+                            &format!("argsort desc {flag} {what}"),
+                            &*want,
+                            &*got,
+                            shape,
+                            Tol::exact(),
+                        );
+                        // integer-valued data: every partial sum is exact in both orders
+                        let want = rig.c().cumsum(&*c, l, axis, flag).unwrap();
+                        let got = rig.g().cumsum(&*g, l, axis, flag).unwrap();
+                        rig.same(&format!("cumsum rev {flag} {what}"), &*want, &*got, shape, Tol::exact());
+                    }
+                }
+            }
+        }
+    }
+    // i64 comparisons, with a broadcast operand
+    let shape = [4usize, 50, 6];
+    for case in views(&mut rng, &shape, DType::I64, -3.0, 3.0) {
+        let other = rng.data(300, DType::I64, -3.0, 3.0);
+        let ol = Layout::contiguous(&[50, 6]).broadcast_to(&shape).unwrap();
+        let (c, g) = rig.put(&case.data);
+        let (co, go) = rig.put(&other);
+        for op in [
+            BinaryOp::Eq,
+            BinaryOp::Ne,
+            BinaryOp::Lt,
+            BinaryOp::Le,
+            BinaryOp::Gt,
+            BinaryOp::Ge,
+        ] {
+            let want = rig.c().binary(op, &*c, &case.layout, &*co, &ol).unwrap();
+            let got = rig.g().binary(op, &*g, &case.layout, &*go, &ol).unwrap();
+            rig.same(
+                &format!("i64 {op:?} of {}", case.name),
+                &*want,
+                &*got,
+                &shape,
+                Tol::exact(),
+            );
         }
     }
 }

@@ -24,6 +24,11 @@
 //! fused kernels serve both directions, and the composed defaults keep every backend
 //! differentiable. The Adam update has no gradient: optimizers call it under
 //! `no_grad`.
+//!
+//! The sort and scan families ([`Backend::arg_reduce`], [`Backend::argsort`],
+//! [`Backend::cumsum`]) are provided methods whose defaults run the row algorithms
+//! of `ops::sort::rows` / `ops::scan::rows` on a host copy, so a new backend runs
+//! them unchanged; the CPU and CUDA backends override them.
 
 use crate::dtype::{DType, HostData};
 use crate::error::Result;
@@ -240,7 +245,8 @@ pub trait Backend: Send + Sync + Debug {
     /// Elementwise map of one operand.
     fn unary(&self, op: UnaryOp, src: &dyn BackendStorage, layout: &Layout) -> Result<BoxStorage>;
 
-    /// Elementwise map of two operands whose layouts have the same shape.
+    /// Elementwise map of two operands whose layouts have the same shape. Two i64
+    /// operands take the comparisons only (giving i64 1/0).
     fn binary(
         &self,
         op: BinaryOp,
@@ -250,7 +256,8 @@ pub trait Backend: Send + Sync + Debug {
         rhs_layout: &Layout,
     ) -> Result<BoxStorage>;
 
-    /// `cond != 0 ? a : b`, all three layouts of the same shape.
+    /// `cond != 0 ? a : b`, all three layouts of the same shape; `cond` of any dtype,
+    /// `a` and `b` of one dtype (float or i64).
     fn where_cond(
         &self,
         cond: &dyn BackendStorage,
@@ -553,6 +560,82 @@ pub trait Backend: Send + Sync + Debug {
             self.unary(UnaryOp::Affine(1.0, 0.0), param, &l)?
         };
         Ok((new_p, new_m, new_v))
+    }
+
+    // ----- issue 17, requirement 3 (helper "ops"): the sort and scan families -----
+    // Provided methods whose defaults copy the operand to the host, run the row
+    // algorithms of `ops::sort::rows` / `ops::scan::rows` there and copy the result
+    // back, so every backend runs them; a backend overrides them with kernels.
+
+    /// Index (dense i64, the input's shape with `axis` of size 1) of the first
+    /// maximum (`op == ReduceOp::Max`) or minimum (`ReduceOp::Min`) along `axis` of
+    /// `src` viewed through `layout`, or of the first NaN where a line has one.
+    /// `ReduceOp::Sum` and an empty axis are errors.
+    fn arg_reduce(&self, op: ReduceOp, src: &dyn BackendStorage, layout: &Layout, axis: usize) -> Result<BoxStorage> {
+        let dims = host_rows::check("arg_reduce", layout.shape(), axis, Some(op))?;
+        let out = match self.to_host(src, layout)? {
+            HostData::F32(v) => crate::ops::sort::rows::arg_reduce(op, &v, dims),
+            HostData::F64(v) => crate::ops::sort::rows::arg_reduce(op, &v, dims),
+            HostData::I64(v) => crate::ops::sort::rows::arg_reduce(op, &v, dims),
+        };
+        self.from_host(&HostData::I64(out))
+    }
+
+    /// Indices (dense i64, the input's shape) of a stable sort along `axis`,
+    /// ascending or `descending`, with NaN above every number.
+    fn argsort(&self, src: &dyn BackendStorage, layout: &Layout, axis: usize, descending: bool) -> Result<BoxStorage> {
+        let dims = host_rows::check("argsort", layout.shape(), axis, None)?;
+        let out = match self.to_host(src, layout)? {
+            HostData::F32(v) => crate::ops::sort::rows::argsort(&v, dims, descending),
+            HostData::F64(v) => crate::ops::sort::rows::argsort(&v, dims, descending),
+            HostData::I64(v) => crate::ops::sort::rows::argsort(&v, dims, descending),
+        };
+        self.from_host(&HostData::I64(out))
+    }
+
+    /// Inclusive prefix sums along `axis` (suffix sums when `reverse`), dense, in
+    /// the input's dtype (f32, f64, or i64 wrapping on overflow).
+    fn cumsum(&self, src: &dyn BackendStorage, layout: &Layout, axis: usize, reverse: bool) -> Result<BoxStorage> {
+        let dims = host_rows::check("cumsum", layout.shape(), axis, None)?;
+        let out = match self.to_host(src, layout)? {
+            HostData::F32(v) => HostData::F32(crate::ops::scan::rows::cumsum(&v, dims, reverse)),
+            HostData::F64(v) => HostData::F64(crate::ops::scan::rows::cumsum(&v, dims, reverse)),
+            HostData::I64(v) => HostData::I64(crate::ops::scan::rows::cumsum(&v, dims, reverse)),
+        };
+        self.from_host(&out)
+    }
+}
+
+/// Argument checks of the sort and scan families' backend methods.
+pub mod host_rows {
+    use super::ReduceOp;
+    use crate::error::{Error, Result};
+
+    /// `[outer, n, inner]` of `shape` around `axis`, after checking that `axis` is
+    /// an axis of `shape` and, for an arg-reduction (`arg` given), that it is
+    /// non-empty and the op is max or min.
+    pub fn check(
+        op: &'static str,
+        shape: &[usize],
+        axis: usize,
+        arg: Option<ReduceOp>,
+    ) -> Result<(usize, usize, usize)> {
+        if axis >= shape.len() {
+            return Err(Error::InvalidAxis {
+                op,
+                axis: axis as isize,
+                shape: shape.to_vec(),
+            });
+        }
+        if let Some(r) = arg {
+            if r == ReduceOp::Sum {
+                return Err(Error::invalid(op, "takes ReduceOp::Max or ReduceOp::Min, got Sum"));
+            }
+            if shape[axis] == 0 {
+                return Err(Error::invalid(op, format!("axis {axis} of shape {shape:?} is empty")));
+            }
+        }
+        Ok(crate::ops::sort::rows::split(shape, axis))
     }
 }
 

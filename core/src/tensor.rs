@@ -196,6 +196,32 @@ impl Tensor {
         Tensor::from_host_as("arange", HostData::from_f64(v, dtype), &[n], device)
     }
 
+    /// `start, start + step, ..` up to but excluding `end`, as PyTorch's
+    /// `arange(start, end, step)`: `⌈(end − start) / step⌉` elements, computed as
+    /// `start + i·step` in f64 and then converted to `dtype` (i64 truncates, so pass
+    /// integers for i64). A zero or non-finite `step`, non-finite bounds, and a
+    /// step pointing away from `end` are errors.
+    pub fn arange_step(start: f64, end: f64, step: f64, dtype: DType, device: &Device) -> Result<Tensor> {
+        const OP: &str = "arange_step";
+        let span = (end - start) / step;
+        if step == 0.0 || !step.is_finite() || !start.is_finite() || !end.is_finite() || span < 0.0 {
+            return Err(Error::invalid(
+                OP,
+                format!("start {start}, end {end}, step {step}: need finite bounds and a non-zero step pointing from start to end"),
+            ));
+        }
+        if span.ceil() >= usize::MAX as f64 {
+            return Err(Error::invalid(OP, format!("{} elements do not fit usize", span.ceil())));
+        }
+        let n = span.ceil() as usize;
+        let mut i = 0.0;
+        let v = host_values(OP, &[n], || {
+            i += 1.0;
+            start + (i - 1.0) * step
+        })?;
+        Tensor::from_host_as(OP, HostData::from_f64(v, dtype), &[n], device)
+    }
+
     /// Standard normal samples from the global seeded generator ([`rng::manual_seed`]).
     pub fn randn(shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
         let v = rng::with_rng(|r| host_values("randn", shape, || r.normal()))?;

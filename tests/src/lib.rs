@@ -88,6 +88,8 @@ pub mod nn_norms;
 pub mod nn_replay;
 pub mod nn_state;
 pub mod nn_trace;
+// issue 17 (helper "ops")
+pub mod ops_extra;
 pub mod props;
 pub mod reference;
 pub mod semantics;
@@ -237,6 +239,12 @@ macro_rules! backend_suite {
                     retain_grad_matches_chain_rule, hook_replacement_changes_downstream_gradients, hook_order,
                     hook_removal, hook_errors, requires_grad_on_non_leaf_keeps_the_graph, hooks_with_no_grad,
                 }
+                // issue 17 (helper "ops"): argmax/argmin, sort/topk, cumsum, masked_select,
+                // i64 comparisons and where, arange_step, one_hot
+                ops_extra(Shared) = $crate::ops_extra {
+                    argmax_argmin, sort_argsort_topk, cumsum, masked_select, i64_comparisons_and_where,
+                    arange_and_one_hot, random_shapes,
+                }
             }
         }
     };
@@ -296,7 +304,8 @@ mod registry {
             diff,
             props,
             higher_order,
-            hooks
+            hooks,
+            ops_extra
         ];
         let mut n = 0;
         for (module, src) in sources {

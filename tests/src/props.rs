@@ -243,6 +243,10 @@ pub const FAMILIES: &[&str] = &[
     "rms_norm",
 ];
 
+/// The families of issue 17's ops (sort, cumsum, masked_select), drawn by
+/// [`random_ops_of`] from their own seed so that [`FAMILIES`]' draw stays as it was.
+pub const OPS_FAMILIES: &[&str] = &["sort", "cumsum", "masked_select"];
+
 fn unary_plan(op: &'static str, s: Vec<usize>, other: DType, rng: &mut Rng) -> Plan {
     let p = [0.0, 0.3, 1.0, -0.1][rng.below(4)];
     let dropout = op == "dropout";
@@ -275,12 +279,13 @@ fn unary_plan(op: &'static str, s: Vec<usize>, other: DType, rng: &mut Rng) -> P
     }
 }
 
-/// Draw one random case; `other` is the float dtype that `to_dtype` converts to.
-pub fn plan(rng: &mut Rng, other: DType) -> Plan {
+/// Draw one random case of one of `families`; `other` is the float dtype that
+/// `to_dtype` converts to.
+pub fn plan(rng: &mut Rng, other: DType, families: &[&str]) -> Plan {
     let s = rng.shape();
     let r = s.len();
     let nc = rng.chance(0.3);
-    let family = FAMILIES[rng.below(FAMILIES.len())];
+    let family = families[rng.below(families.len())];
     let f = |shape: &[usize], nc: bool| Operand::Float(shape.to_vec(), nc);
     let mk = |call: String, operands: Vec<Operand>, expect: Option<Vec<usize>>, run: OpFn| Plan {
         call,
@@ -739,6 +744,88 @@ pub fn plan(rng: &mut Rng, other: DType) -> Plan {
             let call = format!("cross_entropy(ignore = {ignore:?}, smoothing = {smoothing})");
             mk(call, ops, ok.then(Vec::new), run)
         }
+        "sort" => {
+            // argmax / argmin / argsort (i64 results, compared as the operands' dtype),
+            // sort and topk (their values, differentiable)
+            let d = rng.axis(r);
+            let ax = norm_axis(d, r);
+            let keepdim = rng.chance(0.5);
+            let k = rng.below(4);
+            let desc = rng.chance(0.5);
+            let which = rng.below(5);
+            let index_plan = |call: String, expect: Option<Vec<usize>>, run: OpFn| Plan {
+                differentiable: false,
+                ..mk(call, vec![f(&s, nc)], expect, run)
+            };
+            match which {
+                0 | 1 => {
+                    let max = which == 0;
+                    let expect = ax.filter(|&i| s[i] > 0).map(|i| {
+                        let mut out = s.clone();
+                        if keepdim {
+                            out[i] = 1;
+                        } else {
+                            out.remove(i);
+                        }
+                        out
+                    });
+                    let run: OpFn = Box::new(move |x| {
+                        let i = if max {
+                            x[0].argmax(d, keepdim)?
+                        } else {
+                            x[0].argmin(d, keepdim)?
+                        };
+                        i.to_dtype(x[0].dtype())
+                    });
+                    let name = if max { "argmax" } else { "argmin" };
+                    index_plan(format!("{name}({d}, keepdim = {keepdim})"), expect, run)
+                }
+                2 => {
+                    let run: OpFn = Box::new(move |x| x[0].argsort(d, desc)?.to_dtype(x[0].dtype()));
+                    index_plan(format!("argsort({d}, {desc})"), ax.map(|_| s.clone()), run)
+                }
+                3 => {
+                    let run: OpFn = Box::new(move |x| Ok(x[0].sort(d, desc)?.0));
+                    mk(
+                        format!("sort({d}, {desc})"),
+                        vec![f(&s, nc)],
+                        ax.map(|_| s.clone()),
+                        run,
+                    )
+                }
+                _ => {
+                    let expect = ax.filter(|&i| k <= s[i]).map(|i| {
+                        let mut out = s.clone();
+                        out[i] = k;
+                        out
+                    });
+                    let run: OpFn = Box::new(move |x| Ok(x[0].topk(k, d, desc, true)?.0));
+                    mk(format!("topk({k}, {d}, {desc})"), vec![f(&s, nc)], expect, run)
+                }
+            }
+        }
+        "cumsum" => {
+            let d = rng.axis(r);
+            let run: OpFn = Box::new(move |x| x[0].cumsum(d));
+            mk(
+                format!("cumsum({d})"),
+                vec![f(&s, nc)],
+                norm_axis(d, r).map(|_| s.clone()),
+                run,
+            )
+        }
+        "masked_select" => {
+            // a random normal mask: non-zero everywhere, so everything is selected
+            let m = rng.partner(&s);
+            let expect = broadcast(&s, &m).map(|b| vec![b.iter().product()]);
+            let ops = vec![f(&s, nc), Operand::Plain(m)];
+            mk(
+                "masked_select".into(),
+                ops,
+                expect,
+                Box::new(|x| x[0].masked_select(&x[1])),
+            )
+        }
         _ => {
             // layer_norm / rms_norm: weight and bias are [C] for C the last dimension
             let rms = family == "rms_norm";
@@ -855,7 +942,12 @@ pub fn check(p: &Plan, dtype: DType, dev: &Device) -> Result<Option<String>> {
 /// rules predict, gradients shaped and typed like their leaves. The draw must be
 /// balanced: more than half the cases valid and more than a tenth invalid.
 pub fn random_ops(dev: &Device) -> Result<()> {
-    let mut rng = Rng::new(0x1616_2026);
+    random_ops_of(dev, 0x1616_2026, FAMILIES)
+}
+
+/// [`random_ops`] over `families` from generator seed `seed`.
+pub fn random_ops_of(dev: &Device, seed: u64, families: &[&str]) -> Result<()> {
+    let mut rng = Rng::new(seed);
     let mut failures = Vec::new();
     let mut ops = std::collections::BTreeSet::<String>::new();
     let (mut ok, mut errors) = (0, 0);
@@ -865,7 +957,7 @@ pub fn random_ops(dev: &Device) -> Result<()> {
         } else {
             (DType::F64, DType::F32)
         };
-        let p = plan(&mut rng, other);
+        let p = plan(&mut rng, other, families);
         ops.insert(p.call.split('(').next().unwrap_or("").to_string());
         if p.expect.is_some() {
             ok += 1;

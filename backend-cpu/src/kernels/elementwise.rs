@@ -16,7 +16,7 @@ use crate::elem::Float;
 use crate::pool;
 use crate::simd::vectorized;
 use crate::strided::Plan;
-use unigrad_core::{BinaryOp, Layout, UnaryOp};
+use unigrad_core::{BinaryOp, Error, Layout, Result, UnaryOp};
 
 /// A map of one element, inlined into the vectorised loops.
 pub trait UnaryFn<T>: Copy + Send + Sync {
@@ -345,6 +345,67 @@ pub fn binary<T: Float>(op: BinaryOp, a: &[T], la: &Layout, bb: &[T], lb: &Layou
         BinaryOp::Gt => zip(a, la, bb, lb, Bin::<{ b::GT }>),
         BinaryOp::Ge => zip(a, la, bb, lb, Bin::<{ b::GE }>),
     }
+}
+
+// ----- issue 17 (helper "ops"): i64 comparisons and `where` of any dtypes -----------
+
+/// A comparison of two i64 operands viewed through layouts of one shape: i64 1/0.
+/// Arithmetic on i64 is not a kernel (core accepts i64 in comparisons only).
+pub fn compare_i64(op: BinaryOp, a: &[i64], la: &Layout, bb: &[i64], lb: &Layout) -> Result<Vec<i64>> {
+    let f: fn(&i64, &i64) -> bool = match op {
+        BinaryOp::Eq => i64::eq,
+        BinaryOp::Ne => i64::ne,
+        BinaryOp::Lt => i64::lt,
+        BinaryOp::Le => i64::le,
+        BinaryOp::Gt => i64::gt,
+        BinaryOp::Ge => i64::ge,
+        other => {
+            return Err(Error::invalid(
+                "binary",
+                format!(
+                    "{other:?} on i64 operands of shape {:?}: i64 takes comparisons only",
+                    la.shape()
+                ),
+            ))
+        }
+    };
+    let mut out = vec![0i64; la.numel()];
+    let dense = Layout::contiguous(la.shape());
+    let plan = Plan::new([la, lb, &dense]);
+    let [sa, sb, _] = plan.inner_stride;
+    drive(&mut out, &plan, |o, [oa, ob, _]| {
+        for (j, d) in o.iter_mut().enumerate() {
+            *d = i64::from(f(&a[oa + j * sa], &bb[ob + j * sb]));
+        }
+    });
+    Ok(out)
+}
+
+/// `c != 0 ? a : b` for a condition of another dtype than the values (or i64
+/// values): the plain loop, without the float kernel's vectorised rows.
+pub fn where_any<C: Copy + PartialEq + Default + Sync, V: Copy + Default + Send + Sync>(
+    c: &[C],
+    lc: &Layout,
+    a: &[V],
+    la: &Layout,
+    b: &[V],
+    lb: &Layout,
+) -> Vec<V> {
+    let mut out = vec![V::default(); la.numel()];
+    let dense = Layout::contiguous(la.shape());
+    let plan = Plan::new([lc, la, lb, &dense]);
+    let [sc, sa, sb, _] = plan.inner_stride;
+    let zero = C::default();
+    drive(&mut out, &plan, |o, [oc, oa, ob, _]| {
+        for (j, d) in o.iter_mut().enumerate() {
+            *d = if c[oc + j * sc] != zero {
+                a[oa + j * sa]
+            } else {
+                b[ob + j * sb]
+            };
+        }
+    });
+    out
 }
 
 #[cfg(test)]

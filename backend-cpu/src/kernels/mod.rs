@@ -1,7 +1,7 @@
 //! CPU kernels, one file per op family, under the same family names as
 //! `core/src/ops/<family>.rs`: elementwise, reduce, matmul, view, index, softmax,
-//! norm and optim. Each file holds the typed loops; the view, softmax, norm and optim
-//! files also hold the dtype dispatch and operand-length checks of their `Backend`
+//! norm, optim, sort and scan. Each file holds the typed loops; the view, softmax,
+//! norm, optim, sort and scan files also hold the dtype dispatch and operand-length checks of their `Backend`
 //! methods, so those methods of [`CpuBackend`](crate::CpuBackend) in `lib.rs` only
 //! unwrap storage and forward. For the primitives, `lib.rs` matches the dtype and
 //! calls the typed kernel directly.
@@ -14,6 +14,9 @@ pub mod optim;
 pub mod reduce;
 pub mod softmax;
 pub mod view;
+// issue 17 (helper "ops")
+pub mod scan;
+pub mod sort;
 
 use crate::strided::{par_threshold, Plan, RowCursor};
 use rayon::prelude::*;

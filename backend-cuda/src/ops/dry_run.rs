@@ -326,3 +326,47 @@ fn adam_kernels_match_their_call_sites() {
     let i = put(&b, 10, DType::I64);
     assert!(b.adam_update(&*i, &*i, None, None, 10, &h).is_err());
 }
+
+// sort and scan: `src/ops/sort.rs`, `src/ops/scan.rs`; i64 comparisons: `src/ops/elementwise.rs`
+
+#[test]
+fn sort_scan_and_i64_compare_match_their_call_sites() {
+    let b = backend();
+    let shape = [4usize, 5, 6];
+    for dtype in [DType::F32, DType::F64, DType::I64] {
+        let x = put(&b, 120, dtype);
+        for layout in [Layout::contiguous(&shape), transposed(&shape)] {
+            for axis in 0..3 {
+                for op in [ReduceOp::Max, ReduceOp::Min] {
+                    b.arg_reduce(op, &*x, &layout, axis).unwrap();
+                }
+                for flag in [false, true] {
+                    b.argsort(&*x, &layout, axis, flag).unwrap();
+                    b.cumsum(&*x, &layout, axis, flag).unwrap();
+                }
+            }
+        }
+    }
+    let ids = put(&b, 120, DType::I64);
+    let dense = Layout::contiguous(&shape);
+    for op in [
+        BinaryOp::Eq,
+        BinaryOp::Ne,
+        BinaryOp::Lt,
+        BinaryOp::Le,
+        BinaryOp::Gt,
+        BinaryOp::Ge,
+    ] {
+        b.binary(op, &*ids, &dense, &*ids, &transposed(&shape)).unwrap();
+    }
+    // i64 arithmetic, an empty arg-reduced axis, a sum "arg-reduction" and an axis
+    // past the rank are errors
+    assert!(b.binary(BinaryOp::Add, &*ids, &dense, &*ids, &dense).is_err());
+    let empty = put(&b, 0, DType::F32);
+    assert!(b
+        .arg_reduce(ReduceOp::Max, &*empty, &Layout::contiguous(&[3, 0]), 1)
+        .is_err());
+    assert!(b.arg_reduce(ReduceOp::Sum, &*ids, &dense, 1).is_err());
+    assert!(b.cumsum(&*ids, &dense, 3, false).is_err());
+    b.argsort(&*empty, &Layout::contiguous(&[3, 0]), 1, false).unwrap();
+}

@@ -6,6 +6,7 @@ use crate::backend::{bytes_sfx, float_only, same_dtype, same_shape, sfx, CudaBac
 use crate::plan::{grid_for, StridedIndex, View, BLOCK};
 use crate::ptx::kargs;
 use unigrad_core::backend::{BackendStorage, BinaryOp, BoxStorage, UnaryOp};
+use unigrad_core::dtype::DType;
 use unigrad_core::layout::Layout;
 use unigrad_core::Result;
 
@@ -54,6 +55,14 @@ fn binary_code(op: BinaryOp) -> i32 {
     }
 }
 
+/// True for the comparisons, the only binary ops on i64 operands.
+fn op_is_comparison(op: BinaryOp) -> bool {
+    matches!(
+        op,
+        BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge
+    )
+}
+
 /// `Backend::unary`.
 pub(crate) fn unary(b: &CudaBackend, op: UnaryOp, src: &dyn BackendStorage, layout: &Layout) -> Result<BoxStorage> {
     b.gpu().enter()?;
@@ -85,16 +94,25 @@ pub(crate) fn binary(
     let (x, y) = (b.operand(OP, lhs, lhs_layout)?, b.operand(OP, rhs, rhs_layout)?);
     same_shape(OP, lhs_layout.shape(), rhs_layout.shape())?;
     same_dtype(OP, x.dtype, y.dtype)?;
-    float_only(OP, x.dtype, lhs_layout.shape())?;
+    // i64 operands: comparisons only (`compare_i64`)
+    let compare = x.dtype == DType::I64 && op_is_comparison(op);
+    if !compare {
+        float_only(OP, x.dtype, lhs_layout.shape())?;
+    }
     let out = b.alloc(lhs_layout.numel(), x.dtype)?;
     let n = out.len as u64;
     if n > 0 {
         let ix = StridedIndex::<2>::new(OP, lhs_layout.shape(), [View::of(lhs_layout), View::of(rhs_layout)])?;
         let code = binary_code(op);
         let (ap, bp, dp) = (x.ptr, y.ptr, out.ptr);
-        let name = format!("binary_{}", sfx(x.dtype));
+        let name = if compare {
+            "compare_i64".to_owned()
+        } else {
+            format!("binary_{}", sfx(x.dtype))
+        };
         let grid = grid_for(n, BLOCK, b.gpu().sm_count);
-        // SAFETY: params match binary_*(Index<2>, a, b, y, u64, int); views checked.
+        // SAFETY: params match binary_* and compare_i64 (Index<2>, a, b, y, u64, int);
+        // views checked.
         unsafe { b.launch(&name, [grid, 1, 1], BLOCK, &kargs![ix, ap, bp, dp, n, code])? };
     }
     Ok(Box::new(out))

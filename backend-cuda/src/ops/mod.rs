@@ -20,6 +20,9 @@ pub(crate) mod optim;
 pub(crate) mod reduce;
 pub(crate) mod softmax;
 pub(crate) mod view;
+// issue 17 (helper "ops")
+pub(crate) mod scan;
+pub(crate) mod sort;
 
 /// A strided operand: a storage and the view of it that an op reads.
 pub(crate) type Operand<'a> = (&'a dyn BackendStorage, &'a Layout);

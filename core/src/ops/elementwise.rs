@@ -5,6 +5,7 @@
 use super::check_float;
 use crate::autograd::{self, record};
 use crate::backend::{BinaryOp, UnaryOp};
+use crate::dtype::DType;
 use crate::error::{in_op, Error, Result, ResultExt};
 use crate::layout::Layout;
 use crate::shape::broadcast_shape;
@@ -289,14 +290,23 @@ impl Tensor {
     // ----- comparisons (no gradient) -------------------------------------------
 
     fn cmp(&self, op: BinaryOp, name: &'static str, rhs: &Tensor) -> Result<Tensor> {
+        if self.dtype() == DType::I64 {
+            return self.cmp_i64(op, name, rhs);
+        }
         self.zip_raw(op, name, rhs)
     }
     fn cmp_scalar(&self, op: BinaryOp, name: &'static str, c: f64) -> Result<Tensor> {
+        if self.dtype() == DType::I64 {
+            let s = Tensor::from_vec(vec![i64_scalar(name, c, self.shape())?], &[], self.device())?;
+            return self.cmp_i64(op, name, &s);
+        }
         check_float(name, self)?;
         let s = Tensor::scalar(c, self.dtype(), self.device())?;
         self.zip_raw(op, name, &s)
     }
-    /// `a == b` as 1/0 in the operands' dtype (no gradient).
+    /// `a == b` as 1/0 in the operands' dtype (no gradient). Comparisons take two
+    /// float operands of one dtype or two i64 operands (and give i64 1/0); the
+    /// `*_scalar` forms on i64 take an integer-valued `c`.
     pub fn eq(&self, rhs: &Tensor) -> Result<Tensor> {
         self.cmp(BinaryOp::Eq, "eq", rhs)
     }
@@ -324,6 +334,10 @@ impl Tensor {
     pub fn eq_scalar(&self, c: f64) -> Result<Tensor> {
         self.cmp_scalar(BinaryOp::Eq, "eq_scalar", c)
     }
+    /// `x != c` as 1/0.
+    pub fn ne_scalar(&self, c: f64) -> Result<Tensor> {
+        self.cmp_scalar(BinaryOp::Ne, "ne_scalar", c)
+    }
     /// `x < c` as 1/0.
     pub fn lt_scalar(&self, c: f64) -> Result<Tensor> {
         self.cmp_scalar(BinaryOp::Lt, "lt_scalar", c)
@@ -343,13 +357,21 @@ impl Tensor {
 
     // ----- selection ------------------------------------------------------------
 
-    /// `self != 0 ? a : b`, all three broadcast together. Gradients flow to `a`
-    /// where the condition holds and to `b` elsewhere; the condition gets none.
+    /// `self != 0 ? a : b`, all three broadcast together. `a` and `b` share one
+    /// dtype, float or i64; the condition has theirs or is i64 (a mask from an i64
+    /// comparison, say). Gradients flow to `a` where the condition holds and to `b`
+    /// elsewhere; the condition gets none.
     pub fn where_cond(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         const OP: &str = "where_cond";
-        check_same_kind(OP, self, a)?;
+        if self.dtype() == DType::I64 {
+            super::index::check_device(OP, a, self)?;
+        } else {
+            check_same_kind(OP, self, a)?;
+        }
         check_same_kind(OP, a, b)?;
-        check_float(OP, a)?;
+        if a.dtype() != DType::I64 {
+            check_float(OP, a)?;
+        }
         let shape = broadcast_shape(OP, self.shape(), a.shape())?;
         let shape = broadcast_shape(OP, &shape, b.shape())?;
         let lc = self.layout().broadcast_to(&shape).expect("validated");
@@ -469,4 +491,38 @@ pub fn unary(x: &Tensor, op: UnaryOp) -> Result<Tensor> {
     let s = x.storage();
     let out = dev.backend().unary(op, &*s, x.layout())?;
     Tensor::from_backend_storage(out, x.shape(), dev)
+}
+
+// ----- issue 17 (helper "ops"): comparisons on i64 ----------------------------------
+
+impl Tensor {
+    /// Comparison of two i64 tensors with broadcasting: i64 1/0, never recorded.
+    fn cmp_i64(&self, op: BinaryOp, name: &'static str, rhs: &Tensor) -> Result<Tensor> {
+        check_same_kind(name, self, rhs)?;
+        let shape = broadcast_shape(name, self.shape(), rhs.shape())?;
+        let la = self.layout().broadcast_to(&shape).expect("broadcast_shape validated");
+        let lb = rhs.layout().broadcast_to(&shape).expect("broadcast_shape validated");
+        let (sa, sb) = (self.storage(), rhs.storage());
+        let out = self.device().backend().binary(op, &*sa, &la, &*sb, &lb)?;
+        Ok(Tensor::from_storage(
+            out,
+            Layout::contiguous(&shape),
+            self.device().clone(),
+        ))
+    }
+}
+
+/// `c` as the i64 it equals, or an error naming `op`: an i64 tensor is compared
+/// with integers only, so that `x < 2.5` cannot silently become `x < 2`.
+fn i64_scalar(op: &'static str, c: f64, shape: &[usize]) -> Result<i64> {
+    // 2^63 is exactly representable; every integer-valued f64 in [-2^63, 2^63) fits
+    let lim = 2f64.powi(63);
+    if c.fract() == 0.0 && (-lim..lim).contains(&c) {
+        Ok(c as i64)
+    } else {
+        Err(Error::invalid(
+            op,
+            format!("compares an i64 tensor (shape {shape:?}) with {c}, which is not an integer in i64's range"),
+        ))
+    }
 }

@@ -9,7 +9,7 @@ use crate::layout::Layout;
 use crate::shape::{check_shape, normalize_axis};
 use crate::tensor::Tensor;
 
-fn check_device(op: &'static str, a: &Tensor, ids: &Tensor) -> Result<()> {
+pub(crate) fn check_device(op: &'static str, a: &Tensor, ids: &Tensor) -> Result<()> {
     if !a.device().same(ids.device()) {
         return Err(Error::DeviceMismatch {
             op,
@@ -177,5 +177,57 @@ impl Tensor {
             &[self, src],
             Box::new(move |g| Ok(vec![Some(g.clone()), Some(g.gather(d as isize, &ids)?)])),
         )
+    }
+}
+
+// ----- issue 17 (helper "ops"): one_hot, masked_select ------------------------------
+
+impl Tensor {
+    /// One-hot encoding of i64 class ids: shape `self.shape() + [num_classes]`,
+    /// i64 1/0 (as PyTorch gives). An id outside `0..num_classes` is an error. The
+    /// ids are read on the host for that check.
+    pub fn one_hot(&self, num_classes: usize) -> Result<Tensor> {
+        const OP: &str = "one_hot";
+        check_index(OP, self)?;
+        let mut shape = self.shape().to_vec();
+        shape.push(num_classes);
+        check_shape(OP, &shape)?;
+        if let Some(&bad) = self
+            .to_vec::<i64>()?
+            .iter()
+            .find(|&&i| i < 0 || i as u64 >= num_classes as u64)
+        {
+            return Err(Error::IndexOutOfRange {
+                op: OP,
+                index: bad,
+                size: num_classes,
+                shape: vec![num_classes],
+            });
+        }
+        let classes = Tensor::arange(num_classes, crate::dtype::DType::I64, self.device())?;
+        self.unsqueeze(-1)?.eq(&classes).map_err(|e| e.in_op(OP))
+    }
+
+    /// The elements of `self` where `mask` (any dtype, non-zero selects; broadcast
+    /// together with `self`) holds, in row-major order, as a 1-D tensor. The
+    /// gradient is scattered back to the selected positions (the values are a
+    /// recorded `gather`, so it is itself differentiable). The mask is read on the
+    /// host, since the output's length depends on it.
+    pub fn masked_select(&self, mask: &Tensor) -> Result<Tensor> {
+        const OP: &str = "masked_select";
+        check_float(OP, self)?;
+        check_device(OP, self, mask)?;
+        let shape = crate::shape::broadcast_shape(OP, self.shape(), mask.shape())?;
+        let keep = mask.broadcast_as(&shape)?.to_vec_f64()?;
+        let ids: Vec<i64> = keep
+            .iter()
+            .enumerate()
+            .filter(|(_, &m)| m != 0.0)
+            .map(|(i, _)| i as i64)
+            .collect();
+        let n = ids.len();
+        let ids = Tensor::from_vec(ids, &[n], self.device())?;
+        let flat = self.broadcast_as(&shape)?.reshape(&[crate::shape::numel(&shape)])?;
+        flat.gather(0, &ids).map_err(|e| e.in_op(OP))
     }
 }

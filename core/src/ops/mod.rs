@@ -14,6 +14,8 @@
 //! | softmax | `softmax.rs` | softmax, log_softmax, cross-entropy (log_softmax + gather), the fused softmax backward |
 //! | norm | `norm.rs` | `layer_norm`, `rms_norm`, row moments |
 //! | optim | `optim.rs` | the fused Adam / AdamW update |
+//! | sort | `sort.rs` | argmax, argmin, sort, argsort, topk |
+//! | scan | `scan.rs` | cumsum |
 //!
 //! The same family names hold at every layer: the CPU kernels live in
 //! `backend-cpu/src/kernels/<family>.rs`, the CUDA launches in
@@ -30,6 +32,9 @@ pub mod optim;
 pub mod reduce;
 pub mod softmax;
 pub mod view;
+// issue 17 (helper "ops")
+pub mod scan;
+pub mod sort;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
