@@ -5,7 +5,9 @@
 //! differentiable ones are gradient-checked in f64 with the suite's tolerances;
 //! bad input must give errors naming the op. Conventions checked are PyTorch's:
 //! ties go to the first index, NaN counts as the largest value in sorts and wins
-//! argmax and argmin, sorts are stable, one_hot gives i64.
+//! argmax and argmin, sorts are stable, one_hot gives i64. The hand-picked edge
+//! cases (NaN and ties in argmax / argmin / argsort / topk, topk's gradient, the
+//! arange lengths) were read off PyTorch 2.15.
 
 use crate::errors::expect_err;
 use crate::reference::{ravel, unravel};
