@@ -246,7 +246,7 @@ pub fn custom_op_second_order(dev: &Device) -> Result<()> {
         let a = Tensor::from_f64s(&xs, &[3], DType::F64, dev)?.requires_grad();
         let y = apply(
             Cube {
-                x: None,
+                slope: None,
                 differentiable,
             },
             &[&a],
