@@ -13,6 +13,7 @@
 
 use crate::gradcheck_ops;
 use crate::nn_modules;
+use crate::ops_extra;
 use crate::util::{assert_close, check_grad, randn, second_order, Tol};
 use unigrad_core::autograd::{self, grad, BackwardOptions};
 use unigrad_core::custom::{apply, CustomOp};
@@ -88,6 +89,16 @@ pub fn norms(dev: &Device) -> Result<()> {
 /// nn's `Linear` (a custom op with a differentiable backward), second order.
 pub fn nn_linear(dev: &Device) -> Result<()> {
     second_order(|| nn_modules::gradcheck_linear(dev))
+}
+
+/// The ops issue 17 added (sort and topk values, cumsum, masked_select, `where` on an
+/// i64 condition), second order: their backwards are recorded gathers, scatters and
+/// reversed cumsums, so they are twice differentiable.
+pub fn new_ops(dev: &Device) -> Result<()> {
+    second_order(|| ops_extra::sort_argsort_topk(dev))?;
+    second_order(|| ops_extra::cumsum(dev))?;
+    second_order(|| ops_extra::masked_select(dev))?;
+    second_order(|| ops_extra::i64_comparisons_and_where(dev))
 }
 
 /// `grad` returns the gradients of leaves and intermediates without touching any
