@@ -427,4 +427,19 @@ impl Backend for CpuBackend {
         let (m, v) = (m.map(get).transpose()?, v.map(get).transpose()?);
         boxed3(kernels::optim::adam_update(get(param)?, get(grad)?, m, v, len, h)?)
     }
+
+    fn attention(&self, a: &unigrad_core::backend::AttentionArgs<'_>) -> Result<(BoxStorage, BoxStorage)> {
+        let (o, lse) = kernels::attention::attention(a)?;
+        Ok((Box::new(o), Box::new(lse)))
+    }
+
+    fn attention_backward(
+        &self,
+        a: &unigrad_core::backend::AttentionArgs<'_>,
+        lse: &dyn BackendStorage,
+        dout: &dyn BackendStorage,
+        dout_layout: &Layout,
+    ) -> Result<(BoxStorage, BoxStorage, BoxStorage)> {
+        boxed3(kernels::attention::attention_backward(a, lse, dout, dout_layout)?)
+    }
 }

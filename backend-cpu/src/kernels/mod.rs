@@ -1,11 +1,12 @@
 //! CPU kernels, one file per op family, under the same family names as
 //! `core/src/ops/<family>.rs`: elementwise, reduce, matmul, view, index, softmax,
-//! norm and optim. Each file holds the typed loops; the view, softmax, norm and optim
+//! norm, optim and attention. Each file holds the typed loops; the view, softmax, norm and optim
 //! files also hold the dtype dispatch and operand-length checks of their `Backend`
 //! methods, so those methods of [`CpuBackend`](crate::CpuBackend) in `lib.rs` only
 //! unwrap storage and forward. For the primitives, `lib.rs` matches the dtype and
 //! calls the typed kernel directly.
 
+pub mod attention;
 pub mod elementwise;
 pub mod index;
 pub mod matmul;

@@ -14,6 +14,7 @@
 //! | softmax | `softmax.rs` | softmax, log_softmax, cross-entropy (log_softmax + gather), the fused softmax backward |
 //! | norm | `norm.rs` | `layer_norm`, `rms_norm`, row moments |
 //! | optim | `optim.rs` | the fused Adam / AdamW update |
+//! | attention | `attention.rs` | fused scaled-dot-product attention (causal flag, additive bias), backward from saved row log-sum-exps |
 //!
 //! The same family names hold at every layer: the CPU kernels live in
 //! `backend-cpu/src/kernels/<family>.rs`, the CUDA launches in
@@ -22,6 +23,7 @@
 //! [`Backend::softmax_last_backward`]: crate::Backend::softmax_last_backward
 //! [`Backend::norm_last_backward`]: crate::Backend::norm_last_backward
 
+pub mod attention;
 pub mod elementwise;
 pub mod index;
 pub mod matmul;
