@@ -428,6 +428,11 @@ impl Backend for CpuBackend {
         boxed3(kernels::optim::adam_update(get(param)?, get(grad)?, m, v, len, h)?)
     }
 
+    fn empty(&self, len: usize, dtype: DType) -> Result<BoxStorage> {
+        check_alloc("empty", len, dtype)?;
+        boxed(CpuStorage::for_overwrite(len, dtype))
+    }
+
     fn attention(&self, a: &unigrad_core::backend::AttentionArgs<'_>) -> Result<(BoxStorage, BoxStorage)> {
         let (o, lse) = kernels::attention::attention(a)?;
         Ok((Box::new(o), Box::new(lse)))

@@ -557,6 +557,16 @@ pub trait Backend: Send + Sync + Debug {
 
     // ----- attention (fused causal attention, issue 18) -----------------------
 
+    /// Storage of `len` elements that the caller overwrites entirely before anyone
+    /// reads it (a dense copy, a concatenation whose parts cover the output): its
+    /// contents are unspecified. A backend may skip the zero fill of
+    /// [`Backend::zeros`] here (the CPU backend hands out a recycled buffer as it
+    /// is), but must never expose memory another tensor still uses. The default is
+    /// [`Backend::zeros`].
+    fn empty(&self, len: usize, dtype: DType) -> Result<BoxStorage> {
+        self.zeros(len, dtype)
+    }
+
     /// Fused scaled-dot-product attention forward:
     /// `O = softmax(scale·Q·Kᵀ + bias + causal mask)·V` per (batch, head).
     /// Operands are strided views (see [`AttentionArgs`]). Returns `(O, lse)`: `O`
@@ -635,7 +645,7 @@ mod composed {
     fn to_token_major<B: Backend + ?Sized>(b: &B, src: &dyn BackendStorage, l: &Layout) -> Result<BoxStorage> {
         let s = l.shape();
         let tm = Layout::contiguous(&[s[0], s[2], s[1], s[3]]).permute(&[0, 2, 1, 3])?;
-        let mut dst = b.zeros(l.numel(), src.dtype())?;
+        let mut dst = b.empty(l.numel(), src.dtype())?;
         b.copy_strided(src, l, &mut *dst, &tm)?;
         Ok(dst)
     }

@@ -112,6 +112,30 @@ pub fn attention_bias(
     })
 }
 
+/// True when `bias` is exactly the causal bias [`attention_bias`] builds without a
+/// padding mask for `tq` queries: `[1, 1, tq, tk]`, [`MASK_VALUE`] where `j > i + tk − tq`, 0 elsewhere.
+/// Such a bias then runs as the fused op's causal flag, which skips the masked keys'
+/// products instead of adding −10⁹ to them; the result is the same, since every row
+/// sees at least its own key and `exp(−10⁹ − max)` is exactly 0. Costs one host read
+/// of `tq·tk` values.
+fn is_causal_bias(bias: &Tensor, tq: usize) -> Result<bool> {
+    let s = bias.shape();
+    if s.len() != 4 || s[0] != 1 || s[1] != 1 || s[2] != tq || tq > s[3] {
+        return Ok(false);
+    }
+    let tk = s[3];
+    let shift = tk - tq;
+    let v = bias.to_vec_f64()?;
+    Ok(v.iter().enumerate().all(|(idx, &x)| {
+        let (i, j) = (idx / tk, idx % tk);
+        if j > i + shift {
+            x == MASK_VALUE
+        } else {
+            x == 0.0
+        }
+    }))
+}
+
 /// Where the query, key and value heads live among the op's inputs.
 #[derive(Clone, Copy, Debug)]
 enum Packing {
@@ -366,12 +390,11 @@ impl MultiHeadAttention {
             };
             apply(op, inputs)?
         } else {
-            fused_core(
-                packing,
-                self.heads,
-                AttentionSpec::new(scale, false).with_bias(bias),
-                inputs,
-            )?
+            let spec = match bias {
+                Some(m) if is_causal_bias(m, inputs[0].shape()[1])? => AttentionSpec::new(scale, true),
+                _ => AttentionSpec::new(scale, false).with_bias(bias),
+            };
+            fused_core(packing, self.heads, spec, inputs)?
         };
         self.resid_drop.forward(&self.proj.forward(&y)?)
     }

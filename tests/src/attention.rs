@@ -243,3 +243,30 @@ pub fn attention_errors(dev: &Device) -> Result<()> {
     );
     Ok(())
 }
+
+/// `MultiHeadAttention` runs a bias that is exactly `attention_bias`'s causal mask as
+/// the fused op's causal flag (skipping the masked products): the output and every
+/// gradient equal those of the same mask given with an all-zero padding mask (which
+/// takes the general bias path), f64, across the CPU kernel's query tiles.
+pub fn mha_causal_bias_runs_as_the_causal_flag(dev: &Device) -> Result<()> {
+    use unigrad_nn::attention::{attention_bias, Init, MultiHeadAttention};
+    let (b, t, c) = (2, 37, 8);
+    let mha = MultiHeadAttention::new_self(c, 2, true, 0.0, Init::Normal(0.3), DType::F64, dev)?;
+    let causal = attention_bias(true, None, t, t, DType::F64, dev)?;
+    let no_pad = Tensor::zeros(&[b, t], DType::F64, dev)?;
+    let general = attention_bias(true, Some(&no_pad), t, t, DType::F64, dev)?;
+    assert_eq!(general.as_ref().map(|g| g.shape().to_vec()), Some(vec![b, 1, t, t]));
+    let x0 = randn(dev, &[b, t, c])?;
+    let mut outs = Vec::new();
+    for bias in [&causal, &general] {
+        let x = x0.clone().requires_grad();
+        let y = mha.forward_self(&x, bias.as_ref())?;
+        y.mul(&y)?.sum_all()?.backward()?;
+        let gx = x.grad().expect("x takes part").to_vec_f64()?;
+        outs.push((y.to_vec_f64()?, gx));
+    }
+    let tol = Tol::for_dtype(DType::F64).times(10.0);
+    assert_close("causal-flag output", &outs[0].0, &outs[1].0, tol);
+    assert_close("causal-flag input gradient", &outs[0].1, &outs[1].1, tol);
+    Ok(())
+}

@@ -179,6 +179,7 @@ macro_rules! backend_suite {
                 attention(Shared) = $crate::attention {
                     forward_matches_naive, gradcheck_fused, fused_vs_composed,
                     composed_formulas_match_the_fused_op, attention_errors,
+                    mha_causal_bias_runs_as_the_causal_flag,
                 }
                 nn_modules(Shared) = $crate::nn_modules {
                     gradcheck_linear, gradcheck_embedding, gradcheck_layer_norm, gradcheck_rms_norm,

@@ -214,6 +214,29 @@ impl<T: Gemm> Problem<'_, T> {
     }
 }
 
+impl<T: Gemm> Problem<'_, T> {
+    /// The scores of the query tile `r0..r0 + rows` of block `(b, h)` into `s`, then
+    /// `f(i, row, lim)` on each of its rows (`lim` visible keys). Returns the number of
+    /// keys the tile covers (the row length in `s`).
+    #[allow(clippy::too_many_arguments)]
+    fn tile(
+        &self,
+        b: usize,
+        h: usize,
+        r0: usize,
+        rows: usize,
+        s: &mut [T],
+        mut f: impl FnMut(usize, &mut [T], usize),
+    ) -> usize {
+        let kn = self.keys_for_tile(r0, rows);
+        self.scores(b, h, r0, rows, kn, s);
+        for (i, row) in s[..rows * kn].chunks_exact_mut(kn).enumerate() {
+            f(i, row, self.keys_for_row(r0 + i, kn));
+        }
+        kn
+    }
+}
+
 /// Softmax of `row[..lim]` in place, zeros after it; returns the row's log-sum-exp.
 #[inline(always)]
 fn softmax_row<T: Float>(row: &mut [T], lim: usize) -> T {
@@ -263,13 +286,9 @@ fn forward_block<T: Gemm>(p: &Problem<'_, T>, bh: usize, lse: &mut [T], o: Out<T
     s.resize(TILE * tk, T::ZERO);
     for r0 in (0..tq).step_by(TILE) {
         let rows = TILE.min(tq - r0);
-        let kn = p.keys_for_tile(r0, rows);
-        p.scores(b, h, r0, rows, kn, s);
-        for i in 0..rows {
-            let lim = p.keys_for_row(r0 + i, kn);
-            let row = &mut s[i * kn..(i + 1) * kn];
+        let kn = p.tile(b, h, r0, rows, s, |i, row, lim| {
             lse[r0 + i] = vectorized!(softmax_row(row, lim));
-        }
+        });
         // SAFETY: `s` holds rows·kn probabilities; v's rows 0..kn are in bounds (layout
         // checked); the output rows r0..r0+rows of this (b, h) are in bounds of the
         // B·Tq·H·Dv buffer and written by this task only.
@@ -364,12 +383,9 @@ fn backward_block<T: Gemm>(
     gp.resize(TILE * tk, T::ZERO);
     for r0 in (0..tq).step_by(TILE) {
         let rows = TILE.min(tq - r0);
-        let kn = p.keys_for_tile(r0, rows);
-        p.scores(b, h, r0, rows, kn, s);
-        for i in 0..rows {
-            let lim = p.keys_for_row(r0 + i, kn);
-            vectorized!(probs_row(&mut s[i * kn..(i + 1) * kn], lim, lse[r0 + i]));
-        }
+        let kn = p.tile(b, h, r0, rows, s, |i, row, lim| {
+            vectorized!(probs_row(row, lim, lse[r0 + i]))
+        });
         let (pt, gt) = (&s[..rows * kn], &mut gp[..rows * kn]);
         // SAFETY (all four products): operand rows lie inside their checked layouts;
         // `s` / `gp` hold rows·kn elements; the written rows belong to this (b, h)

@@ -120,26 +120,38 @@ impl AttentionSpec {
         }
     }
 
-    /// The fused forward without recording: `(O, lse)`, `O` `[B, H, Tq, Dv]` (a view of
-    /// token-major storage) and `lse` dense `[B, H, Tq]`, the log-sum-exp of each
-    /// masked score row.
-    pub fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+    /// Check the operands, then run `f` on them as backend arguments.
+    fn with_args<R>(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        f: impl FnOnce(&AttentionArgs<'_>) -> Result<R>,
+    ) -> Result<R> {
         let bias_l = self.check(q, k, v)?;
         let (sq, sk, sv) = (q.storage(), k.storage(), v.storage());
         let sb = self.bias.as_ref().map(|b| b.storage());
-        let args = AttentionArgs {
+        f(&AttentionArgs {
             q: (&*sq, q.layout()),
             k: (&*sk, k.layout()),
             v: (&*sv, v.layout()),
             bias: sb.as_deref().zip(bias_l.as_ref()),
             scale: self.scale,
             causal: self.causal,
-        };
-        let (nb, h, tq, _, _, dv) = args.dims();
+        })
+    }
+
+    /// The fused forward without recording: `(O, lse)`, `O` `[B, H, Tq, Dv]` (a view of
+    /// token-major storage) and `lse` dense `[B, H, Tq]`, the log-sum-exp of each
+    /// masked score row.
+    pub fn forward(&self, q: &Tensor, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
         let dev = q.device();
-        let (o, lse) = dev.backend().attention(&args)?;
-        let o = Tensor::from_storage(o, token_major(nb, h, tq, dv)?, dev.clone());
-        Ok((o, Tensor::from_backend_storage(lse, &[nb, h, tq], dev)?))
+        self.with_args(q, k, v, |args| {
+            let (nb, h, tq, _, _, dv) = args.dims();
+            let (o, lse) = dev.backend().attention(args)?;
+            let o = Tensor::from_storage(o, token_major(nb, h, tq, dv)?, dev.clone());
+            Ok((o, Tensor::from_backend_storage(lse, &[nb, h, tq], dev)?))
+        })
     }
 
     /// The fused backward without recording: `(dQ, dK, dV)` from the forward's operands,
@@ -154,44 +166,30 @@ impl AttentionSpec {
         dout: &Tensor,
     ) -> Result<(Tensor, Tensor, Tensor)> {
         const BWD: &str = "attention_backward";
-        let bias_l = self.check(q, k, v)?;
-        let (nb, h, tq, tk, d, dv) = (
-            q.shape()[0],
-            q.shape()[1],
-            q.shape()[2],
-            k.shape()[2],
-            q.shape()[3],
-            v.shape()[3],
-        );
-        if lse.shape() != [nb, h, tq] || dout.shape() != [nb, h, tq, dv] {
-            return Err(Error::invalid(
-                BWD,
-                format!(
-                    "expected lse {:?} and dout {:?}, got {:?} and {:?}",
-                    [nb, h, tq],
-                    [nb, h, tq, dv],
-                    lse.shape(),
-                    dout.shape()
-                ),
-            ));
-        }
-        check_same_kind(BWD, q, lse)?;
-        check_same_kind(BWD, q, dout)?;
-        let lse = dense(&lse.detach())?;
-        let (sq, sk, sv, sl, sd) = (q.storage(), k.storage(), v.storage(), lse.storage(), dout.storage());
-        let sb = self.bias.as_ref().map(|b| b.storage());
-        let args = AttentionArgs {
-            q: (&*sq, q.layout()),
-            k: (&*sk, k.layout()),
-            v: (&*sv, v.layout()),
-            bias: sb.as_deref().zip(bias_l.as_ref()),
-            scale: self.scale,
-            causal: self.causal,
-        };
         let dev = q.device();
-        let (gq, gk, gv) = dev.backend().attention_backward(&args, &*sl, &*sd, dout.layout())?;
-        let wrap = |s, t, x| -> Result<Tensor> { Ok(Tensor::from_storage(s, token_major(nb, h, t, x)?, dev.clone())) };
-        Ok((wrap(gq, tq, d)?, wrap(gk, tk, d)?, wrap(gv, tk, dv)?))
+        self.with_args(q, k, v, |args| {
+            let (nb, h, tq, tk, d, dv) = args.dims();
+            if lse.shape() != [nb, h, tq] || dout.shape() != [nb, h, tq, dv] {
+                return Err(Error::invalid(
+                    BWD,
+                    format!(
+                        "expected lse {:?} and dout {:?}, got {:?} and {:?}",
+                        [nb, h, tq],
+                        [nb, h, tq, dv],
+                        lse.shape(),
+                        dout.shape()
+                    ),
+                ));
+            }
+            check_same_kind(BWD, q, lse)?;
+            check_same_kind(BWD, q, dout)?;
+            let lse = dense(&lse.detach())?;
+            let (sl, sd) = (lse.storage(), dout.storage());
+            let (gq, gk, gv) = dev.backend().attention_backward(args, &*sl, &*sd, dout.layout())?;
+            let wrap =
+                |s, t, x| -> Result<Tensor> { Ok(Tensor::from_storage(s, token_major(nb, h, t, x)?, dev.clone())) };
+            Ok((wrap(gq, tq, d)?, wrap(gk, tk, d)?, wrap(gv, tk, dv)?))
+        })
     }
 
     /// The masked, scaled scores `scale·Q·Kᵀ + bias` (−∞ past each query's causal
