@@ -387,9 +387,8 @@ fn backward_block<T: Gemm>(
             vectorized!(probs_row(row, lim, lse[r0 + i]))
         });
         let (pt, gt) = (&s[..rows * kn], &mut gp[..rows * kn]);
-        // SAFETY (all four products): operand rows lie inside their checked layouts;
-        // `s` / `gp` hold rows·kn elements; the written rows belong to this (b, h)
-        // block only, and dK / dV were initialised above (β = 1 reads them).
+        // SAFETY: dout's rows r0..r0+rows and v's rows 0..kn lie inside their checked
+        // layouts; `gp` holds rows·kn elements and is a separate buffer.
         unsafe {
             // dP = dO·Vᵀ
             T::gemm(
@@ -412,6 +411,9 @@ fn backward_block<T: Gemm>(
         for i in 0..rows {
             vectorized!(dscores_row(&pt[i * kn..(i + 1) * kn], &mut gt[i * kn..(i + 1) * kn]));
         }
+        // SAFETY: operand rows lie inside their checked layouts; `s` / `gp` hold
+        // rows·kn elements; the written rows of dQ, dK, dV belong to this (b, h) block
+        // only, and dK / dV were initialised above (β = 1 reads them).
         unsafe {
             // dQ = scale·dS·K
             T::gemm(
