@@ -462,4 +462,24 @@ impl Backend for CpuBackend {
     fn cumsum(&self, src: &dyn BackendStorage, l: &Layout, axis: usize, reverse: bool) -> Result<BoxStorage> {
         boxed(kernels::scan::cumsum(view_out("cumsum", src, l)?, l, axis, reverse)?)
     }
+
+    fn empty(&self, len: usize, dtype: DType) -> Result<BoxStorage> {
+        check_alloc("empty", len, dtype)?;
+        boxed(CpuStorage::for_overwrite(len, dtype))
+    }
+
+    fn attention(&self, a: &unigrad_core::backend::AttentionArgs<'_>) -> Result<(BoxStorage, BoxStorage)> {
+        let (o, lse) = kernels::attention::attention(a)?;
+        Ok((Box::new(o), Box::new(lse)))
+    }
+
+    fn attention_backward(
+        &self,
+        a: &unigrad_core::backend::AttentionArgs<'_>,
+        lse: &dyn BackendStorage,
+        dout: &dyn BackendStorage,
+        dout_layout: &Layout,
+    ) -> Result<(BoxStorage, BoxStorage, BoxStorage)> {
+        boxed3(kernels::attention::attention_backward(a, lse, dout, dout_layout)?)
+    }
 }

@@ -62,6 +62,19 @@ impl CpuStorage {
         }
     }
 
+    /// Storage of `len` elements of `dtype` for an output the caller overwrites
+    /// entirely: a recycled pool buffer as it is (stale values, no zero fill), or a
+    /// fresh zeroed allocation when the pool has none. Never uninitialised memory:
+    /// the pool only files buffers whose elements were all initialised (see
+    /// [`pool::take`]), so this needs no `unsafe`.
+    pub fn for_overwrite(len: usize, dtype: DType) -> CpuStorage {
+        match dtype {
+            DType::F32 => CpuStorage::F32(pool::take(len)),
+            DType::F64 => CpuStorage::F64(pool::take(len)),
+            DType::I64 => CpuStorage::I64(pool::take(len)),
+        }
+    }
+
     /// [`CpuStorage::zeros`], but a size the system cannot allocate is an
     /// [`Error::Backend`] (as a device's out-of-memory is) naming `op`, instead of an
     /// abort (see [`pool::can_allocate`]).

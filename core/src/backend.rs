@@ -604,6 +604,78 @@ pub trait Backend: Send + Sync + Debug {
         };
         self.from_host(&out)
     }
+
+    // ----- attention (fused causal attention, issue 18) -----------------------
+
+    /// Storage of `len` elements that the caller overwrites entirely before anyone
+    /// reads it (a dense copy, a concatenation whose parts cover the output): its
+    /// contents are unspecified. A backend may skip the zero fill of
+    /// [`Backend::zeros`] here (the CPU backend hands out a recycled buffer as it
+    /// is), but must never expose memory another tensor still uses. The default is
+    /// [`Backend::zeros`].
+    fn empty(&self, len: usize, dtype: DType) -> Result<BoxStorage> {
+        self.zeros(len, dtype)
+    }
+
+    /// Fused scaled-dot-product attention forward:
+    /// `O = softmax(scale·Q·Kᵀ + bias + causal mask)·V` per (batch, head).
+    /// Operands are strided views (see [`AttentionArgs`]). Returns `(O, lse)`: `O`
+    /// dense in *token-major* order `[B, Tq, H, Dv]` (so merging the heads back into
+    /// `[B, Tq, H·Dv]` is free), and `lse` dense `[B, H, Tq]`, the log-sum-exp of each
+    /// score row, from which [`Backend::attention_backward`] recomputes the
+    /// probabilities instead of storing `[B, H, Tq, Tk]` of them. Fused override
+    /// point; the default composes matmul, add, max/sum reductions, exp and log.
+    fn attention(&self, a: &AttentionArgs<'_>) -> Result<(BoxStorage, BoxStorage)> {
+        composed::attention(self, a)
+    }
+
+    /// Backward of [`Backend::attention`] from the forward's operands, its `lse`
+    /// (dense `[B, H, Tq]`) and the output gradient `dout` viewed through `dout_layout`
+    /// (`[B, H, Tq, Dv]`, any strides). With `P = exp(S − lse)` recomputed:
+    /// `dV = Pᵀ·dO`, `dS = P ⊙ (dO·Vᵀ − rowsum(dO·Vᵀ ⊙ P))`, `dQ = scale·dS·K`,
+    /// `dK = scale·dSᵀ·Q`. Returns `(dQ, dK, dV)` dense and token-major
+    /// (`[B, Tq, H, D]`, `[B, Tk, H, D]`, `[B, Tk, H, Dv]`). Fused override point; the
+    /// default composes primitives.
+    fn attention_backward(
+        &self,
+        a: &AttentionArgs<'_>,
+        lse: &dyn BackendStorage,
+        dout: &dyn BackendStorage,
+        dout_layout: &Layout,
+    ) -> Result<(BoxStorage, BoxStorage, BoxStorage)> {
+        composed::attention_backward(self, a, lse, dout, dout_layout)
+    }
+}
+
+/// The operands of [`Backend::attention`] and [`Backend::attention_backward`].
+///
+/// `q` is `[B, H, Tq, D]`, `k` `[B, H, Tk, D]`, `v` `[B, H, Tk, Dv]`, each any strided
+/// view (the heads of a packed projection arrive without a copy); `bias`, when given,
+/// is an additive score bias already broadcast to `[B, H, Tq, Tk]` (stride 0 on the
+/// broadcast axes). With `causal`, query `i` sees keys `j ≤ i + Tk − Tq` only (core
+/// checks `Tq ≤ Tk` and `Tk ≥ 1`, so every row sees at least one key).
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionArgs<'a> {
+    /// Queries and their layout.
+    pub q: (&'a dyn BackendStorage, &'a Layout),
+    /// Keys and their layout.
+    pub k: (&'a dyn BackendStorage, &'a Layout),
+    /// Values and their layout.
+    pub v: (&'a dyn BackendStorage, &'a Layout),
+    /// Additive score bias broadcast to `[B, H, Tq, Tk]`.
+    pub bias: Option<(&'a dyn BackendStorage, &'a Layout)>,
+    /// Factor applied to `Q·Kᵀ`.
+    pub scale: f64,
+    /// Mask out keys after each query's position.
+    pub causal: bool,
+}
+
+impl AttentionArgs<'_> {
+    /// `(B, H, Tq, Tk, D, Dv)` read from the layouts.
+    pub fn dims(&self) -> (usize, usize, usize, usize, usize, usize) {
+        let (q, k, v) = (self.q.1.shape(), self.k.1.shape(), self.v.1.shape());
+        (q[0], q[1], q[2], k[2], q[3], v[3])
+    }
 }
 
 /// Argument checks of the sort and scan families' backend methods.
@@ -650,6 +722,97 @@ fn reduced_last(shape: &[usize]) -> Vec<usize> {
 /// Helpers for the composed default implementations.
 mod composed {
     use super::*;
+
+    /// Token-major `[B, T, H, X]` storage filled from `src` viewed through `l`
+    /// (`[B, H, T, X]`).
+    fn to_token_major<B: Backend + ?Sized>(b: &B, src: &dyn BackendStorage, l: &Layout) -> Result<BoxStorage> {
+        let s = l.shape();
+        let tm = Layout::contiguous(&[s[0], s[2], s[1], s[3]]).permute(&[0, 2, 1, 3])?;
+        let mut dst = b.empty(l.numel(), src.dtype())?;
+        b.copy_strided(src, l, &mut *dst, &tm)?;
+        Ok(dst)
+    }
+
+    /// The masked, scaled scores `scale·Q·Kᵀ + bias (+ −∞ after each query's causal
+    /// limit)`, dense `[B, H, Tq, Tk]`.
+    fn attention_scores<B: Backend + ?Sized>(b: &B, a: &AttentionArgs<'_>) -> Result<(BoxStorage, Layout)> {
+        let (nb, h, tq, tk, _, _) = a.dims();
+        let kt = a.k.1.permute(&[0, 1, 3, 2])?;
+        let s = b.matmul(a.q.0, a.q.1, a.k.0, &kt)?;
+        let l = Layout::contiguous(&[nb, h, tq, tk]);
+        let mut s = b.unary(UnaryOp::Affine(a.scale, 0.0), &*s, &l)?;
+        if let Some((bs, bl)) = a.bias {
+            s = b.binary(BinaryOp::Add, &*s, &l, bs, bl)?;
+        }
+        if a.causal {
+            let shift = tk - tq;
+            let m: Vec<f64> = (0..tq * tk)
+                .map(|i| {
+                    if i % tk > i / tk + shift {
+                        f64::NEG_INFINITY
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let host = match s.dtype() {
+                DType::F32 => HostData::F32(m.iter().map(|&x| x as f32).collect()),
+                _ => HostData::F64(m),
+            };
+            let mask = b.from_host(&host)?;
+            let ml = Layout::contiguous(&[1, 1, tq, tk])
+                .broadcast_to(l.shape())
+                .expect("[1, 1, tq, tk] broadcasts to [B, H, tq, tk]");
+            s = b.binary(BinaryOp::Add, &*s, &l, &*mask, &ml)?;
+        }
+        Ok((s, l))
+    }
+
+    /// Default body of [`Backend::attention`].
+    pub fn attention<B: Backend + ?Sized>(b: &B, a: &AttentionArgs<'_>) -> Result<(BoxStorage, BoxStorage)> {
+        let (s, l) = attention_scores(b, a)?;
+        let m = b.reduce(ReduceOp::Max, &*s, &l, &[3])?;
+        let shifted = b.binary(BinaryOp::Sub, &*s, &l, &*m, &row_stat_layout(&l))?;
+        let e = b.unary(UnaryOp::Exp, &*shifted, &l)?;
+        let sum = b.reduce(ReduceOp::Sum, &*e, &l, &[3])?;
+        let stat = Layout::contiguous(&reduced_last(l.shape()));
+        let p = b.binary(BinaryOp::Div, &*e, &l, &*sum, &row_stat_layout(&l))?;
+        let lse = b.binary(BinaryOp::Add, &*m, &stat, &*b.unary(UnaryOp::Log, &*sum, &stat)?, &stat)?;
+        let o = b.matmul(&*p, &l, a.v.0, a.v.1)?;
+        let (nb, h, tq, _, _, dv) = a.dims();
+        Ok((to_token_major(b, &*o, &Layout::contiguous(&[nb, h, tq, dv]))?, lse))
+    }
+
+    /// Default body of [`Backend::attention_backward`].
+    pub fn attention_backward<B: Backend + ?Sized>(
+        b: &B,
+        a: &AttentionArgs<'_>,
+        lse: &dyn BackendStorage,
+        dout: &dyn BackendStorage,
+        dl: &Layout,
+    ) -> Result<(BoxStorage, BoxStorage, BoxStorage)> {
+        let (nb, h, tq, tk, d, dv) = a.dims();
+        let (s, l) = attention_scores(b, a)?;
+        let p = b.unary(
+            UnaryOp::Exp,
+            &*b.binary(BinaryOp::Sub, &*s, &l, lse, &row_stat_layout(&l))?,
+            &l,
+        )?;
+        let pt = l.permute(&[0, 1, 3, 2])?;
+        let gv = b.matmul(&*p, &pt, dout, dl)?;
+        let gp = b.matmul(dout, dl, a.v.0, &a.v.1.permute(&[0, 1, 3, 2])?)?;
+        let dot = b.reduce(ReduceOp::Sum, &*b.binary(BinaryOp::Mul, &*gp, &l, &*p, &l)?, &l, &[3])?;
+        let diff = b.binary(BinaryOp::Sub, &*gp, &l, &*dot, &row_stat_layout(&l))?;
+        let gs = b.binary(BinaryOp::Mul, &*p, &l, &*diff, &l)?;
+        let gs = b.unary(UnaryOp::Affine(a.scale, 0.0), &*gs, &l)?;
+        let gq = b.matmul(&*gs, &l, a.k.0, a.k.1)?;
+        let gk = b.matmul(&*gs, &pt, a.q.0, a.q.1)?;
+        Ok((
+            to_token_major(b, &*gq, &Layout::contiguous(&[nb, h, tq, d]))?,
+            to_token_major(b, &*gk, &Layout::contiguous(&[nb, h, tk, d]))?,
+            to_token_major(b, &*gv, &Layout::contiguous(&[nb, h, tk, dv]))?,
+        ))
+    }
 
     /// Layout of a dense `[.., 1]` row statistic broadcast back over the last axis.
     pub fn row_stat_layout(l: &Layout) -> Layout {

@@ -576,7 +576,8 @@ impl Tensor {
     /// Dense storage with this tensor's elements in row-major order.
     pub(crate) fn contiguous_storage(&self) -> Result<BoxStorage> {
         let b = self.device().backend();
-        let mut dst = b.zeros(self.numel(), self.dtype())?;
+        // every element is overwritten by the copy: no zero fill needed
+        let mut dst = b.empty(self.numel(), self.dtype())?;
         let src = self.storage();
         b.copy_strided(&*src, self.layout(), &mut *dst, &Layout::contiguous(self.shape()))?;
         Ok(dst)

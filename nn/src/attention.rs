@@ -16,13 +16,22 @@
 //! fused `qkv` output (or `q` and the fused `kv`), the heads are strided views of it, and
 //! the backward writes the gradient of the packed tensor in one pass. Recording the
 //! same computation op by op would split `qkv` with three narrows whose backward
-//! materialises three zero-padded copies and adds them. The softmax runs as the
-//! backend's fused kernel in both directions.
+//! materialises three zero-padded copies and adds them.
+//!
+//! Without attention dropout (evaluation, or `dropout = 0` as in the reference
+//! workload) the core is core's fused attention
+//! ([`AttentionSpec`](unigrad_core::ops::attention::AttentionSpec)): one backend call
+//! per direction over all (batch, head) blocks, no `[B, H, T, T]` tensors kept, and
+//! the output already in token order so merging the heads is free. With attention
+//! dropout the probabilities are materialised (the dropout mask needs them) and the
+//! softmax runs as the backend's fused kernel in both directions.
 
 use crate::dropout::Dropout;
 use crate::linear::Linear;
 use crate::module::{join, Module, ParamVisitor};
+use unigrad_core::autograd::{is_grad_enabled, record};
 use unigrad_core::custom::{apply, CustomOp};
+use unigrad_core::ops::attention::AttentionSpec;
 use unigrad_core::ops::softmax::softmax_last_backward;
 use unigrad_core::{in_op, DType, Device, Error, Result, Tensor};
 
@@ -103,6 +112,30 @@ pub fn attention_bias(
     })
 }
 
+/// True when `bias` is exactly the causal bias [`attention_bias`] builds without a
+/// padding mask for `tq` queries: `[1, 1, tq, tk]`, [`MASK_VALUE`] where `j > i + tk − tq`, 0 elsewhere.
+/// Such a bias then runs as the fused op's causal flag, which skips the masked keys'
+/// products instead of adding −10⁹ to them; the result is the same, since every row
+/// sees at least its own key and `exp(−10⁹ − max)` is exactly 0. Costs one host read
+/// of `tq·tk` values.
+fn is_causal_bias(bias: &Tensor, tq: usize) -> Result<bool> {
+    let s = bias.shape();
+    if s.len() != 4 || s[0] != 1 || s[1] != 1 || s[2] != tq || tq > s[3] {
+        return Ok(false);
+    }
+    let tk = s[3];
+    let shift = tk - tq;
+    let v = bias.to_vec_f64()?;
+    Ok(v.iter().enumerate().all(|(idx, &x)| {
+        let (i, j) = (idx / tk, idx % tk);
+        if j > i + shift {
+            x == MASK_VALUE
+        } else {
+            x == 0.0
+        }
+    }))
+}
+
 /// Where the query, key and value heads live among the op's inputs.
 #[derive(Clone, Copy, Debug)]
 enum Packing {
@@ -120,6 +153,77 @@ fn head_view(t: &Tensor, idx: usize, n: usize, heads: usize) -> Result<Tensor> {
         .narrow(2, idx, 1)?
         .squeeze(2)?
         .permute(&[0, 2, 1, 3])
+}
+
+impl Packing {
+    /// The query, key and value heads `[B, H, T, hd]` as strided views of the inputs.
+    fn heads(self, inputs: &[Tensor], heads: usize) -> Result<(Tensor, Tensor, Tensor)> {
+        Ok(match self {
+            Packing::SelfQkv => (
+                head_view(&inputs[0], 0, 3, heads)?,
+                head_view(&inputs[0], 1, 3, heads)?,
+                head_view(&inputs[0], 2, 3, heads)?,
+            ),
+            Packing::CrossQKv => (
+                head_view(&inputs[0], 0, 1, heads)?,
+                head_view(&inputs[1], 0, 2, heads)?,
+                head_view(&inputs[1], 1, 2, heads)?,
+            ),
+        })
+    }
+
+    /// The gradients of the packed inputs from those of the heads (`[B, H, T, hd]`):
+    /// back to token order and stacked in one copy per input.
+    fn pack(self, gq: &Tensor, gk: &Tensor, gv: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let (b, h, tq, hd) = (gq.shape()[0], gq.shape()[1], gq.shape()[2], gq.shape()[3]);
+        let tk = gk.shape()[2];
+        // [B, H, T, hd] → [B, T, H, hd] views, stacked on a new axis 2 in one copy
+        let to_tokens = |t: &Tensor| t.permute(&[0, 2, 1, 3]);
+        match self {
+            Packing::SelfQkv => {
+                let parts = [to_tokens(gq)?, to_tokens(gk)?, to_tokens(gv)?];
+                let packed = Tensor::stack(&[&parts[0], &parts[1], &parts[2]], 2)?;
+                Ok(vec![Some(packed.reshape(&[b, tq, 3 * h * hd])?)])
+            }
+            Packing::CrossQKv => {
+                let gq = to_tokens(gq)?.reshape(&[b, tq, h * hd])?;
+                let (gk, gv) = (to_tokens(gk)?, to_tokens(gv)?);
+                let packed = Tensor::stack(&[&gk, &gv], 2)?.reshape(&[b, tk, 2 * h * hd])?;
+                Ok(vec![Some(gq), Some(packed)])
+            }
+        }
+    }
+}
+
+/// The attention core without dropout on core's fused attention op, recorded over
+/// the packed inputs (see the module docs). A `create_graph` backward (recording on)
+/// computes the gradients with recorded ops from the attached inputs, so they are
+/// differentiable; otherwise the backend's fused backward runs.
+fn fused_core(packing: Packing, heads: usize, spec: AttentionSpec, inputs: &[&Tensor]) -> Result<Tensor> {
+    let _p = crate::profile::scope("attention.fwd", Some(inputs[0].device()));
+    let detached: Vec<Tensor> = inputs.iter().map(|t| t.detach()).collect();
+    let (q, k, v) = packing.heads(&detached, heads)?;
+    let (o, lse) = spec.forward(&q, &k, &v)?;
+    let (b, tq, width) = (o.shape()[0], o.shape()[2], heads * o.shape()[3]);
+    // `o` is a view of token-major storage: this is a view too
+    let y = o.permute(&[0, 2, 1, 3])?.reshape(&[b, tq, width])?;
+    let attached: Vec<Tensor> = inputs.iter().map(|t| (*t).clone()).collect();
+    record(
+        "attention",
+        y,
+        inputs,
+        Box::new(move |g| {
+            let _p = crate::profile::scope("attention.bwd", Some(g.device()));
+            let go = g.reshape(&[b, tq, heads, width / heads])?.permute(&[0, 2, 1, 3])?;
+            let (gq, gk, gv) = if is_grad_enabled() {
+                let (q, k, v) = packing.heads(&attached, heads)?;
+                spec.grads_composed(&q, &k, &v, &go)?
+            } else {
+                spec.backward(&q, &k, &v, &lse, &go)?
+            };
+            packing.pack(&gq, &gk, &gv)
+        }),
+    )
 }
 
 struct AttnOp {
@@ -141,18 +245,7 @@ impl CustomOp for AttnOp {
     fn forward(&mut self, inputs: &[Tensor]) -> Result<Tensor> {
         let _p = crate::profile::scope("attention.fwd", Some(inputs[0].device()));
         let h = self.heads;
-        let (q, k, v) = match self.packing {
-            Packing::SelfQkv => (
-                head_view(&inputs[0], 0, 3, h)?,
-                head_view(&inputs[0], 1, 3, h)?,
-                head_view(&inputs[0], 2, 3, h)?,
-            ),
-            Packing::CrossQKv => (
-                head_view(&inputs[0], 0, 1, h)?,
-                head_view(&inputs[1], 0, 2, h)?,
-                head_view(&inputs[1], 1, 2, h)?,
-            ),
-        };
+        let (q, k, v) = self.packing.heads(inputs, h)?;
         let (b, tq, hd) = (q.shape()[0], q.shape()[2], q.shape()[3]);
         // scaling q (Tq·hd values) is cheaper than scaling the scores (Tq·Tk)
         let mut s = q.mul_scalar(self.scale)?.matmul(&k.transpose(-1, -2)?)?;
@@ -181,7 +274,6 @@ impl CustomOp for AttnOp {
         let _p = crate::profile::scope("attention.bwd", Some(g.device()));
         let (q, k, v, p, keep) = self.saved.ok_or_else(|| crate::not_run("attention"))?;
         let (b, h, tq, hd) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
-        let tk = k.shape()[2];
         let go = g.reshape(&[b, tq, h, hd])?.permute(&[0, 2, 1, 3])?;
         let pd = match &keep {
             Some(m) => p.mul(m)?,
@@ -195,21 +287,7 @@ impl CustomOp for AttnOp {
         let gs = softmax_last_backward(&p, &gp)?;
         let gq = gs.matmul(&k)?.mul_scalar(self.scale)?;
         let gk = gs.transpose(-1, -2)?.matmul(&q)?.mul_scalar(self.scale)?;
-        // [B, H, T, hd] → [B, T, H, hd] views, stacked on a new axis 2 in one copy
-        let to_tokens = |t: &Tensor| t.permute(&[0, 2, 1, 3]);
-        match self.packing {
-            Packing::SelfQkv => {
-                let parts = [to_tokens(&gq)?, to_tokens(&gk)?, to_tokens(&gv)?];
-                let packed = Tensor::stack(&[&parts[0], &parts[1], &parts[2]], 2)?;
-                Ok(vec![Some(packed.reshape(&[b, tq, 3 * h * hd])?)])
-            }
-            Packing::CrossQKv => {
-                let gq = to_tokens(&gq)?.reshape(&[b, tq, h * hd])?;
-                let (gk, gv) = (to_tokens(&gk)?, to_tokens(&gv)?);
-                let packed = Tensor::stack(&[&gk, &gv], 2)?.reshape(&[b, tk, 2 * h * hd])?;
-                Ok(vec![Some(gq), Some(packed)])
-            }
-        }
+        self.packing.pack(&gq, &gk, &gv)
     }
 }
 
@@ -299,15 +377,25 @@ impl MultiHeadAttention {
     fn core(&self, packing: Packing, inputs: &[&Tensor], bias: Option<&Tensor>) -> Result<Tensor> {
         let d = self.proj.in_features();
         let hd = d / self.heads;
-        let op = AttnOp {
-            packing,
-            heads: self.heads,
-            scale: 1.0 / (hd as f64).sqrt(),
-            bias: bias.cloned(),
-            dropout: if self.train { self.attn_drop } else { 0.0 },
-            saved: None,
+        let scale = 1.0 / (hd as f64).sqrt();
+        let dropout = if self.train { self.attn_drop } else { 0.0 };
+        let y = if dropout > 0.0 {
+            let op = AttnOp {
+                packing,
+                heads: self.heads,
+                scale,
+                bias: bias.cloned(),
+                dropout,
+                saved: None,
+            };
+            apply(op, inputs)?
+        } else {
+            let spec = match bias {
+                Some(m) if is_causal_bias(m, inputs[0].shape()[1])? => AttentionSpec::new(scale, true),
+                _ => AttentionSpec::new(scale, false).with_bias(bias),
+            };
+            fused_core(packing, self.heads, spec, inputs)?
         };
-        let y = apply(op, inputs)?;
         self.resid_drop.forward(&self.proj.forward(&y)?)
     }
 

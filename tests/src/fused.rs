@@ -133,7 +133,13 @@ fn rand(dev: &Device, len: usize, dtype: DType, scale: f64, shift: f64) -> Resul
 }
 
 /// Compare two storages elementwise (relative to max(1, |want|)).
-fn close(what: &str, b: &dyn Backend, got: &dyn BackendStorage, want: &dyn BackendStorage, tol: f64) -> Result<()> {
+pub(crate) fn close(
+    what: &str,
+    b: &dyn Backend,
+    got: &dyn BackendStorage,
+    want: &dyn BackendStorage,
+    tol: f64,
+) -> Result<()> {
     let l = Layout::contiguous(&[want.len()]);
     if got.len() != want.len() {
         return Err(Error::invalid(
@@ -162,7 +168,8 @@ fn close(what: &str, b: &dyn Backend, got: &dyn BackendStorage, want: &dyn Backe
     Ok(())
 }
 
-fn tol(dtype: DType) -> f64 {
+/// The comparison tolerance of [`close`] for results computed in `dtype`.
+pub(crate) fn tol(dtype: DType) -> f64 {
     if dtype == DType::F64 {
         1e-12
     } else {

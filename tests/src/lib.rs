@@ -72,6 +72,7 @@
 
 #![warn(missing_docs)]
 
+pub mod attention;
 pub mod autograd;
 pub mod bounds;
 pub mod diff;
@@ -180,6 +181,11 @@ macro_rules! backend_suite {
                 training(Exclusive) = $crate::training { mlp_memory_flat }
                 fused(Shared) = $crate::fused {
                     softmax_and_moments, layer_norm, adam_update, core_entry_points,
+                }
+                attention(Shared) = $crate::attention {
+                    forward_matches_naive, gradcheck_fused, fused_vs_composed,
+                    composed_formulas_match_the_fused_op, attention_errors,
+                    mha_causal_bias_runs_as_the_causal_flag,
                 }
                 nn_modules(Shared) = $crate::nn_modules {
                     gradcheck_linear, gradcheck_embedding, gradcheck_layer_norm, gradcheck_rms_norm,

@@ -1,11 +1,13 @@
 //! CPU kernels, one file per op family, under the same family names as
 //! `core/src/ops/<family>.rs`: elementwise, reduce, matmul, view, index, softmax,
-//! norm, optim, sort and scan. Each file holds the typed loops; the view, softmax,
-//! norm, optim, sort and scan files also hold the dtype dispatch and operand-length checks of their `Backend`
+//! norm, optim, sort, scan and attention. Each file holds the typed loops; the view,
+//! softmax, norm, optim, sort, scan and attention files also hold the dtype dispatch and
+//! operand-length checks of their `Backend`
 //! methods, so those methods of [`CpuBackend`](crate::CpuBackend) in `lib.rs` only
 //! unwrap storage and forward. For the primitives, `lib.rs` matches the dtype and
 //! calls the typed kernel directly.
 
+pub mod attention;
 pub mod elementwise;
 pub mod index;
 pub mod matmul;

@@ -16,6 +16,7 @@
 //! | optim | `optim.rs` | the fused Adam / AdamW update |
 //! | sort | `sort.rs` | argmax, argmin, sort, argsort, topk |
 //! | scan | `scan.rs` | cumsum |
+//! | attention | `attention.rs` | fused scaled-dot-product attention (causal flag, additive bias), backward from saved row log-sum-exps |
 //!
 //! The same family names hold at every layer: the CPU kernels live in
 //! `backend-cpu/src/kernels/<family>.rs`, the CUDA launches in
@@ -24,6 +25,7 @@
 //! [`Backend::softmax_last_backward`]: crate::Backend::softmax_last_backward
 //! [`Backend::norm_last_backward`]: crate::Backend::norm_last_backward
 
+pub mod attention;
 pub mod elementwise;
 pub mod index;
 pub mod matmul;

@@ -382,7 +382,17 @@ fn pad_narrowed(g: &Tensor, shape: &[usize], dim: usize, start: usize) -> Result
 /// its start offset along `dim` (raw, unrecorded). Used by `cat` and `narrow`'s backward.
 pub(crate) fn assemble(like: &Tensor, shape: &[usize], dim: usize, parts: &[(&Tensor, usize)]) -> Result<Tensor> {
     let b = like.device().backend();
-    let mut storage = b.zeros(crate::shape::numel(shape), like.dtype())?;
+    // parts that tile `dim` completely (cat, stack) overwrite every element: skip the
+    // zero fill then (narrow's backward leaves gaps and needs it)
+    let mut spans: Vec<(usize, usize)> = parts.iter().map(|(t, s)| (*s, t.shape()[dim])).collect();
+    spans.sort_unstable();
+    let covered = spans.iter().try_fold(0, |at, &(s, n)| (s == at).then_some(at + n)) == Some(shape[dim]);
+    let n = crate::shape::numel(shape);
+    let mut storage = if covered {
+        b.empty(n, like.dtype())?
+    } else {
+        b.zeros(n, like.dtype())?
+    };
     let whole = Layout::contiguous(shape);
     for (src, start) in parts {
         let target = whole.narrow(dim, *start, src.shape()[dim]);
