@@ -63,13 +63,29 @@ fn main() {
     gemm_shapes(&dev);
 }
 
-/// Best time in µs of `f` over `iters` calls.
+/// Seconds on the process's CPU clock (all threads).
+fn cpu_clock() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 * 1e-9
+}
+
+/// Best time in µs of `f` over `iters` calls: wall time, or with `STEP_OPS_CPU_TIME=1`
+/// the process's CPU time (with `RAYON_NUM_THREADS=1` the kernel's own time, much
+/// less sensitive than wall time to other jobs on a shared machine).
 fn best_us(iters: usize, f: &dyn Fn() -> Tensor) -> f64 {
+    let cpu = std::env::var("STEP_OPS_CPU_TIME").is_ok_and(|v| v == "1");
     let mut best = f64::MAX;
     for _ in 0..iters {
-        let t = Instant::now();
+        let (w, c) = (Instant::now(), if cpu { cpu_clock() } else { 0.0 });
         black_box(f());
-        best = best.min(t.elapsed().as_secs_f64());
+        let dt = if cpu {
+            cpu_clock() - c
+        } else {
+            w.elapsed().as_secs_f64()
+        };
+        best = best.min(dt);
     }
     best * 1e6
 }
