@@ -89,6 +89,11 @@ trait Kernel {
     const MR: usize;
     /// Columns of the tile.
     const NR: usize;
+    /// [`pack_a`] with this kernel's `MR`.
+    ///
+    /// # Safety
+    /// As [`pack_a`].
+    unsafe fn pack_a(a: Operand, r0: usize, r1: usize, pc: usize, kc: usize, dst: &mut [f32]);
     /// `c[i·ldc + j] (+)= Σ_p a[p·MR + i]·b[p·NR + j]` over the full `MR×NR` tile,
     /// adding to `c` when `acc`, overwriting it otherwise.
     ///
@@ -105,6 +110,10 @@ struct Avx2;
 
 impl Kernel for Avx512 {
     const MR: usize = 12;
+    unsafe fn pack_a(a: Operand, r0: usize, r1: usize, pc: usize, kc: usize, dst: &mut [f32]) {
+        // SAFETY: forwarded contract.
+        unsafe { pack_a::<12>(a, r0, r1, pc, kc, dst) }
+    }
     const NR: usize = 32;
     unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
         // SAFETY: forwarded contract (features detected by `detect`).
@@ -114,6 +123,10 @@ impl Kernel for Avx512 {
 
 impl Kernel for Avx2 {
     const MR: usize = 6;
+    unsafe fn pack_a(a: Operand, r0: usize, r1: usize, pc: usize, kc: usize, dst: &mut [f32]) {
+        // SAFETY: forwarded contract.
+        unsafe { pack_a::<6>(a, r0, r1, pc, kc, dst) }
+    }
     const NR: usize = 16;
     unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
         // SAFETY: forwarded contract (features detected by `detect`).
@@ -221,7 +234,9 @@ unsafe fn pack_b_panel(b: Operand, k: usize, n: usize, j0: usize, nr: usize, dst
 ///
 /// # Safety
 /// The rows and columns are inside A; `dst` holds `⌈(r1 − r0)/mr⌉·kc·mr` values.
-unsafe fn pack_a(a: Operand, r0: usize, r1: usize, pc: usize, kc: usize, mr: usize, dst: &mut [f32]) {
+/// `MR` is a constant so the copies compile to a few vector moves, not `memcpy` calls.
+unsafe fn pack_a<const MR: usize>(a: Operand, r0: usize, r1: usize, pc: usize, kc: usize, dst: &mut [f32]) {
+    let mr = MR;
     let rows = r1 - r0;
     if rows % mr != 0 {
         let last = dst.len() - kc * mr;
@@ -233,9 +248,15 @@ unsafe fn pack_a(a: Operand, r0: usize, r1: usize, pc: usize, kc: usize, mr: usi
         for p in 0..kc {
             // SAFETY: column pc + p, rows [r0, r1) are inside A and contiguous.
             let src = unsafe { std::slice::from_raw_parts(a.ptr.offset((pc + p) as isize * a.cs).add(r0), rows) };
-            for (ip, run) in src.chunks(mr).enumerate() {
-                let at = ip * kc * mr + p * mr;
-                dst[at..at + run.len()].copy_from_slice(run);
+            let mut runs = src.chunks_exact(MR);
+            for (ip, run) in runs.by_ref().enumerate() {
+                let at = ip * kc * MR + p * MR;
+                dst[at..at + MR].copy_from_slice(run);
+            }
+            let rest = runs.remainder();
+            if !rest.is_empty() {
+                let at = (rows / MR) * kc * MR + p * MR;
+                dst[at..at + rest.len()].copy_from_slice(rest);
             }
         }
     } else {
@@ -329,7 +350,7 @@ unsafe fn run<K: Kernel>(m: usize, k: usize, n: usize, a: Operand, b: Operand, c
                     // in L1/L2 (a whole block of rows packed first would stream
                     // through L2 and beyond). SAFETY: rows [row0, end) ⊂ [0, m),
                     // columns [pc, pc + kc) ⊂ [0, k); `ap` has the size `pack_a` needs.
-                    unsafe { pack_a(a, row0, end, pc, kc, mr, ap) };
+                    unsafe { K::pack_a(a, row0, end, pc, kc, ap) };
                     for (ip, row) in (row0..end).step_by(mr).enumerate() {
                         let h = mr.min(m - row);
                         let pa = ap[ip * kc * mr..].as_ptr();
