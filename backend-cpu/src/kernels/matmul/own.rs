@@ -238,7 +238,7 @@ unsafe fn pack_b_panel(b: Operand, k: usize, n: usize, j0: usize, nr: usize, dst
 unsafe fn pack_a<const MR: usize>(a: Operand, r0: usize, r1: usize, pc: usize, kc: usize, dst: &mut [f32]) {
     let mr = MR;
     let rows = r1 - r0;
-    if rows % mr != 0 {
+    if !rows.is_multiple_of(mr) {
         let last = dst.len() - kc * mr;
         dst[last..].fill(0.0);
     }
