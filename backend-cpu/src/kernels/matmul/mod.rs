@@ -337,13 +337,13 @@ fn matmul_own<T: Gemm>(a: &[T], la: &Layout, b: &[T], lb: &Layout, isa: Isa) -> 
 pub fn matmul_with<T: Gemm>(a: &[T], la: &Layout, b: &[T], lb: &Layout, isa: Option<Isa>) -> Vec<T> {
     let r = la.rank();
     let (m, k, n) = (la.shape()[r - 2], la.shape()[r - 1], lb.shape()[r - 1]);
+    let batch_shape = &la.shape()[..r - 2];
+    let batch: usize = batch_shape.iter().product();
     if let Some(isa) = isa {
-        if T::HAS_OWN && isa_supported(isa) && m * n * k > 0 {
+        if T::HAS_OWN && isa_supported(isa) && batch * m * n * k > 0 {
             return matmul_own(a, la, b, lb, isa);
         }
     }
-    let batch_shape = &la.shape()[..r - 2];
-    let batch: usize = batch_shape.iter().product();
     if batch * m * n == 0 || k == 0 {
         return pool::take_zeroed(batch * m * n);
     }
