@@ -16,12 +16,12 @@
 //!   zmm registers; AVX2: 6×16 in 12 ymm registers), broadcasting A from its
 //!   micro-panel (L1) and streaming the B panel (L2).
 //!
-//! K is cut into blocks of at most [`KC_MAX`]; an AVX-512 A micro-panel (at most
+//! K is cut into blocks of at most `KC_MAX` (512); an AVX-512 A micro-panel (at most
 //! 12·512·4 bytes = 24 KiB) is packed right before its tiles run, so it is still in
 //! the 32 KiB L1 while B streams past it from L2. Every K of the step's Linear
-//! products up to 512 is one block: measured on the step's shapes (1 thread, CPU
-//! time), 2 blocks of 192 or 256 ran at 69 GFLOP/s where one block of 384 or 512 ran
-//! at 80–86.
+//! products up to 512 is one block: in one side-by-side run on the step's shapes
+//! (1 thread, CPU clock, shared machine), K = 384 and 512 ran at 69 GFLOP/s as two
+//! blocks and at 80–86 as one.
 
 use crate::pool;
 use rayon::prelude::*;
