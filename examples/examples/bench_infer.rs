@@ -235,7 +235,7 @@ fn run(a: Args) -> AnyResult<()> {
     let rest = layers * (t_gelu + 2.0 * t_add) + t_embed;
     let sum_ln = linears + attn_core + norms_ln + rest;
     eprintln!(
-        "one norm site [16,128,128] eval: ln {ln_site:.3} ms, un (unfolded) {un_site:.3} ms; \
+        "one norm site [{batch},{seq},{c}] eval: ln {ln_site:.3} ms, un (unfolded) {un_site:.3} ms; \
          linear qkv {t_qkv:.3}, proj {t_proj:.3}, ff1 {t_ff1:.3}, ff2 {t_ff2:.3}, head {t_head:.3}; \
          attention incl. qkv+proj {t_attn:.3}; gelu {t_gelu:.3}; add {t_add:.3}; embedding {t_embed:.3}"
     );
