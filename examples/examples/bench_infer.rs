@@ -7,7 +7,8 @@
 //! ```
 //!
 //! The model is `LmConfig::reference` (vocab 256, d_model 128, 4 heads, FFN 512, 4 pre-norm
-//! layers, learned positions), batch 16 × 128, f32, on `--device` (default the CPU;
+//! layers, learned positions), batch 16 × 128, f32 (`--d-model`, `--layers`, `--seq` and
+//! `--batch` resize it like the reference script's flags), on `--device` (default the CPU;
 //! `--threads` sizes the CPU worker pool). The UN model gets
 //! non-trivial eval statistics the way the PyTorch reference (`transformer_ref.py infer`)
 //! sets them (γ ~ 1 + 0.2·N(0,1), β ~ 0.2·N(0,1), running_var ~ 0.25 + 2·U(0,1)), and the
@@ -18,7 +19,7 @@
 //! each variant's median, the ratios of the medians, and the median of the per-round
 //! ratios. The folded UN model has no norm op at all, so it is also "the forward with the
 //! norms replaced by identity" (same shapes, same Linear layers); `ln − un_folded` is
-//! therefore what the 9 LayerNorms cost inside the forward. A breakdown times the pieces
+//! therefore what the `2·layers + 1` LayerNorms (9 at the reference size) cost inside the forward. A breakdown times the pieces
 //! of the forward one at a time on the same shapes (norm sites, each Linear, attention
 //! core, GELU, residual adds, embedding). Every timed call ends with a device
 //! synchronization, so asynchronous backends (CUDA) are timed to completion.
@@ -30,7 +31,7 @@ use std::time::Instant;
 use unigrad::nn::fold::fold_for_inference;
 use unigrad::nn::init;
 use unigrad::prelude::*;
-use unigrad_examples::cli::{main_with, AnyResult, CommonArgs};
+use unigrad_examples::cli::{main_with, AnyResult, CommonArgs, SizeArgs};
 
 /// Time the eval forward of the reference LM with LayerNorm, UN, and UN folded into the Linears.
 #[derive(Parser, Debug)]
@@ -47,10 +48,9 @@ struct Args {
     parts_iters: usize,
     #[command(flatten)]
     common: CommonArgs,
+    #[command(flatten)]
+    size: SizeArgs,
 }
-
-const BATCH: usize = 16;
-const SEQ: usize = 128;
 
 fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
@@ -116,29 +116,31 @@ fn run(a: Args) -> AnyResult<()> {
         warmup,
         parts_iters,
         common,
+        size,
     } = a;
+    let (batch, seq, c) = (size.batch, size.seq, size.d_model);
     let threads = common.threads_or(2);
     let dev = common.setup(Some(threads))?;
     // waits for queued work on asynchronous devices (a no-op on the CPU)
     let sync = || dev.backend().synchronize();
 
     manual_seed(0);
-    let mut ln = TransformerLm::new(LmConfig::reference(NormKind::LayerNorm), DType::F32, &dev)?;
+    let mut ln = TransformerLm::new(size.config(NormKind::LayerNorm)?, DType::F32, &dev)?;
     ln.eval();
     manual_seed(0);
-    let mut un = TransformerLm::new(LmConfig::reference(NormKind::Unified), DType::F32, &dev)?;
+    let mut un = TransformerLm::new(size.config(NormKind::Unified)?, DType::F32, &dev)?;
     manual_seed(123);
     randomize_un(&un, &dev)?;
     un.eval();
     let folded = fold_for_inference(&un)?;
 
     manual_seed(2);
-    let ids = Tensor::rand_uniform(&[BATCH, SEQ], 0.0, 256.0, DType::F32, &dev)?
+    let ids = Tensor::rand_uniform(&[batch, seq], 0.0, 256.0, DType::F32, &dev)?
         .to_vec_f64()?
         .iter()
         .map(|&v| (v as i64).min(255))
         .collect::<Vec<_>>();
-    let ids = Tensor::from_vec(ids, &[BATCH, SEQ], &dev)?;
+    let ids = Tensor::from_vec(ids, &[batch, seq], &dev)?;
 
     // fold check
     let want = no_grad(|| un.forward(&ids, None))?.to_vec_f64()?;
@@ -189,7 +191,7 @@ fn run(a: Args) -> AnyResult<()> {
     let round_ratio = |k: usize| median(&times[k].iter().zip(&times[0]).map(|(a, b)| a / b).collect::<Vec<_>>());
     for (k, n) in names.iter().enumerate() {
         eprintln!(
-            "infer {n:<12} {dev_name} threads={threads}: median {:8.3} ms (min {:8.3}, max {:8.3}) per 16x128 forward; median per-round ratio to ln {:.3}",
+            "infer {n:<12} {dev_name} threads={threads}: median {:8.3} ms (min {:8.3}, max {:8.3}) per {batch}x{seq} forward; median per-round ratio to ln {:.3}",
             med[k],
             mins[k],
             times[k].iter().cloned().fold(0.0, f64::max),
@@ -198,11 +200,11 @@ fn run(a: Args) -> AnyResult<()> {
     }
 
     // where the time goes: the pieces of one forward, each timed alone on its real shape
-    let x = no_grad(|| Tensor::randn(&[BATCH, SEQ, 128], DType::F32, &dev))?;
-    let h = no_grad(|| Tensor::randn(&[BATCH, SEQ, 512], DType::F32, &dev))?;
+    let x = no_grad(|| Tensor::randn(&[batch, seq, c], DType::F32, &dev))?;
+    let h = no_grad(|| Tensor::randn(&[batch, seq, 4 * c], DType::F32, &dev))?;
     let blk = &ln.blocks[0];
     let ublk = &un.blocks[0];
-    let bias = unigrad::nn::attention_bias(true, None, SEQ, SEQ, DType::F32, &dev)?;
+    let bias = unigrad::nn::attention_bias(true, None, seq, seq, DType::F32, &dev)?;
     let qkv = blk.attn.qkv.as_ref().ok_or("no qkv")?;
     let p = |f: &mut dyn FnMut() -> Result<Tensor>| -> AnyResult<f64> {
         bench(parts_iters, || {
@@ -223,25 +225,26 @@ fn run(a: Args) -> AnyResult<()> {
     let t_gelu = p(&mut || h.gelu())?;
     let t_add = p(&mut || x.add(&x))?;
     let t_embed = p(&mut || {
-        let pos = ln.pos.forward(0, SEQ)?;
+        let pos = ln.pos.forward(0, seq)?;
         ln.tok.forward(&ids)?.add(&pos)
     })?;
-    let layers = 4.0;
+    let layers = size.layers as f64;
     let linears = layers * (t_qkv + t_proj + t_ff1 + t_ff2) + t_head;
     let attn_core = layers * (t_attn - t_qkv - t_proj).max(0.0);
-    let norms_ln = 9.0 * ln_site;
+    let norms_ln = (2.0 * layers + 1.0) * ln_site;
     let rest = layers * (t_gelu + 2.0 * t_add) + t_embed;
     let sum_ln = linears + attn_core + norms_ln + rest;
     eprintln!(
-        "one norm site [16,128,128] eval: ln {ln_site:.3} ms, un (unfolded) {un_site:.3} ms; \
+        "one norm site [{batch},{seq},{c}] eval: ln {ln_site:.3} ms, un (unfolded) {un_site:.3} ms; \
          linear qkv {t_qkv:.3}, proj {t_proj:.3}, ff1 {t_ff1:.3}, ff2 {t_ff2:.3}, head {t_head:.3}; \
          attention incl. qkv+proj {t_attn:.3}; gelu {t_gelu:.3}; add {t_add:.3}; embedding {t_embed:.3}"
     );
     eprintln!(
         "LN forward by parts: linears {linears:.2} ms ({:.0}%), attention core {attn_core:.2} ({:.0}%), \
-         9 norms {norms_ln:.2} ({:.0}%), gelu+adds+embedding {rest:.2} ({:.0}%); sum {sum_ln:.2} vs measured {:.2}",
+         {} norms {norms_ln:.2} ({:.0}%), gelu+adds+embedding {rest:.2} ({:.0}%); sum {sum_ln:.2} vs measured {:.2}",
         100.0 * linears / sum_ln,
         100.0 * attn_core / sum_ln,
+        2 * size.layers + 1,
         100.0 * norms_ln / sum_ln,
         100.0 * rest / sum_ln,
         med[0]
@@ -257,8 +260,10 @@ fn run(a: Args) -> AnyResult<()> {
         "device": dev_name,
         "dtype": "f32",
         "threads": threads,
-        "batch": BATCH,
-        "seq": SEQ,
+        "batch": batch,
+        "seq": seq,
+        "d_model": c,
+        "layers": size.layers,
         "rounds": iters,
         "warmup": warmup,
         "fold_max_abs_logit_diff": diff,

@@ -7,7 +7,9 @@
 //! The workload is the PyTorch reference's (`transformer_ref.py train`): byte-level
 //! decoder-only LM, vocab 256, d_model 128, 4 heads, FFN 512 (GELU), 4 pre-norm layers,
 //! learned positions, untied head with biases (875,520 parameters with LayerNorm),
-//! batch 16 × 128 random tokens, f32, cross-entropy, AdamW (lr 3e-4). One step is
+//! batch 16 × 128 random tokens, f32, cross-entropy, AdamW (lr 3e-4); `--d-model`,
+//! `--layers`, `--seq` and `--batch` resize it as the reference script's flags of the
+//! same names do (FFN 4×, heads d_model/32). One step is
 //! forward + backward + AdamW update, timed after `--warmup` untimed steps. The last
 //! stdout line is one JSON object:
 //! `{"norm", "threads", "median_ms", "min_ms", "peak_rss_mib", ...}` where peak RSS is
@@ -18,7 +20,7 @@ use std::time::Instant;
 use unigrad::core::Rng;
 use unigrad::nn::{profile, ParamGroup};
 use unigrad::prelude::*;
-use unigrad_examples::cli::{main_with, print_json_line, AnyResult, CommonArgs};
+use unigrad_examples::cli::{main_with, print_json_line, AnyResult, CommonArgs, SizeArgs};
 
 /// Time training steps of the reference Transformer LM.
 #[derive(Parser, Debug)]
@@ -35,13 +37,12 @@ struct Args {
     warmup: usize,
     #[command(flatten)]
     common: CommonArgs,
+    #[command(flatten)]
+    size: SizeArgs,
     /// Seed for the weights and the random batches.
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }
-
-const BATCH: usize = 16;
-const SEQ: usize = 128;
 
 /// The process's peak resident set size in MiB (`VmHWM`), if the platform reports it.
 fn peak_rss_mib() -> Option<f64> {
@@ -70,8 +71,10 @@ fn run(a: Args) -> AnyResult<()> {
     let threads = a.common.threads_or(2);
     let dev = a.common.setup(Some(threads))?;
     let kind: NormKind = a.norm.parse()?;
+    let cfg = a.size.config(kind)?;
+    let (batch, seq) = (a.size.batch, a.size.seq);
     manual_seed(a.seed);
-    let model = TransformerLm::new(LmConfig::reference(kind), DType::F32, &dev)?;
+    let model = TransformerLm::new(cfg, DType::F32, &dev)?;
     let params = model.param_count();
     let mut opt = Adam::new(
         vec![ParamGroup::new(model.named_params(), 0.01)],
@@ -81,17 +84,17 @@ fn run(a: Args) -> AnyResult<()> {
     let mut rng = Rng::new(a.seed + 1);
     let batches = (0..8)
         .map(|_| {
-            let d: Vec<i64> = (0..BATCH * (SEQ + 1)).map(|_| rng.below(256) as i64).collect();
-            let mut x = Vec::with_capacity(BATCH * SEQ);
-            let mut y = Vec::with_capacity(BATCH * SEQ);
-            for r in 0..BATCH {
-                let row = &d[r * (SEQ + 1)..(r + 1) * (SEQ + 1)];
-                x.extend_from_slice(&row[..SEQ]);
+            let d: Vec<i64> = (0..batch * (seq + 1)).map(|_| rng.below(256) as i64).collect();
+            let mut x = Vec::with_capacity(batch * seq);
+            let mut y = Vec::with_capacity(batch * seq);
+            for r in 0..batch {
+                let row = &d[r * (seq + 1)..(r + 1) * (seq + 1)];
+                x.extend_from_slice(&row[..seq]);
                 y.extend_from_slice(&row[1..]);
             }
             Ok((
-                Tensor::from_vec(x, &[BATCH, SEQ], &dev)?,
-                Tensor::from_vec(y, &[BATCH, SEQ], &dev)?,
+                Tensor::from_vec(x, &[batch, seq], &dev)?,
+                Tensor::from_vec(y, &[batch, seq], &dev)?,
             ))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -165,6 +168,10 @@ fn run(a: Args) -> AnyResult<()> {
     print_json_line(&serde_json::json!({
         "norm": kind.short_name(),
         "threads": threads,
+        "d_model": cfg.d_model,
+        "layers": cfg.layers,
+        "seq": seq,
+        "batch": batch,
         "median_ms": median,
         "min_ms": sorted[0],
         "max_ms": sorted[sorted.len() - 1],

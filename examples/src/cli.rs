@@ -200,3 +200,49 @@ mod tests {
         pb.finish_and_clear();
     }
 }
+
+/// The model and batch size flags of the benchmarks `bench_step` and `bench_infer`
+/// (the same flags as `bench/transformer_ref.py`), flattened into their arguments:
+/// the defaults are the reference workload, and the FFN (4×) and the heads (one per
+/// 32 channels) follow `--d-model`.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub struct SizeArgs {
+    /// Model width, a multiple of 32 (FFN 4×, heads d_model/32).
+    #[arg(long, default_value_t = 128)]
+    pub d_model: usize,
+    /// Transformer blocks.
+    #[arg(long, default_value_t = 4)]
+    pub layers: usize,
+    /// Sequence length (and the position table's size).
+    #[arg(long, default_value_t = 128)]
+    pub seq: usize,
+    /// Sequences per batch.
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+}
+
+impl SizeArgs {
+    /// [`LmConfig::reference`] with `norm`, resized; errors name the bad flag.
+    pub fn config(&self, norm: NormKind) -> AnyResult<LmConfig> {
+        if self.d_model == 0 || self.d_model % 32 != 0 {
+            return Err(format!(
+                "--d-model must be a positive multiple of 32 (head dim 32), got {}",
+                self.d_model
+            )
+            .into());
+        }
+        for (flag, v) in [("--layers", self.layers), ("--seq", self.seq), ("--batch", self.batch)] {
+            if v == 0 {
+                return Err(format!("{flag} must be at least 1").into());
+            }
+        }
+        Ok(LmConfig {
+            d_model: self.d_model,
+            heads: self.d_model / 32,
+            d_ff: 4 * self.d_model,
+            layers: self.layers,
+            max_seq: self.seq,
+            ..LmConfig::reference(norm)
+        })
+    }
+}
