@@ -11,6 +11,7 @@
 //! first-order tables is covered without a second copy of them (and with the inputs
 //! this group's own seed draws).
 
+use crate::attention;
 use crate::gradcheck_ops;
 use crate::nn_modules;
 use crate::ops_extra;
@@ -99,6 +100,12 @@ pub fn new_ops(dev: &Device) -> Result<()> {
     second_order(|| ops_extra::cumsum(dev))?;
     second_order(|| ops_extra::masked_select(dev))?;
     second_order(|| ops_extra::i64_comparisons_and_where(dev))
+}
+
+/// The fused attention op (issue 18), second order: under `create_graph` its backward
+/// recomputes the probabilities with recorded ops, so its gradient is differentiable.
+pub fn fused_attention(dev: &Device) -> Result<()> {
+    second_order(|| attention::gradcheck_fused(dev))
 }
 
 /// `grad` returns the gradients of leaves and intermediates without touching any

@@ -231,7 +231,7 @@ macro_rules! backend_suite {
                 }
                 higher_order(Shared) = $crate::higher_order {
                     unary, binary, random_shapes, reductions, matmul, shape_ops, indexing, softmax,
-                    cross_entropy, dropout, to_dtype, compositions, norms, nn_linear, new_ops, grad_semantics,
+                    cross_entropy, dropout, to_dtype, compositions, norms, nn_linear, new_ops, fused_attention, grad_semantics,
                     released_graph_errors, hvp_quadratic_form, gradient_penalty_mlp, custom_op_second_order,
                     gradgradcheck_catches_wrong_second_derivative,
                 }
