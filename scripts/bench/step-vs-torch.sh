@@ -3,9 +3,10 @@
 # (bench/transformer_ref.py), alternating ours/torch for each norm so that both see the same
 # machine state. Prints one TSV row per run (ratio = ours / PyTorch median).
 #
-#   scripts/bench/step-vs-torch.sh [PYTHON] [ROUNDS] [THREADS] [NORMS...] [--d-model N] [--layers N] [--seq N] [--batch N]
+#   scripts/bench/step-vs-torch.sh [PYTHON] [ROUNDS] [THREADS] [NORMS...] [--d-model N] [--layers N] [--seq N] [--batch N] [--steps N] [--warmup N]
 #
-# The size flags (defaults: the reference workload) go to both programs unchanged.
+# The size flags (defaults: the reference workload) and the timed / warm-up step counts
+# (defaults 30 / 5; fewer keep the large sizes short) go to both programs unchanged.
 # PYTHON is an interpreter with torch installed (a throwaway venv; torch is never a project
 # dependency). Build first: cargo build --release -p unigrad-examples --example bench_step
 set -euo pipefail
@@ -14,7 +15,7 @@ py=${1:-python3}; rounds=${2:-3}; threads=${3:-2}; shift $(( $# < 3 ? $# : 3 ))
 norms=(); size=()
 while [[ $# -gt 0 ]]; do
   case $1 in
-    --d-model|--layers|--seq|--batch) [[ $# -ge 2 ]] || { echo "$1 needs a value" >&2; exit 2; }; size+=("$1" "$2"); shift 2 ;;
+    --d-model|--layers|--seq|--batch|--steps|--warmup) [[ $# -ge 2 ]] || { echo "$1 needs a value" >&2; exit 2; }; size+=("$1" "$2"); shift 2 ;;
     --*) echo "unknown flag $1" >&2; exit 2 ;;
     *) norms+=("$1"); shift ;;
   esac
