@@ -11,8 +11,8 @@
 //! multiplies the keys its last query may see, which skips close to half the work.
 //!
 //! The forward keeps the log-sum-exp of each score row; the backward recomputes the
-//! probabilities from it tile by tile (flash attention's scheme) and accumulates
-//! `dK`, `dV` over the tiles. Outputs are token-major (`[B, T, H, X]`), as the trait
+//! probabilities from it tile by tile (flash attention's scheme) into a per-block
+//! scratch and runs each gradient product once per block. Outputs are token-major (`[B, T, H, X]`), as the trait
 //! documents.
 
 use super::reduce::{reduce_slice, sum_slice};
@@ -25,10 +25,12 @@ use rayon::prelude::*;
 use unigrad_core::backend::AttentionArgs;
 use unigrad_core::{BackendStorage, Layout, ReduceOp, Result};
 
-/// Query rows per tile: small enough that a tile's scores stay in L1/L2 at the
-/// sequence lengths the models use, large enough for the GEMM micro-kernel, and fine
-/// enough that the causal skip saves most of the masked half.
-const TILE: usize = 32;
+/// Query rows per tile: small enough that a tile's scores stay in L2 at the sequence
+/// lengths the models use, fine enough that the causal skip saves most of the masked
+/// half. 64 measured faster than 32 at the reference shape (B·H = 64 blocks of
+/// 128 × 128 × 32, one thread, CPU time; noisy): each tile's products re-pack the
+/// block's keys and values, and halving the tiles halves that.
+const TILE: usize = 64;
 
 /// A type `matrixmultiply` has a GEMM for, with `alpha` and `beta`.
 trait Gemm: Float {
@@ -171,15 +173,16 @@ impl<T: Gemm> Problem<'_, T> {
         }
     }
 
-    /// Scores of the tile's rows against the first `kn` keys into `s` (`rows × kn`,
-    /// row-major), bias added on the visible part.
-    fn scores(&self, b: usize, h: usize, r0: usize, rows: usize, kn: usize, s: &mut [T]) {
+    /// Scores of the tile's rows against the first `kn` keys into `s` (`rows` rows
+    /// `ld` apart), bias added on the visible part.
+    #[allow(clippy::too_many_arguments)]
+    fn scores(&self, b: usize, h: usize, r0: usize, rows: usize, kn: usize, ld: usize, s: &mut [T]) {
         let (_, _, _, _, d, _) = self.dims;
         let (qr, qc) = self.q.rc();
         let (kr, kc) = self.k.rc();
         // SAFETY: the layouts were checked to lie inside their storage, so the rows
         // r0..r0+rows of q and 0..kn of k (each d columns) are in bounds; `s` holds
-        // rows·kn elements and is a separate buffer.
+        // `rows` rows of `ld ≥ kn` elements and is a separate buffer.
         unsafe {
             T::gemm(
                 rows,
@@ -194,7 +197,7 @@ impl<T: Gemm> Problem<'_, T> {
                 kr,
                 T::ZERO,
                 s.as_mut_ptr(),
-                kn as isize,
+                ld as isize,
                 1,
             )
         }
@@ -206,7 +209,7 @@ impl<T: Gemm> Problem<'_, T> {
                     + b * bias.l.strides()[0]
                     + h * bias.l.strides()[1]
                     + (r0 + i) * bias.l.strides()[2];
-                for (j, x) in s[i * kn..i * kn + lim].iter_mut().enumerate() {
+                for (j, x) in s[i * ld..i * ld + lim].iter_mut().enumerate() {
                     *x = *x + bias.data[base + j * bs];
                 }
             }
@@ -215,9 +218,10 @@ impl<T: Gemm> Problem<'_, T> {
 }
 
 impl<T: Gemm> Problem<'_, T> {
-    /// The scores of the query tile `r0..r0 + rows` of block `(b, h)` into `s`, then
-    /// `f(i, row, lim)` on each of its rows (`lim` visible keys). Returns the number of
-    /// keys the tile covers (the row length in `s`).
+    /// The scores of the query tile `r0..r0 + rows` of block `(b, h)` into `s` (rows
+    /// `ld` apart, or `kn` apart when `ld` is `None`), then `f(i, row, lim)` on the
+    /// first `kn` entries of each row (`lim` visible keys); the rest of a row is zeroed.
+    /// Returns `kn`, the number of keys the tile covers.
     #[allow(clippy::too_many_arguments)]
     fn tile(
         &self,
@@ -225,13 +229,17 @@ impl<T: Gemm> Problem<'_, T> {
         h: usize,
         r0: usize,
         rows: usize,
+        ld: Option<usize>,
         s: &mut [T],
         mut f: impl FnMut(usize, &mut [T], usize),
     ) -> usize {
         let kn = self.keys_for_tile(r0, rows);
-        self.scores(b, h, r0, rows, kn, s);
-        for (i, row) in s[..rows * kn].chunks_exact_mut(kn).enumerate() {
-            f(i, row, self.keys_for_row(r0 + i, kn));
+        let ld = ld.unwrap_or(kn);
+        self.scores(b, h, r0, rows, kn, ld, s);
+        for (i, row) in s[..rows * ld].chunks_exact_mut(ld).enumerate() {
+            let (vis, rest) = row.split_at_mut(kn);
+            f(i, vis, self.keys_for_row(r0 + i, kn));
+            rest.fill(T::ZERO);
         }
         kn
     }
@@ -286,7 +294,7 @@ fn forward_block<T: Gemm>(p: &Problem<'_, T>, bh: usize, lse: &mut [T], o: Out<T
     s.resize(TILE * tk, T::ZERO);
     for r0 in (0..tq).step_by(TILE) {
         let rows = TILE.min(tq - r0);
-        let kn = p.tile(b, h, r0, rows, s, |i, row, lim| {
+        let kn = p.tile(b, h, r0, rows, None, s, |i, row, lim| {
             lse[r0 + i] = vectorized!(softmax_row(row, lim));
         });
         // SAFETY: `s` holds rows·kn probabilities; v's rows 0..kn are in bounds (layout
@@ -353,7 +361,11 @@ struct Grads<T> {
     v: Out<T>,
 }
 
-/// Backward of block `bh`: its rows of `dQ`, `dK`, `dV` (token-major).
+/// Backward of block `bh`: its rows of `dQ`, `dK`, `dV` (token-major). The block's
+/// probabilities `P` and score gradients `dS` (`Tq × Tk` each, cache-resident at the
+/// models' lengths) are rebuilt tile by tile (causal tiles skip their masked keys),
+/// then each gradient is ONE product over the whole block: small per-tile products
+/// with a 32-deep inner dimension measured slower than the masked work they save.
 fn backward_block<T: Gemm>(
     p: &Problem<'_, T>,
     dout: &Operand<'_, T>,
@@ -366,29 +378,21 @@ fn backward_block<T: Gemm>(
     let (b, h) = (bh / nh, bh % nh);
     let (qrow, vrow) = (nh * d, nh * dv);
     let (qbase, kbase, vbase) = (b * tq * qrow + h * d, b * tk * qrow + h * d, b * tk * vrow + h * dv);
-    // dK and dV accumulate over the tiles: clear this block's rows first
-    for j in 0..tk {
-        // SAFETY: row j of this (b, h) in the B·Tk·H·D (B·Tk·H·Dv) buffers, written
-        // by this task only.
-        unsafe {
-            std::slice::from_raw_parts_mut(g.k.at(kbase + j * qrow), d).fill(T::ZERO);
-            std::slice::from_raw_parts_mut(g.v.at(vbase + j * vrow), dv).fill(T::ZERO);
-        }
-    }
     let (qr, qc) = p.q.rc();
     let (kr, kc) = p.k.rc();
     let (vr, vc) = p.v.rc();
     let (dr, dc) = dout.rc();
-    s.resize(TILE * tk, T::ZERO);
-    gp.resize(TILE * tk, T::ZERO);
+    s.resize(tq * tk, T::ZERO);
+    gp.resize(tq * tk, T::ZERO);
     for r0 in (0..tq).step_by(TILE) {
         let rows = TILE.min(tq - r0);
-        let kn = p.tile(b, h, r0, rows, s, |i, row, lim| {
+        let tile = r0 * tk..(r0 + rows) * tk;
+        let kn = p.tile(b, h, r0, rows, Some(tk), &mut s[tile.clone()], |i, row, lim| {
             vectorized!(probs_row(row, lim, lse[r0 + i]))
         });
-        let (pt, gt) = (&s[..rows * kn], &mut gp[..rows * kn]);
+        let gt = &mut gp[tile.clone()];
         // SAFETY: dout's rows r0..r0+rows and v's rows 0..kn lie inside their checked
-        // layouts; `gp` holds rows·kn elements and is a separate buffer.
+        // layouts; `gt` holds `rows` rows of tk ≥ kn elements, a separate buffer.
         unsafe {
             // dP = dO·Vᵀ
             T::gemm(
@@ -404,75 +408,77 @@ fn backward_block<T: Gemm>(
                 vr,
                 T::ZERO,
                 gt.as_mut_ptr(),
-                kn as isize,
+                tk as isize,
                 1,
             );
         }
-        for i in 0..rows {
-            vectorized!(dscores_row(&pt[i * kn..(i + 1) * kn], &mut gt[i * kn..(i + 1) * kn]));
+        for (pr, gr) in s[tile].chunks_exact(tk).zip(gt.chunks_exact_mut(tk)) {
+            let (vis, rest) = gr.split_at_mut(kn);
+            vectorized!(dscores_row(&pr[..kn], vis));
+            rest.fill(T::ZERO);
         }
-        // SAFETY: operand rows lie inside their checked layouts; `s` / `gp` hold
-        // rows·kn elements; the written rows of dQ, dK, dV belong to this (b, h) block
-        // only, and dK / dV were initialised above (β = 1 reads them).
-        unsafe {
-            // dQ = scale·dS·K
-            T::gemm(
-                rows,
-                kn,
-                d,
-                p.scale,
-                gt.as_ptr(),
-                kn as isize,
-                1,
-                p.k.row(b, h, 0),
-                kr,
-                kc,
-                T::ZERO,
-                g.q.at(qbase + r0 * qrow),
-                qrow as isize,
-                1,
-            );
-            // dK += scale·dSᵀ·Q
-            T::gemm(
-                kn,
-                rows,
-                d,
-                p.scale,
-                gt.as_ptr(),
-                1,
-                kn as isize,
-                p.q.row(b, h, r0),
-                qr,
-                qc,
-                T::ONE,
-                g.k.at(kbase),
-                qrow as isize,
-                1,
-            );
-            // dV += Pᵀ·dO
-            T::gemm(
-                kn,
-                rows,
-                dv,
-                T::ONE,
-                pt.as_ptr(),
-                1,
-                kn as isize,
-                dout.row(b, h, r0),
-                dr,
-                dc,
-                T::ONE,
-                g.v.at(vbase),
-                vrow as isize,
-                1,
-            );
-        }
+    }
+    // SAFETY: q, k, dout rows 0..T lie inside their checked layouts; `s` and `gp` hold
+    // Tq·Tk elements; the written rows of dQ, dK, dV belong to this (b, h) block only,
+    // and β = 0 writes every one of their elements without reading them.
+    unsafe {
+        // dQ = scale·dS·K
+        T::gemm(
+            tq,
+            tk,
+            d,
+            p.scale,
+            gp.as_ptr(),
+            tk as isize,
+            1,
+            p.k.row(b, h, 0),
+            kr,
+            kc,
+            T::ZERO,
+            g.q.at(qbase),
+            qrow as isize,
+            1,
+        );
+        // dK = scale·dSᵀ·Q
+        T::gemm(
+            tk,
+            tq,
+            d,
+            p.scale,
+            gp.as_ptr(),
+            1,
+            tk as isize,
+            p.q.row(b, h, 0),
+            qr,
+            qc,
+            T::ZERO,
+            g.k.at(kbase),
+            qrow as isize,
+            1,
+        );
+        // dV = Pᵀ·dO
+        T::gemm(
+            tk,
+            tq,
+            dv,
+            T::ONE,
+            s.as_ptr(),
+            1,
+            tk as isize,
+            dout.row(b, h, 0),
+            dr,
+            dc,
+            T::ZERO,
+            g.v.at(vbase),
+            vrow as isize,
+            1,
+        );
     }
 }
 
 fn backward_typed<T: Gemm>(p: &Problem<'_, T>, lse: &[T], dout: &Operand<'_, T>) -> (Vec<T>, Vec<T>, Vec<T>) {
     let (nb, nh, tq, tk, d, dv) = p.dims;
-    // dQ is written whole by β = 0 products; each block clears its dK, dV rows first
+    // every element of the three is written by β = 0 products
     let mut gq = pool::take::<T>(nb * tq * nh * d);
     let mut gk = pool::take::<T>(nb * tk * nh * d);
     let mut gv = pool::take::<T>(nb * tk * nh * dv);
