@@ -234,6 +234,9 @@ macro_rules! backend_suite {
                     cross_entropy, dropout, to_dtype, compositions, norms, nn_linear, new_ops, fused_attention, grad_semantics,
                     released_graph_errors, hvp_quadratic_form, gradient_penalty_mlp, custom_op_second_order,
                     gradgradcheck_catches_wrong_second_derivative,
+                    // issue 17 (helper "hog2"): the nn layers to second order
+                    nn_attention, nn_attention_dropout, nn_feed_forward_and_blocks, nn_batch_norm, nn_embedding,
+                    gradient_penalty_transformer_block,
                 }
                 nn_state(Shared) = $crate::nn_state {
                     un_all_padding_batch_changes_no_state, pn_all_padding_batch_changes_no_state,
