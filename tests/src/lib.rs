@@ -177,6 +177,8 @@ macro_rules! backend_suite {
                     log_softmax_large_logits, relu_propagates_nan, powf_zero_exponent, clamp_kinks,
                     extremum_nan_and_ties, empty_mean_is_nan, empty_axes_reduce_all,
                     composed_errors_name_the_called_op,
+                    // issue 17 (helper "hog2"): zero-class cross-entropy with every target ignored
+                    cross_entropy_zero_classes_all_ignored,
                 }
                 training(Exclusive) = $crate::training { mlp_memory_flat }
                 fused(Shared) = $crate::fused {
