@@ -126,9 +126,11 @@ pub fn nn_attention_dropout(dev: &Device) -> Result<()> {
     let layer = MultiHeadAttention::new_self(4, 2, true, 0.3, Init::Normal(0.5), DType::F64, dev)?;
     let x = randn(dev, &[2, 3, 4])?;
     let bias = attention_bias(true, None, 3, 3, DType::F64, dev)?;
-    let qkv_w = layer.qkv.as_ref().map(|l| l.weight.detach()).ok_or_else(|| {
-        Error::invalid("nn_attention_dropout", "self-attention layer without qkv")
-    })?;
+    let qkv_w = layer
+        .qkv
+        .as_ref()
+        .map(|l| l.weight.detach())
+        .ok_or_else(|| Error::invalid("nn_attention_dropout", "self-attention layer without qkv"))?;
     let f = |xs: &[Tensor]| -> Result<Tensor> {
         manual_seed(32);
         let mut a = layer.clone();
@@ -236,7 +238,11 @@ pub fn gradient_penalty_transformer_block(dev: &Device) -> Result<()> {
                 gx.sqr()?.sum_all()
             })
         };
-        check_grad(&format!("gradient penalty through a {norm:?} Transformer block"), &weights, penalty)?;
+        check_grad(
+            &format!("gradient penalty through a {norm:?} Transformer block"),
+            &weights,
+            penalty,
+        )?;
     }
     Ok(())
 }

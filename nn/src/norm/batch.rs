@@ -276,10 +276,10 @@ impl BatchNormOp {
     fn grads(&self, xhat: &Tensor, rstd: &Tensor, w: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let inv = 1.0 / self.count;
         let gb = g.sum(&[0], false)?;
-        let gw = g.mul(&xhat)?.sum(&[0], false)?;
+        let gw = g.mul(xhat)?.sum(&[0], false)?;
         let gx = g.mul(w)?;
         let a = gx.sum(&[0], true)?.mul_scalar(inv)?;
-        let c = gx.mul(&xhat)?.sum(&[0], true)?.mul_scalar(inv)?;
+        let c = gx.mul(xhat)?.sum(&[0], true)?.mul_scalar(inv)?;
         let mut corr = xhat.mul(&c)?.add(&a)?;
         if let Some(v) = &self.valid {
             corr = corr.mul(v)?;
