@@ -247,12 +247,7 @@ impl CustomOp for AttnOp {
         let h = self.heads;
         let (q, k, v) = self.packing.heads(inputs, h)?;
         let (b, tq, hd) = (q.shape()[0], q.shape()[2], q.shape()[3]);
-        // scaling q (Tq·hd values) is cheaper than scaling the scores (Tq·Tk)
-        let mut s = q.mul_scalar(self.scale)?.matmul(&k.transpose(-1, -2)?)?;
-        if let Some(bias) = &self.bias {
-            s = s.add(bias)?;
-        }
-        let p = s.softmax(-1)?;
+        let p = self.probs(&q, &k)?;
         let keep = if self.dropout > 0.0 {
             Some(
                 Tensor::bernoulli(p.shape(), 1.0 - self.dropout, p.dtype(), p.device())?
@@ -272,21 +267,68 @@ impl CustomOp for AttnOp {
 
     fn backward(self: Box<Self>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let _p = crate::profile::scope("attention.bwd", Some(g.device()));
-        let (q, k, v, p, keep) = self.saved.ok_or_else(|| crate::not_run("attention"))?;
+        let (q, k, v, p, keep) = self.saved.as_ref().ok_or_else(|| crate::not_run("attention"))?;
+        self.grads(q, k, v, p, keep.as_ref(), g, false)
+    }
+
+    /// The same gradient in recorded ops on the attached inputs, with the
+    /// probabilities recomputed from them and the forward's dropout mask (a constant),
+    /// so gradients of gradients (`create_graph`) go through attention with dropout.
+    fn differentiable_backward(&self, inputs: &[Tensor], g: &Tensor) -> Option<Result<Vec<Option<Tensor>>>> {
+        let keep = match self.saved.as_ref() {
+            Some(saved) => saved.4.as_ref(),
+            None => return Some(Err(crate::not_run("attention"))),
+        };
+        Some(self.packing.heads(inputs, self.heads).and_then(|(q, k, v)| {
+            let p = self.probs(&q, &k)?;
+            self.grads(&q, &k, &v, &p, keep, g, true)
+        }))
+    }
+}
+
+impl AttnOp {
+    /// The attention probabilities `softmax(scale·q·kᵀ + bias)` of heads `[B, H, T, hd]`.
+    fn probs(&self, q: &Tensor, k: &Tensor) -> Result<Tensor> {
+        // scaling q (Tq·hd values) is cheaper than scaling the scores (Tq·Tk)
+        let mut s = q.mul_scalar(self.scale)?.matmul(&k.transpose(-1, -2)?)?;
+        if let Some(bias) = &self.bias {
+            s = s.add(bias)?;
+        }
+        s.softmax(-1)
+    }
+
+    /// The packed inputs' gradients from the heads, the probabilities `p`, the dropout
+    /// mask and the output gradient `g`. `composed`: the softmax backward in recorded
+    /// ops (differentiable) instead of the one-call backend kernel.
+    #[allow(clippy::too_many_arguments)]
+    fn grads(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        p: &Tensor,
+        keep: Option<&Tensor>,
+        g: &Tensor,
+        composed: bool,
+    ) -> Result<Vec<Option<Tensor>>> {
         let (b, h, tq, hd) = (q.shape()[0], q.shape()[1], q.shape()[2], q.shape()[3]);
         let go = g.reshape(&[b, tq, h, hd])?.permute(&[0, 2, 1, 3])?;
-        let pd = match &keep {
+        let pd = match keep {
             Some(m) => p.mul(m)?,
             None => p.clone(),
         };
         let gv = pd.transpose(-1, -2)?.matmul(&go)?;
         let mut gp = go.matmul(&v.transpose(-1, -2)?)?;
-        if let Some(m) = &keep {
+        if let Some(m) = keep {
             gp = gp.mul(m)?;
         }
-        let gs = softmax_last_backward(&p, &gp)?;
-        let gq = gs.matmul(&k)?.mul_scalar(self.scale)?;
-        let gk = gs.transpose(-1, -2)?.matmul(&q)?.mul_scalar(self.scale)?;
+        let gs = if composed {
+            p.mul(&gp.sub(&gp.mul(p)?.sum(&[-1], true)?)?)?
+        } else {
+            softmax_last_backward(p, &gp)?
+        };
+        let gq = gs.matmul(k)?.mul_scalar(self.scale)?;
+        let gk = gs.transpose(-1, -2)?.matmul(q)?.mul_scalar(self.scale)?;
         self.packing.pack(&gq, &gk, &gv)
     }
 }

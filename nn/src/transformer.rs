@@ -19,7 +19,7 @@ use crate::linear::Linear;
 use crate::module::{join, BufferVisitor, Module, ParamVisitor};
 use crate::norm::{Norm, NormConfig};
 use unigrad_core::custom::{apply, CustomOp};
-use unigrad_core::ops::elementwise::unary;
+use unigrad_core::ops::elementwise::{gelu_erf_grad, unary};
 use unigrad_core::{DType, Device, Error, Result, ResultExt, Tensor, UnaryOp};
 
 /// Shape of one Transformer layer.
@@ -136,12 +136,7 @@ impl CustomOp for FfnOp {
     fn forward(&mut self, inputs: &[Tensor]) -> Result<Tensor> {
         let _p = crate::profile::scope("ffn.fwd", Some(inputs[0].device()));
         let (x, w1, w2) = (&inputs[0], &inputs[1], &inputs[2]);
-        let c = w1.shape()[1];
-        let x2 = x.reshape(&[x.numel() / c.max(1), c])?;
-        let mut h = x2.matmul(&w1.t()?)?;
-        if let Some(b1) = inputs.get(3) {
-            h = h.add(b1)?;
-        }
+        let (x2, h) = pre_activation(inputs)?;
         let mut y = h.gelu()?.matmul(&w2.t()?)?;
         if let Some(b2) = inputs.get(4) {
             y = y.add(b2)?;
@@ -152,15 +147,56 @@ impl CustomOp for FfnOp {
 
     fn backward(self: Box<Self>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let _p = crate::profile::scope("ffn.bwd", Some(g.device()));
-        let (x2, h, w1, w2, in_shape) = self.saved.ok_or_else(|| crate::not_run("feed_forward"))?;
+        let (x2, h, w1, w2, in_shape) = self.saved.as_ref().ok_or_else(|| crate::not_run("feed_forward"))?;
+        let dgelu = unary(h, UnaryOp::GeluErfGrad)?;
+        self.grads(x2, h, &dgelu, w1, w2, in_shape, g)
+    }
+
+    /// The same formulas in recorded ops on the attached inputs, with the
+    /// pre-activation recomputed from them and GELU's derivative as a recorded op, so
+    /// gradients of gradients (`create_graph`) go through `FeedForward`.
+    fn differentiable_backward(&self, inputs: &[Tensor], g: &Tensor) -> Option<Result<Vec<Option<Tensor>>>> {
+        Some(pre_activation(inputs).and_then(|(x2, h)| {
+            let dgelu = gelu_erf_grad(&h)?;
+            self.grads(&x2, &h, &dgelu, &inputs[1], &inputs[2], inputs[0].shape(), g)
+        }))
+    }
+}
+
+/// `(x as [rows, C], W₁x + b₁)` from the op's inputs.
+fn pre_activation(inputs: &[Tensor]) -> Result<(Tensor, Tensor)> {
+    let (x, w1) = (&inputs[0], &inputs[1]);
+    let c = w1.shape()[1];
+    let x2 = x.reshape(&[x.numel() / c.max(1), c])?;
+    let mut h = x2.matmul(&w1.t()?)?;
+    if let Some(b1) = inputs.get(3) {
+        h = h.add(b1)?;
+    }
+    Ok((x2, h))
+}
+
+impl FfnOp {
+    /// `(dx, dW₁, dW₂[, db₁, db₂])` from `x [rows, C]`, the pre-activation `h`, GELU's
+    /// derivative at `h`, the weights, `x`'s shape and the output gradient `g`.
+    #[allow(clippy::too_many_arguments)]
+    fn grads(
+        &self,
+        x2: &Tensor,
+        h: &Tensor,
+        dgelu: &Tensor,
+        w1: &Tensor,
+        w2: &Tensor,
+        in_shape: &[usize],
+        g: &Tensor,
+    ) -> Result<Vec<Option<Tensor>>> {
         let g2 = g.reshape(&[x2.shape()[0], w2.shape()[0]])?;
         let a = h.gelu()?; // recomputed instead of kept alive since the forward
         let gw2 = g2.t()?.matmul(&a)?;
         drop(a);
-        let gh = g2.matmul(&w2)?.mul(&unary(&h, UnaryOp::GeluErfGrad)?)?;
-        let gw1 = gh.t()?.matmul(&x2)?;
+        let gh = g2.matmul(w2)?.mul(dgelu)?;
+        let gw1 = gh.t()?.matmul(x2)?;
         let gx = if self.need_x {
-            Some(gh.matmul(&w1)?.reshape(&in_shape)?)
+            Some(gh.matmul(w1)?.reshape(in_shape)?)
         } else {
             None
         };

@@ -18,7 +18,9 @@ use crate::ops_extra;
 use crate::util::{assert_close, check_grad, randn, second_order, Tol};
 use unigrad_core::autograd::{self, grad, BackwardOptions};
 use unigrad_core::custom::{apply, CustomOp};
-use unigrad_core::{DType, Device, Error, Result, Tensor};
+use unigrad_core::{manual_seed, DType, Device, Error, Result, Tensor};
+use unigrad_nn::attention::{attention_bias, Init, MultiHeadAttention};
+use unigrad_nn::{BatchNorm, EncoderLayer, LayerConfig, Module, NormKind};
 
 /// Unary maps, second order (kinks: relu, abs, clamp give 0, which is checked too).
 pub fn unary(dev: &Device) -> Result<()> {
@@ -106,6 +108,139 @@ pub fn new_ops(dev: &Device) -> Result<()> {
 /// recomputes the probabilities with recorded ops, so its gradient is differentiable.
 pub fn fused_attention(dev: &Device) -> Result<()> {
     second_order(|| attention::gradcheck_fused(dev))
+}
+
+/// nn's attention (self-attention with causal and padding masks, cross-attention),
+/// second order: the fused core's `create_graph` backward is in recorded ops.
+pub fn nn_attention(dev: &Device) -> Result<()> {
+    second_order(|| nn_modules::gradcheck_self_attention_masks(dev))?;
+    second_order(|| nn_modules::gradcheck_cross_attention(dev))
+}
+
+/// Attention with dropout (nn's `AttnOp` custom op), second order: its differentiable
+/// backward recomputes the probabilities from the attached inputs and reuses the
+/// forward's dropout mask. The RNG is re-seeded in every evaluation, so each one draws
+/// the same masks and the function is deterministic for the finite differences.
+pub fn nn_attention_dropout(dev: &Device) -> Result<()> {
+    manual_seed(31);
+    let layer = MultiHeadAttention::new_self(4, 2, true, 0.3, Init::Normal(0.5), DType::F64, dev)?;
+    let x = randn(dev, &[2, 3, 4])?;
+    let bias = attention_bias(true, None, 3, 3, DType::F64, dev)?;
+    let qkv_w = layer
+        .qkv
+        .as_ref()
+        .map(|l| l.weight.detach())
+        .ok_or_else(|| Error::invalid("nn_attention_dropout", "self-attention layer without qkv"))?;
+    let f = |xs: &[Tensor]| -> Result<Tensor> {
+        manual_seed(32);
+        let mut a = layer.clone();
+        if let Some(qkv) = a.qkv.as_mut() {
+            qkv.weight = xs[1].clone();
+        }
+        a.forward_self(&xs[0], bias.as_ref())
+    };
+    // the masks are really drawn: the output differs from the dropout-free layer's
+    let mut plain = layer.clone();
+    plain.set_train(false);
+    let (with, without) = (f(&[x.clone(), qkv_w.clone()])?, plain.forward_self(&x, bias.as_ref())?);
+    assert!(
+        with.sub(&without)?.abs()?.sum_all()?.to_vec_f64()?[0] > 1e-3,
+        "attention dropout drew no mask"
+    );
+    second_order(|| check_grad("self-attention with dropout", &[x, qkv_w], f))
+}
+
+/// nn's fused feed-forward (custom op with a differentiable backward) and whole
+/// pre-/post-norm Transformer blocks (LayerNorm, BatchNorm with padding, RMSNorm),
+/// second order.
+pub fn nn_feed_forward_and_blocks(dev: &Device) -> Result<()> {
+    second_order(|| nn_modules::gradcheck_feed_forward(dev))?;
+    second_order(|| nn_modules::gradcheck_block_pre_norm(dev))?;
+    second_order(|| nn_modules::gradcheck_block_post_norm(dev))
+}
+
+/// BatchNorm second order: training mode with batch statistics (custom op with a
+/// differentiable backward), with and without a padding mask, and eval mode with the
+/// running statistics.
+pub fn nn_batch_norm(dev: &Device) -> Result<()> {
+    second_order(|| nn_modules::gradcheck_batch_norm(dev))?;
+    second_order(|| nn_modules::gradcheck_batch_norm_masked(dev))?;
+    manual_seed(33);
+    let mut base = BatchNorm::new(3, DType::F64, dev)?;
+    base.running_mean.set(randn(dev, &[3])?);
+    base.running_var.set(randn(dev, &[3])?.sqr()?.add_scalar(0.5)?);
+    base.set_train(false);
+    let inputs = [randn(dev, &[2, 4, 3])?, randn(dev, &[3])?, randn(dev, &[3])?];
+    second_order(|| {
+        check_grad("batch norm (eval)", &inputs, |xs| {
+            let mut bn = base.clone();
+            bn.weight = xs[1].clone();
+            bn.bias = xs[2].clone();
+            bn.forward(&xs[0], None)
+        })
+    })
+}
+
+/// nn's `Embedding`, second order.
+pub fn nn_embedding(dev: &Device) -> Result<()> {
+    second_order(|| nn_modules::gradcheck_embedding(dev))
+}
+
+/// A gradient penalty `‖∂(Σ block(x))/∂x‖²` through a tiny pre-norm Transformer block
+/// (attention with a causal mask, feed-forward, LayerNorm or BatchNorm), differentiated
+/// with respect to the attention and feed-forward weights and checked against finite
+/// differences.
+pub fn gradient_penalty_transformer_block(dev: &Device) -> Result<()> {
+    for (seed, norm) in [(34, NormKind::LayerNorm), (35, NormKind::BatchNorm)] {
+        manual_seed(seed);
+        let cfg = LayerConfig {
+            d_model: 4,
+            heads: 2,
+            d_ff: 6,
+            dropout: 0.0,
+            norm: norm.into(),
+            pre_norm: true,
+            bias: true,
+            ln_scale: 1.0,
+            init: Init::Normal(0.4),
+        };
+        // the same seed builds the same layer each time
+        let build = || -> Result<EncoderLayer> {
+            manual_seed(seed);
+            EncoderLayer::new(&cfg, DType::F64, dev)
+        };
+        let layer = build()?;
+        let x = randn(dev, &[2, 3, 4])?;
+        let bias = attention_bias(true, None, 3, 3, DType::F64, dev)?;
+        let qkv_w =
+            layer.attn.qkv.as_ref().map(|l| l.weight.detach()).ok_or_else(|| {
+                Error::invalid("gradient_penalty_transformer_block", "self-attention layer without qkv")
+            })?;
+        let weights = [qkv_w, layer.ff.ff1.weight.detach(), layer.ff.ff2.weight.detach()];
+        let penalty = |ws: &[Tensor]| -> Result<Tensor> {
+            // gradcheck's numeric side runs under no_grad; the inner gradient needs a graph
+            autograd::enable_grad(|| {
+                let mut l = build()?;
+                if let Some(qkv) = l.attn.qkv.as_mut() {
+                    qkv.weight = ws[0].clone();
+                }
+                l.ff.ff1.weight = ws[1].clone();
+                l.ff.ff2.weight = ws[2].clone();
+                let xi = x.detach().requires_grad();
+                let out = l.forward(&xi, bias.as_ref(), None)?.sum_all()?;
+                let gx = grad(&[&out], &[&out.ones_like()?], &[&xi], true)?[0]
+                    .clone()
+                    .ok_or_else(|| Error::invalid("gradient_penalty_transformer_block", "no gradient for x"))?;
+                gx.sqr()?.sum_all()
+            })
+        };
+        check_grad(
+            &format!("gradient penalty through a {norm:?} Transformer block"),
+            &weights,
+            penalty,
+        )?;
+    }
+    Ok(())
 }
 
 /// `grad` returns the gradients of leaves and intermediates without touching any

@@ -177,6 +177,8 @@ macro_rules! backend_suite {
                     log_softmax_large_logits, relu_propagates_nan, powf_zero_exponent, clamp_kinks,
                     extremum_nan_and_ties, empty_mean_is_nan, empty_axes_reduce_all,
                     composed_errors_name_the_called_op,
+                    // issue 17 (helper "hog2"): zero-class cross-entropy with every target ignored
+                    cross_entropy_zero_classes_all_ignored,
                 }
                 training(Exclusive) = $crate::training { mlp_memory_flat }
                 fused(Shared) = $crate::fused {
@@ -234,6 +236,9 @@ macro_rules! backend_suite {
                     cross_entropy, dropout, to_dtype, compositions, norms, nn_linear, new_ops, fused_attention, grad_semantics,
                     released_graph_errors, hvp_quadratic_form, gradient_penalty_mlp, custom_op_second_order,
                     gradgradcheck_catches_wrong_second_derivative,
+                    // issue 17 (helper "hog2"): the nn layers to second order
+                    nn_attention, nn_attention_dropout, nn_feed_forward_and_blocks, nn_batch_norm, nn_embedding,
+                    gradient_penalty_transformer_block,
                 }
                 nn_state(Shared) = $crate::nn_state {
                     un_all_padding_batch_changes_no_state, pn_all_padding_batch_changes_no_state,

@@ -302,3 +302,33 @@ pub fn composed_errors_name_the_called_op(dev: &Device) -> Result<()> {
     );
     Ok(())
 }
+
+/// Cross-entropy over zero classes (logits `[N, 0]`) where every target is ignored
+/// (with and without label smoothing, and `N = 0`) is the all-ignored result: loss 0
+/// with a zero gradient of the logits' shape, as with classes; a target that is not
+/// ignored is still out of range.
+pub fn cross_entropy_zero_classes_all_ignored(dev: &Device) -> Result<()> {
+    for (n, smoothing) in [(1usize, 1.0), (3, 0.0), (2, 0.4), (0, 1.0)] {
+        let logits = Tensor::zeros(&[n, 0], DType::F64, dev)?.requires_grad();
+        let targets = Tensor::from_vec(vec![-100i64; n], &[n], dev)?;
+        let loss = logits.cross_entropy(&targets, Some(-100), smoothing)?;
+        assert_eq!(loss.shape(), &[] as &[usize], "n = {n}: the loss is a scalar");
+        assert_eq!(loss.to_vec_f64()?, vec![0.0], "n = {n}, smoothing {smoothing}");
+        loss.backward()?;
+        let g = logits.grad().expect("the all-ignored loss keeps its graph");
+        assert_eq!(g.shape(), &[n, 0]);
+    }
+    // the same as with classes: every target ignored gives 0 there too
+    let logits = Tensor::from_f64s(&[0.3, -1.0, 2.0], &[1, 3], DType::F64, dev)?;
+    let t = Tensor::from_vec(vec![-100i64], &[1], dev)?;
+    assert_eq!(logits.cross_entropy(&t, Some(-100), 1.0)?.to_vec_f64()?, vec![0.0]);
+    let empty = Tensor::zeros(&[1, 0], DType::F64, dev)?;
+    let kept = Tensor::from_vec(vec![0i64], &[1], dev)?;
+    expect_err(
+        "cross_entropy over zero classes with a kept target",
+        empty.cross_entropy(&kept, Some(-100), 1.0),
+        "cross_entropy",
+        &["out of range"],
+    );
+    Ok(())
+}

@@ -2,7 +2,7 @@
 //!
 //! Tensors and devices, the layers and models with their configurations, the norm slot,
 //! the optimizers and schedules, the loss, seeding (the process-wide `manual_seed` and explicit `Generator`s), `no_grad`, device selection and the
-//! error type. Everything else stays one path away (`unigrad::nn::checkpoint`,
+//! error type, and higher-order gradients (`grad`, `BackwardOptions`, `enable_grad`). Everything else stays one path away (`unigrad::nn::checkpoint`,
 //! `unigrad::nn::fold`, `unigrad::core::gradcheck`, ...), so the glob brings in no names
 //! a user is likely to define.
 //!
@@ -11,6 +11,7 @@
 //! `Result<(), Box<dyn std::error::Error>>`.
 
 pub use crate::device::device_from_str;
+pub use unigrad_core::autograd::{enable_grad, grad, BackwardOptions};
 pub use unigrad_core::{manual_seed, no_grad, with_generator, DType, Device, Error, Generator, Tensor};
 pub use unigrad_nn::module::ParamVisitor;
 pub use unigrad_nn::{

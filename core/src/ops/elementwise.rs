@@ -449,8 +449,9 @@ fn extremum_grads(
 /// The derivative of exact GELU, `Φ(x) + x·φ(x)`, as a recorded op (there is no
 /// `erf` tensor op to compose `Φ` from): one derivative kernel forward, and its own
 /// derivative `φ(x)·(2 − x²)` in recorded ops backward, so GELU is differentiable to
-/// any order.
-fn gelu_erf_grad(x: &Tensor) -> Result<Tensor> {
+/// any order. Public for the differentiable backward of custom ops (nn's fused
+/// feed-forward).
+pub fn gelu_erf_grad(x: &Tensor) -> Result<Tensor> {
     let out = x.map_raw(UnaryOp::GeluErfGrad)?;
     let x_in = x.clone();
     record(

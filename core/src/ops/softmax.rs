@@ -110,7 +110,8 @@ impl Tensor {
     /// distribution as in PyTorch. Returns a scalar.
     ///
     /// **Differs from PyTorch:** when every target is ignored (or `N = 0`) the loss
-    /// is 0 with zero gradients, where PyTorch returns NaN (0/0): a batch made only
+    /// is 0 with zero gradients (also over zero classes, where every target must be
+    /// ignored), where PyTorch returns NaN (0/0): a batch made only
     /// of padding then leaves the model unchanged instead of poisoning it.
     pub fn cross_entropy(&self, targets: &Tensor, ignore_index: Option<i64>, label_smoothing: f64) -> Result<Tensor> {
         const OP: &str = "cross_entropy";
@@ -147,6 +148,12 @@ impl Tensor {
             }
             valid[i] = 1.0;
             safe[i] = ti;
+        }
+        if c == 0 {
+            // no class: every target was ignored (any other is out of range above), so
+            // this is the all-ignored loss 0, as the empty sum of the logits (recorded,
+            // zero gradient); the gather below would have no column 0 to read
+            return in_op(OP, || self.sum_all());
         }
         let count: f64 = valid.iter().sum();
         in_op(OP, || self.cross_entropy_rows(&valid, safe, count, label_smoothing))

@@ -222,7 +222,36 @@ impl CustomOp for BatchNormOp {
 
     fn forward(&mut self, inputs: &[Tensor]) -> Result<Tensor> {
         let _p = crate::profile::scope("batch_norm.fwd", Some(inputs[0].device()));
-        let (x, w, b) = (&inputs[0], &inputs[1], &inputs[2]);
+        let (w, b) = (&inputs[1], &inputs[2]);
+        let (mean, var, rstd, xhat) = self.normalize(&inputs[0])?;
+        let y = xhat.mul(w)?.add(b)?;
+        if let Ok(mut s) = self.stats.lock() {
+            *s = Some((mean, var));
+        }
+        self.saved = Some((xhat, rstd, w.clone()));
+        Ok(y)
+    }
+
+    fn backward(self: Box<Self>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
+        let _p = crate::profile::scope("batch_norm.bwd", Some(g.device()));
+        let (xhat, rstd, w) = self.saved.as_ref().ok_or_else(|| crate::not_run("batch_norm"))?;
+        self.grads(xhat, rstd, w, g)
+    }
+
+    /// The same closed form in recorded ops on the attached inputs, with the batch
+    /// statistics recomputed from them, so gradients of gradients (`create_graph`) go
+    /// through training-mode BatchNorm (eval mode is composed of recorded ops anyway).
+    fn differentiable_backward(&self, inputs: &[Tensor], g: &Tensor) -> Option<Result<Vec<Option<Tensor>>>> {
+        Some(
+            self.normalize(&inputs[0])
+                .and_then(|(_, _, rstd, xhat)| self.grads(&xhat, &rstd, &inputs[1], g)),
+        )
+    }
+}
+
+impl BatchNormOp {
+    /// `(mean, biased variance, r, x̂)` of `x [rows, C]` over the valid rows.
+    fn normalize(&self, x: &Tensor) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
         let inv = 1.0 / self.count;
         let (mean, xc, var) = match &self.valid {
             Some(v) => {
@@ -240,29 +269,22 @@ impl CustomOp for BatchNormOp {
         };
         let rstd = var.add_scalar(self.eps)?.rsqrt()?;
         let xhat = xc.mul(&rstd)?;
-        drop(xc);
-        let y = xhat.mul(w)?.add(b)?;
-        if let Ok(mut s) = self.stats.lock() {
-            *s = Some((mean, var));
-        }
-        self.saved = Some((xhat, rstd, w.clone()));
-        Ok(y)
+        Ok((mean, var, rstd, xhat))
     }
 
-    fn backward(self: Box<Self>, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
-        let _p = crate::profile::scope("batch_norm.bwd", Some(g.device()));
-        let (xhat, rstd, w) = self.saved.ok_or_else(|| crate::not_run("batch_norm"))?;
+    /// `(dx, dγ, dβ)` from `x̂`, `r`, `γ` and the output gradient `g` (see the type docs).
+    fn grads(&self, xhat: &Tensor, rstd: &Tensor, w: &Tensor, g: &Tensor) -> Result<Vec<Option<Tensor>>> {
         let inv = 1.0 / self.count;
         let gb = g.sum(&[0], false)?;
-        let gw = g.mul(&xhat)?.sum(&[0], false)?;
-        let gx = g.mul(&w)?;
+        let gw = g.mul(xhat)?.sum(&[0], false)?;
+        let gx = g.mul(w)?;
         let a = gx.sum(&[0], true)?.mul_scalar(inv)?;
-        let c = gx.mul(&xhat)?.sum(&[0], true)?.mul_scalar(inv)?;
+        let c = gx.mul(xhat)?.sum(&[0], true)?.mul_scalar(inv)?;
         let mut corr = xhat.mul(&c)?.add(&a)?;
         if let Some(v) = &self.valid {
             corr = corr.mul(v)?;
         }
-        let dx = gx.sub(&corr)?.mul(&rstd)?;
+        let dx = gx.sub(&corr)?.mul(rstd)?;
         Ok(vec![Some(dx), Some(gw), Some(gb)])
     }
 }
