@@ -157,6 +157,18 @@ pub fn norm_config(kind: NormKind, task: TaskKind, steps: u64, warmup_frac: Opti
     cfg
 }
 
+/// `cfg` with its UN hyperparameters replaced by `un`, keeping the warm-up that
+/// [`norm_config`] scaled to the run (`None`: `cfg` unchanged). The options' `un` field.
+pub fn with_un(mut cfg: NormConfig, un: Option<unigrad::nn::norm::UnConfig>) -> NormConfig {
+    if let Some(u) = un {
+        cfg.un = unigrad::nn::norm::UnConfig {
+            warmup_iters: cfg.un.warmup_iters,
+            ..u
+        };
+    }
+    cfg
+}
+
 /// Path of the optimizer file next to a model checkpoint: `<path>.opt`.
 pub fn opt_path(p: &Path) -> PathBuf {
     let mut s = p.as_os_str().to_owned();
