@@ -11,7 +11,7 @@
 //! Expected wall time on an idle 2-core machine: about 4–7 hours. The study trains
 //! 177,600 ViT steps (ladder 2 seeds × 4 norms × (600 + 2,400 + 9,600), ablation 2 seeds ×
 //! 4 UN variants × 9,600) and 105,600 LM steps (ladder 2 × 4 × (400 + 1,600 + 6,400),
-//! ablation 2 × 3 × 6,400); the lag run re-uses the seed-1 BN and UN ViT runs of its
+//! ablation 2 × 3 × 6,400); the lag run re-uses the first seed's BN and UN ViT runs of its
 //! length. Per step, measured from 10- and 50-step runs of the default models with
 //! 2 threads on a 2-core machine that other builds kept busy (so the range runs from
 //! CPU time / 2 to contended wall time): ViT ≈ 0.05–0.10 s, LM ≈ 0.05–0.07 s, plus a few
@@ -64,7 +64,7 @@
 //!   `--resume` only when this matches).
 //! * `quality_<task>.svg`: final quality against run length (log x), one line per norm
 //!   through the seed means, each seed a dot.
-//! * `lag_vit_<N>.svg` and `.csv` (with `--lag-run N`): over the seed-1 ViT runs of N steps,
+//! * `lag_vit_<N>.svg` and `.csv` (with `--lag-run N`): over the first seed's ViT runs of N steps,
 //!   BatchNorm's batch variance and running variance and UN's batch quadratic mean, the
 //!   statistic it divides by (window-smoothed after warm-up) and its running statistic, per
 //!   step at one norm site (`--lag-site`, default `blocks.0.norm1`), showing how far the
@@ -160,7 +160,7 @@ struct Args {
     /// Only the ablation and lag runs, not the ladder.
     #[arg(long)]
     no_ladder: bool,
-    /// Trace BN's and UN's statistics over the seed-1 ViT runs of this many steps.
+    /// Trace BN's and UN's statistics over the first seed's ViT runs of this many steps.
     #[arg(long)]
     lag_run: Option<u64>,
     /// The norm site the lag run traces.
@@ -550,7 +550,7 @@ fn lag_outputs(tracers: &BTreeMap<usize, Tracer>, site: &str, steps: u64, out: &
     std::fs::write(&csv_path, text)?;
     let stride = (steps / 600).max(1);
     let mut chart = LineChart::new(
-        format!("Statistic lag at {site}, ViT, {steps} steps (seed-1 runs)"),
+        format!("Statistic lag at {site}, ViT, {steps} steps (first seed)"),
         "training step",
         "channel mean of the statistic",
     )
@@ -771,6 +771,19 @@ fn run(a: Args) -> AnyResult<()> {
         Some(_) => return Err("--lag-run traces the ViT; use --task vit or both".into()),
         None => Vec::new(),
     };
+    if let Some(Opts::Vit(o)) = lag.first().map(|s| s.options(a.quick, true)) {
+        // a wrong site name must fail now, not after hours of training
+        let mut sites = Vec::new();
+        Vit::new(o.model_config(), DType::F32, &dev)?.visit_norms_mut("", &mut |name, _| sites.push(name.to_string()));
+        if !sites.contains(&a.lag_site) {
+            return Err(format!(
+                "--lag-site `{}` is not a norm site of the ViT; it has {}",
+                a.lag_site,
+                sites.join(", ")
+            )
+            .into());
+        }
+    }
     specs.extend(lag.iter().copied());
 
     // ---- what runs.csv already holds ----

@@ -4,7 +4,8 @@
 //! thin command-line front ends over [`translate::train_translate`] and [`vit::train_vit`],
 //! and `paper_table` calls the same functions in-process once per normalization (plus
 //! [`lm::train_lm`] for the byte-level language model), so every number in the table comes
-//! from exactly the code a user can run on its own. Each loop takes a plain options struct
+//! from exactly the code a user can run on its own The `norm_scaling` study calls them the same way
+//! for every norm, run length and seed. Each loop takes a plain options struct
 //! (with `Default` = the example's defaults and a `quick()` preset for smoke tests) and
 //! returns a serialisable result struct that the programs print as one JSON line.
 //!
