@@ -762,8 +762,12 @@ fn run(a: Args) -> AnyResult<()> {
             }
         }
     }
+    // with --resume, lag outputs already written are kept and their runs not traced again
+    let lag_csv = a.lag_run.map(|l| a.out.join(format!("lag_vit_{l}.csv")));
+    let lag_kept = a.resume && lag_csv.as_ref().is_some_and(|p| p.exists());
     let lag: Vec<Spec> = match a.lag_run {
         Some(0) => return Err("--lag-run needs at least 1 step".into()),
+        Some(_) if lag_kept => Vec::new(),
         Some(l) if tasks.contains(&Task::Vit) => [NormKind::BatchNorm, NormKind::Unified]
             .into_iter()
             .map(|n| spec(Task::Vit, Variant::Full, n, l, seeds[0]))
@@ -803,6 +807,7 @@ fn run(a: Args) -> AnyResult<()> {
     std::fs::create_dir_all(&tmp)?;
     let mut tracers: BTreeMap<usize, Tracer> = BTreeMap::new();
     let (mut ran, mut skipped) = (Vec::new(), 0usize);
+    let mut lag_v = Value::Null;
     let total = specs.len();
     for (i, s) in specs.iter().enumerate() {
         let mut o = s.options(a.quick, a.quiet);
@@ -835,7 +840,7 @@ fn run(a: Args) -> AnyResult<()> {
                 r.quality,
                 r.wall_s,
                 if done.contains(&key) {
-                    ", traced again for the lag plot"
+                    ", trained again to trace it for the lag plot"
                 } else {
                     ""
                 }
@@ -866,13 +871,17 @@ fn run(a: Args) -> AnyResult<()> {
             append_row(&csv_path, &HEADER, &fields)?;
         }
         ran.push(row);
+        // the lag outputs as soon as both traced runs are done (an interruption later keeps them)
+        if let (true, Some(l)) = (traced, a.lag_run) {
+            if lag.iter().all(|s| tracers.contains_key(&s.norm_rank)) {
+                lag_v = lag_outputs(&tracers, &a.lag_site, l, &a.out)?;
+            }
+        }
     }
     let _ = std::fs::remove_dir_all(&tmp);
-
-    let lag_v = match a.lag_run {
-        Some(l) => lag_outputs(&tracers, &a.lag_site, l, &a.out)?,
-        None => Value::Null,
-    };
+    if let (true, Some(p)) = (lag_kept, &lag_csv) {
+        lag_v = json!({ "csv": p.display().to_string(), "kept_from_earlier_run": true });
+    }
     let rows = read_records(&csv_path)?;
     let (gaps, mut files) = summarize(&rows, &tasks, &a.out)?;
     files.insert(0, csv_path.display().to_string());
