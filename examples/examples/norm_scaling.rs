@@ -73,13 +73,26 @@
 //!   LayerNorm, and the ablation table.
 //! * With `--un-ablation`: UN runs with one mechanism switched off at a time, at
 //!   `--ablation-length` (default: each task's longest length), in `runs.csv` with their
-//!   `variant`: `fwd_window_1` (forward smoothing window 1: no smoothing), `bwd_window_1`
-//!   (backward window 1: the calibrated gradient statistic of the current batch alone,
-//!   still averaged by the EMA), `exact_backward` (the calibrated backward off: the exact
-//!   gradient of the same forward, so neither the backward EMA nor `r` acts) and, for the
-//!   ViT, `no_filter` (outlier filtration off). The `r` clamp to [0.2, 5] has no switch in
-//!   `UnConfig`, so it is not ablated on its own; `exact_backward` removes `r` with the
-//!   rest of the calibrated backward.
+//!   `variant`. `UnConfig` has switches for the windows, the calibrated backward and the
+//!   filter, and the reference's quirks tie some mechanisms together, so each variant
+//!   removes what its description says (ALGORITHMS.md §1 next to the fixtures):
+//!   - `fwd_window_1`: forward window 1. With a one-row window the reference treats every
+//!     step as an internal skip, so the forward divides by the batch statistic, the
+//!     backward corrects with the batch's own gradient statistic instead of its EMA, and
+//!     `r` is 1: forward smoothing and backward EMA both off.
+//!   - `whole_warmup`: the run never leaves UN's warm-up: the batch statistic forward, but
+//!     the backward still corrects with the EMA of the per-batch gradient statistics; the
+//!     filter and `r` never act. Against `fwd_window_1` it isolates the backward EMA;
+//!     against `full` it measures forward smoothing, filter and `r` together.
+//!   - `bwd_window_1`: backward window 1: the calibrated gradient statistic of the current
+//!     batch alone, still averaged by the EMA.
+//!   - `exact_backward`: the calibrated backward off: the exact gradient of the same
+//!     (smoothed) forward, so neither the backward EMA nor `r` acts.
+//!   - `no_filter` (ViT only; the LM runs without filtration): outlier filtration off.
+//!
+//!   The `r` clamp to [0.2, 5] has no switch in `UnConfig`, so it is not ablated on its
+//!   own; `exact_backward` and `whole_warmup` remove `r` with other mechanisms, and `r` is
+//!   exactly 1 anyway in runs of at most 1,000 steps.
 //!
 //! The last stdout line is one JSON object (every run of this invocation, the gaps, the
 //! files written).
@@ -237,14 +250,16 @@ enum Variant {
     FwdWindow1,
     BwdWindow1,
     ExactBackward,
+    WholeWarmup,
     NoFilter,
 }
 
 impl Variant {
-    const ABLATIONS: [Variant; 4] = [
+    const ABLATIONS: [Variant; 5] = [
         Variant::FwdWindow1,
         Variant::BwdWindow1,
         Variant::ExactBackward,
+        Variant::WholeWarmup,
         Variant::NoFilter,
     ];
 
@@ -254,6 +269,7 @@ impl Variant {
             Variant::FwdWindow1 => "fwd_window_1",
             Variant::BwdWindow1 => "bwd_window_1",
             Variant::ExactBackward => "exact_backward",
+            Variant::WholeWarmup => "whole_warmup",
             Variant::NoFilter => "no_filter",
         }
     }
@@ -263,11 +279,20 @@ impl Variant {
         !(self == Variant::NoFilter && task == Task::Lm)
     }
 
+    /// UN's / PowerNorm's warm-up as a fraction of the run: the paper's fraction, or twice
+    /// the run for `whole_warmup`, so the run never leaves the warm-up.
+    fn warmup_frac(self, norm: NormKind) -> f64 {
+        match self {
+            Variant::WholeWarmup => 2.0,
+            _ => norm_warmup_frac(norm),
+        }
+    }
+
     /// UN's configuration with this mechanism off (`None`: the task's default).
     fn un(self, task: Task) -> Option<UnConfig> {
         let base = norm_config(NormKind::Unified, task.kind(), 1, None).un;
         match self {
-            Variant::Full => None,
+            Variant::Full | Variant::WholeWarmup => None,
             Variant::FwdWindow1 => Some(base.with_window((1, base.window.bwd))),
             Variant::BwdWindow1 => Some(base.with_window((base.window.fwd, 1))),
             Variant::ExactBackward => Some(UnConfig {
@@ -353,7 +378,7 @@ impl Spec {
                     norm: self.norm(),
                     steps: self.length,
                     warmup: lr_warmup(self.length),
-                    norm_warmup_frac: norm_warmup_frac(self.norm()),
+                    norm_warmup_frac: self.variant.warmup_frac(self.norm()),
                     un: self.variant.un(self.task),
                     seed: self.seed,
                     quiet,
