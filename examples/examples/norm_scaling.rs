@@ -8,10 +8,10 @@
 //! cargo run --release -p unigrad-examples --example norm_scaling -- --resume --un-ablation --lag-run 9600
 //! ```
 //!
-//! Expected wall time on an idle 2-core machine: about 4–7 hours. The study trains
-//! 177,600 ViT steps (ladder 2 seeds × 4 norms × (600 + 2,400 + 9,600), ablation 2 seeds ×
-//! 4 UN variants × 9,600) and 105,600 LM steps (ladder 2 × 4 × (400 + 1,600 + 6,400),
-//! ablation 2 × 3 × 6,400); the lag run re-uses the first seed's BN and UN ViT runs of its
+//! Expected wall time on an idle 2-core machine: about 4.5–8 hours. The study trains
+//! 196,800 ViT steps (ladder 2 seeds × 4 norms × (600 + 2,400 + 9,600), ablation 2 seeds ×
+//! 5 UN variants × 9,600) and 118,400 LM steps (ladder 2 × 4 × (400 + 1,600 + 6,400),
+//! ablation 2 × 4 × 6,400); the lag run re-uses the first seed's BN and UN ViT runs of its
 //! length. Per step, measured from 10- and 50-step runs of the default models with
 //! 2 threads on a 2-core machine that other builds kept busy (so the range runs from
 //! CPU time / 2 to contended wall time): ViT ≈ 0.05–0.10 s, LM ≈ 0.05–0.07 s, plus a few
