@@ -41,7 +41,7 @@
 //! 1,600 and 6,400, ×4 apart like the ViT's and bracketing `paper_table`'s 800-step LM
 //! run. The LM's longest rung reads 6,400 × 16 × 64 ≈ 6.6 M bytes, about 6.5 passes over
 //! the ~1 MB training split: beyond that this small model would mostly measure
-//! overfitting, and it costs about as much as the ViT's longest rung per run.
+//! overfitting.
 //!
 //! UN's and PowerNorm's warm-up (the iterations before they switch from the batch
 //! statistic to their smoothed / running one) is a fixed fraction of each run, the
