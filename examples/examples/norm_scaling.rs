@@ -8,15 +8,17 @@
 //! cargo run --release -p unigrad-examples --example norm_scaling -- --resume --un-ablation --lag-run 9600
 //! ```
 //!
-//! Expected wall time on an idle 2-core machine: about 4.5–8 hours. The study trains
+//! Expected wall time on an idle 2-core machine: about 2.5–5 hours. The study trains
 //! 196,800 ViT steps (ladder 2 seeds × 4 norms × (600 + 2,400 + 9,600), ablation 2 seeds ×
 //! 5 UN variants × 9,600) and 118,400 LM steps (ladder 2 × 4 × (400 + 1,600 + 6,400),
 //! ablation 2 × 4 × 6,400); the lag run re-uses the first seed's BN and UN ViT runs of its
-//! length. Per step, measured from 10- and 50-step runs of the default models with
-//! 2 threads on a 2-core machine that other builds kept busy (so the range runs from
-//! CPU time / 2 to contended wall time): ViT ≈ 0.05–0.10 s, LM ≈ 0.05–0.07 s, plus a few
-//! seconds of data loading and evaluation per run. The ladder alone (no ablation) is
-//! about 2.5–4 hours. The study does not have to
+//! length. Per step, from the process CPU time of 10- and 50-step runs of the default
+//! models with 2 threads (the machine was busy, so wall times were not usable; the range
+//! runs from CPU time / 2, perfect use of both cores, to CPU time, none): ViT 0.03–0.06 s,
+//! LM 0.025–0.05 s, plus a few seconds of data loading and evaluation per run. The ladder
+//! alone (no ablation) is about 1.5–2.5 hours. For scale, on a 2-core machine that other
+//! builds kept at a load of 10–13, at `nice -n 19`, the 600-step ViT runs took 75–150 s
+//! and the 400-step LM runs 43–62 s. The study does not have to
 //! run in one go: every finished run is appended to `runs.csv` at once and `--resume`
 //! skips the runs already there with the same settings, so the ladder continues across
 //! sessions. Runs go short to long (then by task, seed, variant, norm), so a partial CSV
