@@ -63,6 +63,56 @@ run norm_internals --steps 20 --batch 4 --seq 32 --eval-every 10 --val-windows 4
   --pn-warmup 5 --outlier-start 10 --outlier-every 5 --out "$tmp/norm_internals"
 run norm_internals --quick --report "$tmp/report.html" --out "$tmp/norm_report"
 
+run norm_scaling --quick --quiet --un-ablation --lag-run 16 --out "$tmp/norm_scaling"
+run norm_scaling --quick --quiet --resume --out "$tmp/norm_scaling"
+
+# check_norm_scaling DIR: the scaling study's runs.csv parses with one ok row per run (the
+# --resume call above must have added none), and every SVG it wrote parses as XML.
+check_norm_scaling() {
+  if [ ! -f examples/examples/norm_scaling.rs ]; then
+    return 0
+  fi
+  if python3 - "$1" <<'PY'; then
+import csv
+import math
+import sys
+import xml.dom.minidom
+from pathlib import Path
+
+d = Path(sys.argv[1])
+rows = list(csv.DictReader(open(d / "runs.csv", encoding="utf-8")))
+problems = []
+keys = [(r["task"], r["variant"], r["norm"], r["length"], r["seed"], r["settings"]) for r in rows]
+if len(set(keys)) != len(keys):
+    problems.append("runs.csv repeats a run (--resume did not skip it)")
+# quick ladder: 2 tasks x 2 lengths x 4 norms, ablation: 5 ViT + 4 LM variants at length 16
+if len(rows) != 25:
+    problems.append(f"runs.csv has {len(rows)} rows, expected 25")
+for r in rows:
+    if r["status"] != "ok" or not math.isfinite(float(r["quality"])):
+        problems.append(f"run {r['task']} {r['norm']} {r['length']} {r['variant']}: {r['status']} {r['quality']}")
+for name in ["quality_vit.svg", "quality_lm.svg", "lag_vit_16.svg"]:
+    doc = xml.dom.minidom.parse(str(d / name))
+    if not doc.getElementsByTagName("polyline"):
+        problems.append(f"{name} has no line")
+lag = list(csv.DictReader(open(d / "lag_vit_16.csv", encoding="utf-8")))
+if len(lag) != 16 or not all(r["bn_running_var"] and r["un_batch_qm"] for r in lag):
+    problems.append("lag_vit_16.csv does not hold BN and UN statistics for each of the 16 steps")
+if "UN − LN" not in (d / "summary.md").read_text(encoding="utf-8"):
+    problems.append("summary.md has no gap column")
+if problems:
+    print("\n".join(problems[:20]))
+    sys.exit(1)
+print(f"norm_scaling ok: {len(rows)} runs, plots and summary parse")
+PY
+    echo "ok   norm_scaling outputs check"
+  else
+    echo "FAIL norm_scaling outputs check ($1)"
+    failures=$((failures + 1))
+  fi
+}
+check_norm_scaling "$tmp/norm_scaling"
+
 # check_report FILE: the teaching report parses as HTML, holds every section (each with an
 # inline chart and a caption, section 6 with the parameters) and references nothing outside
 # itself: no http(s): anywhere, no src/href other than #anchors and data: URIs, no CSS url()

@@ -4,7 +4,9 @@
 //! later. Rows are written to a temporary file next to the destination, and only
 //! [`CsvWriter::finish`] renames it into place, so a reader never sees a half-written file and
 //! an interrupted run never overwrites a good log with a truncated one. Fields are quoted
-//! following RFC 4180 when they need it.
+//! following RFC 4180 when they need it. A long job whose every finished row must survive an
+//! interruption (the `norm_scaling` study) appends row by row with [`append_row`] instead
+//! and reads its file back with [`read_records`].
 
 use std::borrow::Cow;
 use std::fmt::Display;
@@ -132,6 +134,114 @@ impl Drop for CsvWriter {
     }
 }
 
+/// Splits one CSV line into fields, undoing [`escape_field`]'s quoting (RFC 4180; a quoted
+/// field may not span lines here, which no writer in this crate produces).
+pub fn split_line(line: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (quoted, c) {
+            (true, '"') if chars.peek() == Some(&'"') => {
+                cur.push('"');
+                chars.next();
+            }
+            (true, '"') => quoted = false,
+            (false, '"') if cur.is_empty() => quoted = true,
+            (false, ',') => fields.push(std::mem::take(&mut cur)),
+            (_, c) => cur.push(c),
+        }
+    }
+    fields.push(cur);
+    fields
+}
+
+/// Appends one row to the CSV file at `path`, run by run: a long job (the `norm_scaling`
+/// study) keeps every finished run even when it is interrupted, which the atomic
+/// [`CsvWriter`] does not. A missing or empty file is started with `header`; an existing
+/// one must have exactly that header. The line is flushed and synced before returning.
+pub fn append_row(path: impl AsRef<Path>, header: &[&str], fields: &[String]) -> Result<()> {
+    let path = path.as_ref();
+    if fields.len() != header.len() {
+        return Err(Error::invalid(format!(
+            "CSV row has {} fields but the header has {}",
+            fields.len(),
+            header.len()
+        )));
+    }
+    let head: Vec<String> = header.iter().map(|h| escape_field(h).into_owned()).collect();
+    let existing = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let mut text = String::new();
+    match existing.lines().next() {
+        None => {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+            }
+            text.push_str(&head.join(","));
+            text.push('\n');
+        }
+        Some(first) if first == head.join(",") => {
+            if !existing.ends_with('\n') {
+                text.push('\n');
+            }
+        }
+        Some(first) => {
+            return Err(Error::invalid(format!(
+                "{}: header `{first}` differs from `{}`; use another file",
+                path.display(),
+                head.join(",")
+            )))
+        }
+    }
+    let row: Vec<String> = fields.iter().map(|f| escape_field(f).into_owned()).collect();
+    text.push_str(&row.join(","));
+    text.push('\n');
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    file.write_all(text.as_bytes()).map_err(|e| Error::io(path, e))?;
+    file.sync_all().map_err(|e| Error::io(path, e))
+}
+
+/// The data rows of the CSV file at `path` as `column name → value` maps (empty when the
+/// file does not exist), for reading back what [`append_row`] wrote.
+pub fn read_records(path: impl AsRef<Path>) -> Result<Vec<std::collections::BTreeMap<String, String>>> {
+    let path = path.as_ref();
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let mut lines = text.lines().filter(|l| !l.is_empty());
+    let Some(head) = lines.next() else {
+        return Ok(Vec::new());
+    };
+    let head = split_line(head);
+    lines
+        .enumerate()
+        .map(|(i, l)| {
+            let f = split_line(l);
+            if f.len() != head.len() {
+                return Err(Error::invalid(format!(
+                    "{}: row {} has {} fields but the header has {}",
+                    path.display(),
+                    i + 1,
+                    f.len(),
+                    head.len()
+                )));
+            }
+            Ok(head.iter().cloned().zip(f).collect())
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +290,28 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&path).unwrap(), "old\n");
         assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
         assert!(CsvWriter::create(&path, &[]).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn appends_and_reads_back() {
+        let dir = temp_dir("append");
+        let path = dir.join("runs.csv");
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(read_records(&path).unwrap().is_empty());
+        append_row(&path, &["a", "b"], &["1".into(), "x,\"y\"".into()]).unwrap();
+        append_row(&path, &["a", "b"], &["2".into(), "".into()]).unwrap();
+        assert!(append_row(&path, &["a"], &["3".into()]).is_err(), "header mismatch");
+        assert!(append_row(&path, &["a", "b"], &["3".into()]).is_err(), "too few fields");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text, "a,b\n1,\"x,\"\"y\"\"\"\n2,\n");
+        let rows = read_records(&path).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0]["b"], "x,\"y\"");
+        assert_eq!(rows[1]["a"], "2");
+        assert_eq!(rows[1]["b"], "");
+        std::fs::write(&path, "a,b\n1\n").unwrap();
+        assert!(read_records(&path).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -40,6 +40,11 @@ pub struct LineChart {
     pub series: Vec<(String, Vec<(f64, f64)>)>,
     /// Whether the y axis is logarithmic (base 10).
     pub log_y: bool,
+    /// Whether the x axis is logarithmic (base 10), e.g. for run lengths spaced ×4 apart.
+    pub log_x: bool,
+    /// Unconnected points drawn as small dots in the colour of series `.0` and left out of
+    /// the legend: the individual seeds around a line of means.
+    pub dots: Vec<(usize, Vec<(f64, f64)>)>,
 }
 
 /// Escapes text for use inside SVG/XML (and HTML: the report uses it too).
@@ -108,6 +113,36 @@ fn linear_axis(min: f64, max: f64) -> (f64, f64, Vec<f64>, f64) {
     (lo, hi, ticks, step)
 }
 
+/// Limits and labelled ticks of an axis over the data range `r` (in log10 space when
+/// `log`: whole decades, with 2 and 5 between them when the range spans at most two).
+fn labelled_axis(r: (f64, f64), log: bool) -> (f64, f64, Vec<(f64, String)>) {
+    if log {
+        let lo = r.0.floor();
+        let mut hi = r.1.ceil();
+        if hi <= lo {
+            hi = lo + 1.0;
+        }
+        let decades = (hi - lo) as i32;
+        let every = (decades / 8).max(1);
+        let mut ticks = Vec::new();
+        for k in (lo as i32..=hi as i32).step_by(every as usize) {
+            ticks.push((k as f64, format_pow10(k)));
+            if decades <= 2 && k < hi as i32 {
+                for m in [2.0f64, 5.0] {
+                    let v = k as f64 + m.log10();
+                    let decimals = (-k).max(0) as usize;
+                    ticks.push((v, format!("{:.decimals$}", m * 10f64.powi(k))));
+                }
+            }
+        }
+        (lo, hi, ticks)
+    } else {
+        let (lo, hi, t, step) = linear_axis(r.0, r.1);
+        let labelled = t.into_iter().map(|v| (v, format_linear(v, step))).collect();
+        (lo, hi, labelled)
+    }
+}
+
 /// Formats a linear tick value with as many decimals as the step needs.
 fn format_linear(v: f64, step: f64) -> String {
     let v = if v.abs() < step * 1e-9 { 0.0 } else { v };
@@ -138,6 +173,8 @@ impl LineChart {
             y_label: y_label.into(),
             series: Vec::new(),
             log_y: false,
+            log_x: false,
+            dots: Vec::new(),
         }
     }
 
@@ -153,8 +190,28 @@ impl LineChart {
         self
     }
 
+    /// Sets whether the x axis is logarithmic (builder style).
+    pub fn with_log_x(mut self, log_x: bool) -> Self {
+        self.log_x = log_x;
+        self
+    }
+
+    /// Adds unconnected dots in the colour of series `series` (builder style).
+    pub fn with_dots(mut self, series: usize, points: Vec<(f64, f64)>) -> Self {
+        self.dots.push((series, points));
+        self
+    }
+
     fn usable(&self, x: f64, y: f64) -> bool {
-        x.is_finite() && y.is_finite() && (!self.log_y || y > 0.0)
+        x.is_finite() && y.is_finite() && (!self.log_y || y > 0.0) && (!self.log_x || x > 0.0)
+    }
+
+    /// A point in axis space: log10 of the logarithmic coordinates.
+    fn to_axis(&self, x: f64, y: f64) -> (f64, f64) {
+        (
+            if self.log_x { x.log10() } else { x },
+            if self.log_y { y.log10() } else { y },
+        )
     }
 
     /// Renders the chart as an SVG document of the default size.
@@ -171,9 +228,10 @@ impl LineChart {
         // Data ranges over the usable points.
         let mut xr = (f64::INFINITY, f64::NEG_INFINITY);
         let mut yr = (f64::INFINITY, f64::NEG_INFINITY);
-        for (_, pts) in &self.series {
+        let dots = self.dots.iter().map(|(_, p)| p);
+        for pts in self.series.iter().map(|(_, p)| p).chain(dots) {
             for &(x, y) in pts.iter().filter(|&&(x, y)| self.usable(x, y)) {
-                let y = if self.log_y { y.log10() } else { y };
+                let (x, y) = self.to_axis(x, y);
                 xr = (xr.0.min(x), xr.1.max(x));
                 yr = (yr.0.min(y), yr.1.max(y));
             }
@@ -183,33 +241,9 @@ impl LineChart {
             xr = (0.0, 1.0);
             yr = (0.0, 1.0);
         }
-        let (x_lo, x_hi, x_ticks, x_step) = linear_axis(xr.0, xr.1);
-        // y axis: in log10 space when log_y.
-        let (y_lo, y_hi, y_ticks): (f64, f64, Vec<(f64, String)>) = if self.log_y {
-            let lo = yr.0.floor();
-            let mut hi = yr.1.ceil();
-            if hi <= lo {
-                hi = lo + 1.0;
-            }
-            let decades = (hi - lo) as i32;
-            let every = (decades / 8).max(1);
-            let mut ticks = Vec::new();
-            for k in (lo as i32..=hi as i32).step_by(every as usize) {
-                ticks.push((k as f64, format_pow10(k)));
-                if decades <= 2 && k < hi as i32 {
-                    for m in [2.0f64, 5.0] {
-                        let v = k as f64 + m.log10();
-                        let decimals = (-k).max(0) as usize;
-                        ticks.push((v, format!("{:.decimals$}", m * 10f64.powi(k))));
-                    }
-                }
-            }
-            (lo, hi, ticks)
-        } else {
-            let (lo, hi, t, step) = linear_axis(yr.0, yr.1);
-            let labelled = t.into_iter().map(|v| (v, format_linear(v, step))).collect();
-            (lo, hi, labelled)
-        };
+        // Both axes in log10 space when logarithmic.
+        let (x_lo, x_hi, x_ticks) = labelled_axis(xr, self.log_x);
+        let (y_lo, y_hi, y_ticks) = labelled_axis(yr, self.log_y);
         let sx = |x: f64| px0 + (x - x_lo) / (x_hi - x_lo) * (px1 - px0);
         let sy = |y: f64| py1 - (y - y_lo) / (y_hi - y_lo) * (py1 - py0);
 
@@ -217,14 +251,14 @@ impl LineChart {
         // Writing to a String cannot fail, so the results of write! are ignored below.
         svg_open(&mut s, w, h, &self.title);
         // Grid and ticks.
-        for &x in &x_ticks {
-            let xp = sx(x);
+        for (x, label) in &x_ticks {
+            let xp = sx(*x);
             let _ = writeln!(
                 s,
                 r##"<line x1="{xp:.2}" y1="{py0:.2}" x2="{xp:.2}" y2="{py1:.2}" stroke="#e5e5e5"/><line x1="{xp:.2}" y1="{py1:.2}" x2="{xp:.2}" y2="{:.2}" stroke="black"/><text x="{xp:.2}" y="{:.2}" text-anchor="middle">{}</text>"##,
                 py1 + 5.0,
                 py1 + 19.0,
-                xml_escape(&format_linear(x, x_step))
+                xml_escape(label)
             );
         }
         for (y, label) in &y_ticks {
@@ -250,7 +284,11 @@ impl LineChart {
             r#"<text x="{:.2}" y="{:.2}" text-anchor="middle" font-size="13">{}</text>"#,
             (px0 + px1) / 2.0,
             h - 14.0,
-            xml_escape(&self.x_label)
+            xml_escape(&format!(
+                "{}{}",
+                self.x_label,
+                if self.log_x { " (log scale)" } else { "" }
+            ))
         );
         let (lx, ly) = (18.0, (py0 + py1) / 2.0);
         let _ = writeln!(
@@ -274,7 +312,7 @@ impl LineChart {
                 .iter()
                 .filter(|&&(x, y)| self.usable(x, y))
                 .map(|&(x, y)| {
-                    let y = if self.log_y { y.log10() } else { y };
+                    let (x, y) = self.to_axis(x, y);
                     format!("{:.2},{:.2}", sx(x), sy(y))
                 })
                 .collect();
@@ -291,6 +329,18 @@ impl LineChart {
                         coords.join(" ")
                     );
                 }
+            }
+        }
+        for (i, pts) in &self.dots {
+            let color = PALETTE[i % PALETTE.len()];
+            for &(x, y) in pts.iter().filter(|&&(x, y)| self.usable(x, y)) {
+                let (x, y) = self.to_axis(x, y);
+                let _ = writeln!(
+                    s,
+                    r#"<circle cx="{:.2}" cy="{:.2}" r="3" fill="{color}" fill-opacity="0.6"/>"#,
+                    sx(x),
+                    sy(y)
+                );
             }
         }
         // Legend (top right, inside the plot area).
@@ -531,6 +581,21 @@ mod tests {
         assert!(empty.contains("no data"));
         let one = LineChart::new("", "", "").with_series("p", vec![(1.0, 1.0)]);
         assert!(one.to_svg_sized(10, 10).contains("<circle"));
+    }
+
+    #[test]
+    fn log_x_axis_and_dots() {
+        let chart = LineChart::new("q", "steps", "acc")
+            .with_series("ln", vec![(600.0, 80.0), (2400.0, 84.0), (9600.0, 86.0), (0.0, 1.0)])
+            .with_dots(0, vec![(600.0, 79.5), (600.0, 80.5), (-1.0, 80.0)])
+            .with_log_x(true);
+        let svg = chart.to_svg();
+        assert!(svg.contains(">1000<") && svg.contains(">10000<") && svg.contains(">5000<"));
+        assert!(svg.contains("steps (log scale)"));
+        let pts = svg.split("points=\"").nth(1).unwrap().split('"').next().unwrap();
+        assert_eq!(pts.split(' ').count(), 3); // x <= 0 skipped on a log axis
+        assert_eq!(count(&svg, "<circle"), 2);
+        assert!(svg.contains(&format!(r#"fill="{}" fill-opacity"#, PALETTE[0])));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 //! running statistics).
 
 use super::{
-    adam_resumed, ids_tensor, norm_config, save_state, tail_mean, update, warmup_cosine, Reporter, TaskKind,
+    adam_resumed, ids_tensor, norm_config, save_state, tail_mean, update, warmup_cosine, with_un, Reporter, TaskKind,
     TrainResult,
 };
 use crate::data::text::{eval_batches, Batch, BatchSampler, ByteCorpus};
@@ -17,6 +17,7 @@ use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
 use unigrad::nn::loss::nats_to_bits;
+use unigrad::nn::norm::UnConfig;
 use unigrad::prelude::*;
 
 /// Options of [`train_lm`]; `Default` is `paper_table`'s LM setting.
@@ -52,6 +53,9 @@ pub struct LmOptions {
     pub clip: f64,
     /// UN / PowerNorm warmup as a fraction of `steps`.
     pub norm_warmup_frac: f64,
+    /// UN hyperparameters other than the warm-up in place of [`norm_config`]'s (`None`:
+    /// keep them), as in [`super::vit::VitOptions::un`].
+    pub un: Option<UnConfig>,
     /// Validation windows of `seq` bytes (None: the whole validation split).
     pub eval_windows: Option<usize>,
     /// Seed.
@@ -84,6 +88,7 @@ impl Default for LmOptions {
             weight_decay: 0.1,
             clip: 1.0,
             norm_warmup_frac: 0.1,
+            un: None,
             eval_windows: Some(512),
             seed: 1,
             checkpoint: None,
@@ -120,7 +125,10 @@ impl LmOptions {
         cfg.d_ff = self.d_ff;
         cfg.max_seq = self.seq;
         cfg.pre_norm = self.pre_norm;
-        cfg.norm = norm_config(self.norm, TaskKind::Language, self.steps, Some(self.norm_warmup_frac));
+        cfg.norm = with_un(
+            norm_config(self.norm, TaskKind::Language, self.steps, Some(self.norm_warmup_frac)),
+            self.un,
+        );
         cfg
     }
 }

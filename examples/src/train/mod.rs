@@ -4,7 +4,8 @@
 //! thin command-line front ends over [`translate::train_translate`] and [`vit::train_vit`],
 //! and `paper_table` calls the same functions in-process once per normalization (plus
 //! [`lm::train_lm`] for the byte-level language model), so every number in the table comes
-//! from exactly the code a user can run on its own. Each loop takes a plain options struct
+//! from exactly the code a user can run on its own The `norm_scaling` study calls them the same way
+//! for every norm, run length and seed. Each loop takes a plain options struct
 //! (with `Default` = the example's defaults and a `quick()` preset for smoke tests) and
 //! returns a serialisable result struct that the programs print as one JSON line.
 //!
@@ -154,6 +155,18 @@ pub fn norm_config(kind: NormKind, task: TaskKind, steps: u64, warmup_frac: Opti
         cfg.pn.warmup_iters = w;
     }
     cfg.un.outlier_filtration = task == TaskKind::Vision;
+    cfg
+}
+
+/// `cfg` with its UN hyperparameters replaced by `un`, keeping the warm-up that
+/// [`norm_config`] scaled to the run (`None`: `cfg` unchanged). The options' `un` field.
+pub fn with_un(mut cfg: NormConfig, un: Option<unigrad::nn::norm::UnConfig>) -> NormConfig {
+    if let Some(u) = un {
+        cfg.un = unigrad::nn::norm::UnConfig {
+            warmup_iters: cfg.un.warmup_iters,
+            ..u
+        };
+    }
     cfg
 }
 

@@ -8,14 +8,16 @@
 //! test images in eval mode (batch-statistics norms use their running statistics).
 
 use super::{
-    adam_resumed, eval_due, norm_config, save_state, tail_mean, update, warmup_cosine, Curve, Reporter, TaskKind,
-    TrainError, TrainResult,
+    adam_resumed, eval_due, norm_config, save_state, tail_mean, update, warmup_cosine, with_un, Curve, Reporter,
+    TaskKind, TrainError, TrainResult,
 };
 use crate::data::mnist::{load_fashion_mnist, ImageSet, NUM_CLASSES};
 use crate::rng::Rng;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Instant;
+use unigrad::nn::norm::trace::Tracer;
+use unigrad::nn::norm::UnConfig;
 use unigrad::prelude::*;
 
 /// Fashion-MNIST pixel mean (on `[0, 1]` pixels), used to standardise inputs.
@@ -62,6 +64,13 @@ pub struct VitOptions {
     pub flip: bool,
     /// UN / PowerNorm warmup as a fraction of `steps`.
     pub norm_warmup_frac: f64,
+    /// UN hyperparameters other than the warm-up (window, momentum, outlier filtration,
+    /// calibrated backward) in place of [`norm_config`]'s; `None` keeps them. The
+    /// `norm_scaling` study switches UN's mechanisms off one at a time with it.
+    pub un: Option<UnConfig>,
+    /// Record the norm statistics of the site named `.0` (`blocks.0.norm1`) into `.1`
+    /// while training, tagged with the 1-based update (`norm_scaling --lag-run`).
+    pub trace: Option<(String, Tracer)>,
     /// Use only the first N training images (None: all 8,000).
     pub max_train: Option<usize>,
     /// Use only the first N test images (None: all 2,000).
@@ -103,6 +112,8 @@ impl Default for VitOptions {
             clip: 1.0,
             flip: true,
             norm_warmup_frac: 0.1,
+            un: None,
+            trace: None,
             max_train: None,
             max_test: None,
             eval_every: 200,
@@ -145,7 +156,10 @@ impl VitOptions {
             heads: self.heads,
             d_ff: self.d_ff,
             layers: self.layers,
-            norm: norm_config(self.norm, TaskKind::Vision, self.steps, Some(self.norm_warmup_frac)),
+            norm: with_un(
+                norm_config(self.norm, TaskKind::Vision, self.steps, Some(self.norm_warmup_frac)),
+                self.un,
+            ),
             pre_norm: self.pre_norm,
             dropout: self.dropout,
             ln_scaling: false,
@@ -270,6 +284,13 @@ pub fn train_vit(o: &VitOptions, dev: &Device) -> TrainResult<VitResult> {
     manual_seed(o.seed);
     let cfg = o.model_config();
     let mut model = Vit::new(cfg, DType::F32, dev)?;
+    if let Some((site, tracer)) = &o.trace {
+        model.visit_norms_mut("", &mut |name, n| {
+            if name == site {
+                n.set_trace(Some(tracer.site(name)));
+            }
+        });
+    }
     let sched = warmup_cosine(o.lr, o.warmup, o.steps, 0.01)?;
     let cfg_str = config_string(&cfg);
     let (mut opt, start) = adam_resumed(
@@ -304,6 +325,9 @@ pub fn train_vit(o: &VitOptions, dev: &Device) -> TrainResult<VitResult> {
         let (x, y) = make_batch(&train, idx, o.flip.then_some(&mut flip_rng), dev)?;
         let lr = sched.lr_at(step);
         let done = step + 1;
+        if let Some((_, tracer)) = &o.trace {
+            tracer.set_step(done);
+        }
         let loss = cross_entropy(&model.forward(&x)?, &y, None, o.label_smoothing)?;
         let lv = update(&mut opt, &loss, lr, o.clip, done)?;
         train_s += t0.elapsed().as_secs_f64();
