@@ -10,7 +10,7 @@
 //! both, in PyTorch's shape:
 //!
 //! - [`Tensor::retain_grad`] on an op result makes `backward` store its gradient in
-//!   [`Tensor::grad`] (accumulating over backward calls, like a leaf).
+//!   [`Tensor::grad`] (accumulating like a leaf's until [`Tensor::zero_grad`]).
 //! - [`Tensor::register_hook`] attaches a function that sees the tensor's *total*
 //!   gradient once per backward (all contributions summed, before it flows on to the
 //!   op's inputs or is accumulated into a leaf) and may return a replacement.
@@ -33,10 +33,10 @@
 //!
 //! # Where backward calls in
 //!
-//! Two entry points, called by `autograd::backward`: [`on_gradient`] where a node's
-//! total gradient is known (before its backward closure runs), and [`defer_leaf`] at
-//! leaf accumulation, inside a [`LeafScope`] that runs the leaves' hooks once their
-//! gradient is complete.
+//! Two crate-internal entry points, called by `autograd::backward`: `on_gradient` where
+//! a node's total gradient is known (before its backward closure runs), and `defer_leaf`
+//! at leaf accumulation, inside a `LeafScope` that runs the leaves' hooks once their
+//! gradient is complete (at the end of the pass).
 
 use crate::error::{Error, Result};
 use crate::tensor::{Inner, Tensor};

@@ -23,7 +23,9 @@
 //! [`Tracer`](unigrad::nn::norm::trace::Tracer) attached to every norm records the batch,
 //! smoothed and running statistics, UN's `r`, skips and gradient statistics, PowerNorm's
 //! `q`, `running_phi` and `ema_gz`, and LayerNorm's per-token statistics (RMSNorm records
-//! nothing, its run gives the loss curves only); the validation
+//! nothing, its run gives the loss curves only), and, through a gradient hook on each
+//! norm's output (`Tracer::set_gradients`), the gradient reaching it (`grad_output.svg`:
+//! its largest magnitude per step); the validation
 //! loss is measured every `--eval-every` steps with the tracer paused.
 //!
 //! Short-run settings (the references' defaults assume tens of thousands of steps): UN's
@@ -285,6 +287,8 @@ fn train_run(
     let mut model = TransformerLm::new(lm_config(o, rc.norm), DType::F32, dev)?;
     let tracer = Tracer::new();
     model.enable_trace(&tracer);
+    // the gradient reaching each norm's output, read by a hook at every backward
+    tracer.set_gradients(true);
     let mut opt = Adam::new(decay_groups(model.named_params(), 0.01), AdamConfig::adamw(o.lr))?;
     let mut sampler = BatchSampler::new(&corpus.train, o.batch, o.seq, o.seed + 1)?;
     let pb = unigrad_examples::cli::progress_bar(o.steps, bar);
@@ -395,6 +399,16 @@ fn write_loss_csv(dir: &Path, r: &RunOut) -> Res<PathBuf> {
 /// Per-step mean of `quantity` at `layer`.
 fn stat_series(r: &RunOut, layer: &str, quantity: &str) -> Vec<(f64, f64)> {
     pts(r.tracer.series(layer, quantity, Stat::Mean))
+}
+
+/// Per step, the largest |gradient| that reached `layer`'s output (`grad_output`, a hook).
+fn grad_series(r: &RunOut, layer: &str) -> Vec<(f64, f64)> {
+    r.tracer
+        .records()
+        .iter()
+        .filter(|t| t.layer == layer && t.quantity == "grad_output")
+        .map(|t| (t.step as f64, t.abs_max()))
+        .collect()
 }
 
 /// The value of a per-step series at `step` (the last record of that step).
@@ -519,6 +533,18 @@ fn clean_plots(sv: &mut Saver, runs: &[RunOut], o: &Opts) -> Res<serde_json::Val
         summary.insert(r.label.to_string(), info);
     }
     sv.chart("fluctuation.svg", fl)?;
+    let mut gc = LineChart::new(
+        "Largest |gradient| reaching the norm's output, clean runs",
+        "step",
+        "max |dL/dy|",
+    )
+    .with_log_y(true);
+    for r in runs.iter().filter(|r| r.kind != NormKind::RmsNorm) {
+        for layer in [first, last.as_str()] {
+            gc = gc.with_series(format!("{} {layer}", r.label), grad_series(r, layer));
+        }
+    }
+    sv.chart("grad_output.svg", gc)?;
     Ok(serde_json::Value::Object(summary))
 }
 
@@ -1371,6 +1397,10 @@ fn stats_section(o: &Opts, clean: &[RunOut], sv: &Saver) -> Section {
                 "UN's backward: the batch's gradient statistic h and the EMA ema_gz that the calibrated backward subtracts instead (section 4).",
             ),
             ("pn_grad_stats.svg", "PowerNorm's backward: its running sum ema_gz."),
+            (
+                "grad_output.svg",
+                "The largest |gradient| reaching each norm's output per step, at the first and the last norm (log scale): read by a gradient hook on the output (Tracer::set_gradients), not by the norm's code.",
+            ),
         ],
     )
 }

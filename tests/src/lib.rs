@@ -33,7 +33,7 @@
 //! | [`nn_norms`] | UN and PowerNorm: where their custom backwards are exact and where they deliberately differ; state and input checks |
 //! | [`nn_replay`] | UN and PowerNorm against the reference fixtures (`tests/data/fixtures/`): f64 chained, f64 and f32 step by step |
 //! | [`nn_fold`] | inference folding reproduces the eval-mode LM |
-//! | [`nn_trace`] | norm statistics tracing of single layers and of the LM, Seq2Seq and ViT |
+//! | [`nn_trace`] | norm statistics tracing of single layers and of the LM, Seq2Seq and ViT; gradient statistics of norm outputs, any tensor and parameters through hooks |
 //! | [`nn_state`] | state a bad batch or call must not corrupt: all-padding batches, mask values, per-parameter optimizer steps |
 //! | [`diff`] | every op with a PyTorch counterpart, forward and gradients, against cases PyTorch computed (`tests/data/torch_diff.safetensors`) |
 //! | [`higher_order`] | every gradcheck table again through `gradgradcheck` (second derivatives, f64); `create_graph` / `grad` semantics, Hessian-vector products, gradient penalties |

@@ -1,7 +1,9 @@
 //! Statistics tracing (`unigrad_nn::norm::trace`) on the device under test: what each norm
 //! records, checked against direct computations and the layers' own state; naming, step
 //! tagging, pausing, detaching and CSV export through a model (the LM, Seq2Seq and ViT all
-//! reach their norms through `Module::visit_norms_mut`); and that tracing changes no result.
+//! reach their norms through `Module::visit_norms_mut`); that tracing changes no result; and
+//! the gradient statistics taken through hooks (`grad_output` at norm sites, `Tracer::watch`
+//! on any intermediate, `Tracer::watch_params` on every parameter of a module).
 
 use unigrad_core::{manual_seed, DType, Device, Result, Tensor};
 use unigrad_nn::norm::trace::{Stat, TraceRecord, Tracer, CSV_HEADER};
