@@ -6,8 +6,8 @@
 //! is ONE rayon region over the `B·H` (batch, head) blocks. A block walks its queries
 //! in tiles of [`TILE`] rows: the tile's scores (`TILE × Tk`, a few KiB) stay in
 //! cache from the `Q·Kᵀ` product through the softmax to the `P·V` product, and the
-//! products run through `matrixmultiply` on the strided heads directly (the heads of
-//! a packed QKV projection are never copied out). With the causal flag a tile only
+//! products run on the strided heads directly (the heads of a packed QKV projection
+//! are never copied out), through our own f32 kernel or matrixmultiply. With the causal flag a tile only
 //! multiplies the keys its last query may see, which skips close to half the work.
 //!
 //! The forward keeps the log-sum-exp of each score row; the backward recomputes the
@@ -32,7 +32,8 @@ use unigrad_core::{BackendStorage, Layout, ReduceOp, Result};
 /// block's keys and values, and halving the tiles halves that.
 const TILE: usize = 64;
 
-/// A type `matrixmultiply` has a GEMM for, with `alpha` and `beta`.
+/// A type with a GEMM taking `alpha` and `beta`: matrixmultiply's, or for f32 our own
+/// kernel where it applies.
 trait Gemm: Float {
     /// `c = alpha·a·b + beta·c` for one matrix, strides in elements.
     ///
@@ -76,6 +77,34 @@ impl Gemm for f32 {
         rsc: isize,
         csc: isize,
     ) {
+        // Our kernel where it applies (every call of this module: `beta = 0`, rows of
+        // `c` with unit column stride), one thread, as the block tasks already run in
+        // parallel. It reads a row-major A in place and packs only B; matrixmultiply
+        // packs both, which on these small tiles cost about as much as the products.
+        #[cfg(target_arch = "x86_64")]
+        if let Some(isa) = super::matmul::f32_gemm() {
+            if beta == 0.0 && csc == 1 && rsc >= n as isize && m > 0 && k > 0 && n > 0 {
+                let op = |ptr, rs, cs| super::matmul::own::Operand { ptr, rs, cs };
+                // SAFETY: the caller's contract covers a, b and c; `beta = 0`, so `c` is
+                // only written, `m` rows of `n` values `rsc ≥ n` apart; `isa` comes from
+                // `f32_gemm`, which only returns an ISA this CPU has.
+                unsafe {
+                    super::matmul::own::gemm(
+                        isa,
+                        m,
+                        k,
+                        n,
+                        op(a, rsa, csa),
+                        op(b, rsb, csb),
+                        c,
+                        rsc as usize,
+                        alpha,
+                        1,
+                    )
+                };
+                return;
+            }
+        }
         // SAFETY: forwarded from the caller's contract.
         unsafe { matrixmultiply::sgemm(m, k, n, alpha, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
     }

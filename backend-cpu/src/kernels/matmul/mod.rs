@@ -200,7 +200,7 @@ impl Gemm for f32 {
     ) {
         let op = |(ptr, rs, cs): (*const f32, isize, isize)| own::Operand { ptr, rs, cs };
         // SAFETY: forwarded from the caller's contract.
-        unsafe { own::gemm(isa, m, k, n, op(a), op(b), c, parts) }
+        unsafe { own::gemm(isa, m, k, n, op(a), op(b), c, n, 1.0, parts) }
     }
 }
 
@@ -487,6 +487,10 @@ mod tests {
                 }
             }
         }
+        // row-major A read in place: rows with a gap (stride > k), and a row stride of
+        // 1024 values, which takes the packed path instead
+        check(Layout::new(&[37, 50], &[53, 1], 2), Layout::contiguous(&[50, 70]));
+        check(Layout::new(&[25, 40], &[1024, 1], 0), Layout::contiguous(&[40, 33]));
         // split over rows (m ≥ parts·MR) and over columns (few rows, many panels)
         check(Layout::contiguous(&[389, 96]), Layout::new(&[96, 161], &[1, 96], 0));
         check(Layout::new(&[10, 640], &[1, 10], 0), Layout::contiguous(&[640, 400]));
@@ -495,6 +499,63 @@ mod tests {
             Layout::new(&[3, 30, 20], &[0, 20, 1], 0),
             Layout::contiguous(&[3, 20, 50]),
         );
+    }
+
+    /// `own::gemm`'s `alpha` and output row stride (the attention kernel's calls):
+    /// `c = alpha·a·b` exactly (alpha a power of two), the gap between rows untouched,
+    /// over tile and K-block edges, with A row-major (read in place) and transposed.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn own_gemm_alpha_and_row_stride() {
+        for isa in [Isa::Avx512, Isa::Avx2].into_iter().filter(|&i| isa_supported(i)) {
+            for &(m, k, n) in &[(1, 1, 1), (13, 33, 33), (64, 32, 128), (25, 530, 47)] {
+                for a_t in [false, true] {
+                    let la = if a_t {
+                        Layout::new(&[m, k], &[1, m], 0)
+                    } else {
+                        Layout::contiguous(&[m, k])
+                    };
+                    let lb = Layout::contiguous(&[k, n]);
+                    let (a, b) = (data(la.storage_extent(), 3), data(lb.storage_extent(), 4));
+                    let want = reference(&a, &la, &b, &lb);
+                    let (a32, b32): (Vec<f32>, Vec<f32>) = (
+                        a.iter().map(|&v| v as f32).collect(),
+                        b.iter().map(|&v| v as f32).collect(),
+                    );
+                    let ldc = n + 3;
+                    let mut c = vec![7.0f32; m * ldc];
+                    let op = |ptr, rs: usize, cs: usize| own::Operand {
+                        ptr,
+                        rs: rs as isize,
+                        cs: cs as isize,
+                    };
+                    let (rsa, csa) = (la.strides()[0], la.strides()[1]);
+                    // SAFETY: the operands are the m×k and k×n matrices of `a32`/`b32`,
+                    // `c` holds m rows of ldc ≥ n values, and `isa` is supported.
+                    unsafe {
+                        own::gemm(
+                            isa,
+                            m,
+                            k,
+                            n,
+                            op(a32.as_ptr(), rsa, csa),
+                            op(b32.as_ptr(), n, 1),
+                            c.as_mut_ptr(),
+                            ldc,
+                            0.5,
+                            2,
+                        )
+                    };
+                    for i in 0..m {
+                        for j in 0..ldc {
+                            let got = c[i * ldc + j] as f64;
+                            let exp = if j < n { 0.5 * want[i * n + j] } else { 7.0 };
+                            assert_eq!(got, exp, "{isa:?} {m}x{k}x{n} a_t={a_t} [{i},{j}]");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -11,7 +11,11 @@
 //! - B (`k×n`) becomes panels of `NR` columns over all of K: `[panel][k][NR]`, the
 //!   columns past `n` zero;
 //! - per task and K block, A becomes micro-panels of `MR` rows: `[panel][kc][MR]`,
-//!   the rows past the task's end zero;
+//!   the rows past the task's end zero. A row-major A skips this: the micro-kernel
+//!   broadcasts from its `MR` rows in place (a last, partial panel is still packed).
+//!   Packing cost a scalar gather per element, about 9% of the training step in a
+//!   `perf` profile, for no gain: on the step's shapes the `MR` rows of a K block fit
+//!   in L1 just as the packed copy does;
 //! - the micro-kernel keeps an `MR×NR` tile of C in registers (AVX-512: 12×32 in 24
 //!   zmm registers; AVX2: 6×16 in 12 ymm registers), broadcasting A from its
 //!   micro-panel (L1) and streaming the B panel (L2).
@@ -75,9 +79,26 @@ impl Operand {
     }
 }
 
-/// The dense output pointer shared by tasks that write disjoint tiles.
+/// The output shared by tasks that write disjoint tiles: its first element, row
+/// stride, and the factor `alpha` every product value is scaled by.
 #[derive(Clone, Copy)]
-struct Out(*mut f32);
+struct Out {
+    ptr: *mut f32,
+    ldc: usize,
+    alpha: f32,
+}
+impl Out {
+    /// Element `[i, j]` of the output (a method, so closures capture the whole
+    /// `Out`, which is `Sync`, rather than its raw pointer field).
+    ///
+    /// # Safety
+    /// `[i, j]` must be inside the output.
+    unsafe fn at(&self, i: usize, j: usize) -> *mut f32 {
+        // SAFETY: the caller keeps `[i, j]` inside the output.
+        unsafe { self.ptr.add(i * self.ldc + j) }
+    }
+}
+
 // SAFETY: tasks write disjoint tiles (see `run`), and the buffer outlives the loop.
 unsafe impl Send for Out {}
 // SAFETY: as above.
@@ -94,13 +115,26 @@ trait Kernel {
     /// # Safety
     /// As [`pack_a`].
     unsafe fn pack_a(a: Operand, r0: usize, r1: usize, pc: usize, kc: usize, dst: &mut [f32]);
-    /// `c[i·ldc + j] (+)= Σ_p a[p·MR + i]·b[p·NR + j]` over the full `MR×NR` tile,
-    /// adding to `c` when `acc`, overwriting it otherwise.
+    /// `c[i·ldc + j] (+)= alpha·Σ_p A(i, p)·b[p·NR + j]` over the full `MR×NR` tile,
+    /// adding to `c` when `acc`, overwriting it otherwise. `A(i, p)` is `a[p·MR + i]` (a packed
+    /// micro-panel) or, when `DIRECT`, `a[i·lda + p]` (MR rows of a row-major A read in
+    /// place). Both orders do the same arithmetic, so the results are bit-identical.
     ///
     /// # Safety
-    /// The CPU has the kernel's features; `a` holds `kc·MR` values, `b` `kc·NR`, and
-    /// `c` addresses an `MR×NR` tile with row stride `ldc` nobody else touches.
-    unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool);
+    /// The CPU has the kernel's features; `a` addresses those `kc·MR` values, `b` holds
+    /// `kc·NR`, and `c` addresses an `MR×NR` tile with row stride `ldc` nobody else
+    /// touches.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile<const DIRECT: bool>(
+        kc: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        alpha: f32,
+        acc: bool,
+    );
 }
 
 /// AVX-512F, 12×32.
@@ -115,9 +149,18 @@ impl Kernel for Avx512 {
         unsafe { pack_a::<12>(a, r0, r1, pc, kc, dst) }
     }
     const NR: usize = 32;
-    unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
+    unsafe fn tile<const DIRECT: bool>(
+        kc: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        alpha: f32,
+        acc: bool,
+    ) {
         // SAFETY: forwarded contract (features detected by `detect`).
-        unsafe { tile_avx512(kc, a, b, c, ldc, acc) }
+        unsafe { tile_avx512::<DIRECT>(kc, a, lda, b, c, ldc, alpha, acc) }
     }
 }
 
@@ -128,29 +171,50 @@ impl Kernel for Avx2 {
         unsafe { pack_a::<6>(a, r0, r1, pc, kc, dst) }
     }
     const NR: usize = 16;
-    unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
+    unsafe fn tile<const DIRECT: bool>(
+        kc: usize,
+        a: *const f32,
+        lda: usize,
+        b: *const f32,
+        c: *mut f32,
+        ldc: usize,
+        alpha: f32,
+        acc: bool,
+    ) {
         // SAFETY: forwarded contract (features detected by `detect`).
-        unsafe { tile_avx2(kc, a, b, c, ldc, acc) }
+        unsafe { tile_avx2::<DIRECT>(kc, a, lda, b, c, ldc, alpha, acc) }
     }
 }
 
 /// See [`Kernel::tile`] (12×32).
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx512f")]
-unsafe fn tile_avx512(kc: usize, mut a: *const f32, mut b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
+unsafe fn tile_avx512<const DIRECT: bool>(
+    kc: usize,
+    mut a: *const f32,
+    lda: usize,
+    mut b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    alpha: f32,
+    acc: bool,
+) {
+    let (rs, ks) = if DIRECT { (lda, 1) } else { (1, 12) };
     let mut lo = [_mm512_setzero_ps(); 12];
     let mut hi = [_mm512_setzero_ps(); 12];
     for _ in 0..kc {
-        // SAFETY: `a` and `b` advance by MR and NR values per step, kc steps, inside
-        // the panels the caller guarantees.
+        // SAFETY: `a` advances by one packed column (MR values) or one value of each of
+        // the MR rows per step, `b` by NR values, kc steps, inside what the caller
+        // guarantees.
         unsafe {
             let b0 = _mm512_loadu_ps(b);
             let b1 = _mm512_loadu_ps(b.add(16));
             for i in 0..12 {
-                let ai = _mm512_set1_ps(*a.add(i));
+                let ai = _mm512_set1_ps(*a.add(i * rs));
                 lo[i] = _mm512_fmadd_ps(ai, b0, lo[i]);
                 hi[i] = _mm512_fmadd_ps(ai, b1, hi[i]);
             }
-            a = a.add(12);
+            a = a.add(ks);
             b = b.add(32);
         }
     }
@@ -159,6 +223,10 @@ unsafe fn tile_avx512(kc: usize, mut a: *const f32, mut b: *const f32, c: *mut f
         unsafe {
             let r = c.add(i * ldc);
             let (mut x, mut y) = (lo[i], hi[i]);
+            if alpha != 1.0 {
+                let s = _mm512_set1_ps(alpha);
+                (x, y) = (_mm512_mul_ps(x, s), _mm512_mul_ps(y, s));
+            }
             if acc {
                 x = _mm512_add_ps(x, _mm512_loadu_ps(r));
                 y = _mm512_add_ps(y, _mm512_loadu_ps(r.add(16)));
@@ -170,8 +238,19 @@ unsafe fn tile_avx512(kc: usize, mut a: *const f32, mut b: *const f32, c: *mut f
 }
 
 /// See [`Kernel::tile`] (6×16).
+#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn tile_avx2(kc: usize, mut a: *const f32, mut b: *const f32, c: *mut f32, ldc: usize, acc: bool) {
+unsafe fn tile_avx2<const DIRECT: bool>(
+    kc: usize,
+    mut a: *const f32,
+    lda: usize,
+    mut b: *const f32,
+    c: *mut f32,
+    ldc: usize,
+    alpha: f32,
+    acc: bool,
+) {
+    let (rs, ks) = if DIRECT { (lda, 1) } else { (1, 6) };
     let mut lo = [_mm256_setzero_ps(); 6];
     let mut hi = [_mm256_setzero_ps(); 6];
     for _ in 0..kc {
@@ -180,11 +259,11 @@ unsafe fn tile_avx2(kc: usize, mut a: *const f32, mut b: *const f32, c: *mut f32
             let b0 = _mm256_loadu_ps(b);
             let b1 = _mm256_loadu_ps(b.add(8));
             for i in 0..6 {
-                let ai = _mm256_set1_ps(*a.add(i));
+                let ai = _mm256_set1_ps(*a.add(i * rs));
                 lo[i] = _mm256_fmadd_ps(ai, b0, lo[i]);
                 hi[i] = _mm256_fmadd_ps(ai, b1, hi[i]);
             }
-            a = a.add(6);
+            a = a.add(ks);
             b = b.add(16);
         }
     }
@@ -193,6 +272,10 @@ unsafe fn tile_avx2(kc: usize, mut a: *const f32, mut b: *const f32, c: *mut f32
         unsafe {
             let r = c.add(i * ldc);
             let (mut x, mut y) = (lo[i], hi[i]);
+            if alpha != 1.0 {
+                let s = _mm256_set1_ps(alpha);
+                (x, y) = (_mm256_mul_ps(x, s), _mm256_mul_ps(y, s));
+            }
             if acc {
                 x = _mm256_add_ps(x, _mm256_loadu_ps(r));
                 y = _mm256_add_ps(y, _mm256_loadu_ps(r.add(8)));
@@ -277,15 +360,28 @@ thread_local! {
     static A_PACK: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `c = a·b` for one `m×k · k×n` product into the dense row-major `c` (`m·n`
-/// values, overwritten), cut into `parts` tasks on rayon when `parts > 1`.
+/// `c = alpha·a·b` for one `m×k · k×n` product into the row-major `c` (rows `ldc`
+/// apart, unit column stride; overwritten, never read first), cut into `parts` tasks
+/// on rayon when `parts > 1`.
 ///
 /// # Safety
 /// The CPU has `isa`'s features (as returned by [`detect`]); `a` and `b` address
-/// `m×k` and `k×n` matrices that stay unmodified during the call; `c` holds `m·n`
-/// values and overlaps neither. `k > 0`.
+/// `m×k` and `k×n` matrices that stay unmodified during the call; `c` addresses
+/// `m` rows of `n` values, `ldc ≥ n` apart, and overlaps neither. `m, k, n > 0`.
 #[allow(clippy::too_many_arguments)]
-pub unsafe fn gemm(isa: Isa, m: usize, k: usize, n: usize, a: Operand, b: Operand, c: *mut f32, parts: usize) {
+pub unsafe fn gemm(
+    isa: Isa,
+    m: usize,
+    k: usize,
+    n: usize,
+    a: Operand,
+    b: Operand,
+    c: *mut f32,
+    ldc: usize,
+    alpha: f32,
+    parts: usize,
+) {
+    let c = Out { ptr: c, ldc, alpha };
     // SAFETY: forwarded contract; each kernel matches its detected ISA.
     unsafe {
         match isa {
@@ -299,7 +395,7 @@ pub unsafe fn gemm(isa: Isa, m: usize, k: usize, n: usize, a: Operand, b: Operan
 ///
 /// # Safety
 /// As [`gemm`].
-unsafe fn run<K: Kernel>(m: usize, k: usize, n: usize, a: Operand, b: Operand, c: *mut f32, parts: usize) {
+unsafe fn run<K: Kernel>(m: usize, k: usize, n: usize, a: Operand, b: Operand, out: Out, parts: usize) {
     let (mr, nr) = (K::MR, K::NR);
     let (mp, np) = (m.div_ceil(mr), n.div_ceil(nr));
     // B packed once for the whole product.
@@ -323,14 +419,66 @@ unsafe fn run<K: Kernel>(m: usize, k: usize, n: usize, a: Operand, b: Operand, c
     let col_parts = parts.div_ceil(row_parts).clamp(1, np);
     let cstep = np.div_ceil(col_parts);
     let col_parts = np.div_ceil(cstep);
+    // A row-major A (unit column stride) is read in place by the micro-kernel, one
+    // full micro-panel of MR rows at a time, with no packing; only a last, partial
+    // panel is packed (rows past `m` must not be read). Exception: a row stride that
+    // is a multiple of 1024 values (4 KiB) puts the MR rows of a block in the same L1
+    // sets, so their reuse across the column panels would miss; such an A is packed.
+    let direct = a.cs == 1 && a.rs > 0 && a.rs % 1024 != 0;
     // Micro-panels packed together: one for a row-major A (each is read row by row);
     // four for a column-contiguous A, so each of its columns is read in runs of 48
     // (AVX-512) or 24 values instead of 12 or 6 (whole cache lines rather than parts).
     let group = if a.rs == 1 { 4 } else { 1 };
-    let out = Out(c);
     let bp_ref: &[f32] = &bp;
+    // The tiles of one micro-panel (rows [row, row + h), A block `pa`) against the
+    // column panels [j0, j1), K rows [pc, pc + kc).
+    let panel_tiles = |pa: *const f32,
+                       lda: usize,
+                       direct: bool,
+                       row: usize,
+                       pc: usize,
+                       kc: usize,
+                       j0: usize,
+                       j1: usize,
+                       tmp: &mut [f32; 12 * 32]| {
+        let h = mr.min(m - row);
+        for jp in j0..j1 {
+            let col = jp * nr;
+            let w = nr.min(n - col);
+            let pb = bp_ref[jp * k * nr + pc * nr..].as_ptr();
+            // SAFETY: `pa` addresses the micro-panel's kc·mr values of A (packed, or in
+            // place when `direct`, which the callers only pass for full panels) and
+            // `pb` kc·nr packed values (panel jp, rows [pc, pc + kc)); the tile
+            // [row, row + h) × [col, col + w) is inside the m×n output and belongs to
+            // this task alone (rows `out.ldc` apart); a full tile is written in place, a partial one through
+            // `tmp` (mr·nr ≤ 12·32 values).
+            unsafe {
+                let dst = out.at(row, col);
+                let tile = |c: *mut f32, ldc: usize, acc: bool| {
+                    if direct {
+                        K::tile::<true>(kc, pa, lda, pb, c, ldc, out.alpha, acc)
+                    } else {
+                        K::tile::<false>(kc, pa, 0, pb, c, ldc, out.alpha, acc)
+                    }
+                };
+                if h == mr && w == nr {
+                    tile(dst, out.ldc, pc > 0);
+                } else {
+                    tile(tmp.as_mut_ptr(), nr, false);
+                    for i in 0..h {
+                        let d = std::slice::from_raw_parts_mut(dst.add(i * out.ldc), w);
+                        let s = &tmp[i * nr..i * nr + w];
+                        if pc > 0 {
+                            d.iter_mut().zip(s).for_each(|(d, s)| *d += s);
+                        } else {
+                            d.copy_from_slice(s);
+                        }
+                    }
+                }
+            }
+        }
+    };
     let task = move |t: usize| {
-        let out = out;
         let (rb, cb) = (t / col_parts, t % col_parts);
         let (i0, i1) = (rb * rstep, ((rb + 1) * rstep).min(mp));
         let (j0, j1) = (cb * cstep, ((cb + 1) * cstep).min(np));
@@ -345,6 +493,13 @@ unsafe fn run<K: Kernel>(m: usize, k: usize, n: usize, a: Operand, b: Operand, c
                 let kc = kc_step.min(k - pc);
                 for row0 in (r0..r1).step_by(group * mr) {
                     let end = (row0 + group * mr).min(r1);
+                    if direct && end - row0 == mr {
+                        // SAFETY: rows [row0, row0 + mr) and columns [pc, pc + kc) are
+                        // inside A, whose rows are contiguous (`a.cs == 1`).
+                        let pa = unsafe { a.ptr.offset(row0 as isize * a.rs).add(pc) };
+                        panel_tiles(pa, a.rs as usize, true, row0, pc, kc, j0, j1, &mut tmp);
+                        continue;
+                    }
                     let ap = &mut buf[..(end - row0).div_ceil(mr) * kc * mr];
                     // A few micro-panels at a time, used right away while they are
                     // in L1/L2 (a whole block of rows packed first would stream
@@ -352,35 +507,8 @@ unsafe fn run<K: Kernel>(m: usize, k: usize, n: usize, a: Operand, b: Operand, c
                     // columns [pc, pc + kc) ⊂ [0, k); `ap` has the size `pack_a` needs.
                     unsafe { K::pack_a(a, row0, end, pc, kc, ap) };
                     for (ip, row) in (row0..end).step_by(mr).enumerate() {
-                        let h = mr.min(m - row);
                         let pa = ap[ip * kc * mr..].as_ptr();
-                        for jp in j0..j1 {
-                            let col = jp * nr;
-                            let w = nr.min(n - col);
-                            let pb = bp_ref[jp * k * nr + pc * nr..].as_ptr();
-                            // SAFETY: `pa` holds kc·mr packed values and `pb` kc·nr (panel
-                            // jp, rows [pc, pc + kc)); the tile [row, row + h) × [col,
-                            // col + w) is inside the m×n output and belongs to this task
-                            // alone; a full tile is written in place, a partial one
-                            // through `tmp` (mr·nr ≤ 12·32 values).
-                            unsafe {
-                                let dst = out.0.add(row * n + col);
-                                if h == mr && w == nr {
-                                    K::tile(kc, pa, pb, dst, n, pc > 0);
-                                } else {
-                                    K::tile(kc, pa, pb, tmp.as_mut_ptr(), nr, false);
-                                    for i in 0..h {
-                                        let d = std::slice::from_raw_parts_mut(dst.add(i * n), w);
-                                        let s = &tmp[i * nr..i * nr + w];
-                                        if pc > 0 {
-                                            d.iter_mut().zip(s).for_each(|(d, s)| *d += s);
-                                        } else {
-                                            d.copy_from_slice(s);
-                                        }
-                                    }
-                                }
-                            }
-                        }
+                        panel_tiles(pa, 0, false, row, pc, kc, j0, j1, &mut tmp);
                     }
                 }
             }
