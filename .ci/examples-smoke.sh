@@ -85,9 +85,9 @@ problems = []
 keys = [(r["task"], r["variant"], r["norm"], r["length"], r["seed"], r["settings"]) for r in rows]
 if len(set(keys)) != len(keys):
     problems.append("runs.csv repeats a run (--resume did not skip it)")
-# quick ladder: 2 tasks x 2 lengths x 4 norms, ablation: 5 ViT + 4 LM variants at length 16
-if len(rows) != 25:
-    problems.append(f"runs.csv has {len(rows)} rows, expected 25")
+# quick ladder: 2 tasks x 2 lengths x 4 norms, ablation: 7 ViT + 6 LM variants at length 16
+if len(rows) != 29:
+    problems.append(f"runs.csv has {len(rows)} rows, expected 29")
 for r in rows:
     if r["status"] != "ok" or not math.isfinite(float(r["quality"])):
         problems.append(f"run {r['task']} {r['norm']} {r['length']} {r['variant']}: {r['status']} {r['quality']}")

@@ -8,17 +8,14 @@
 //! cargo run --release -p unigrad-examples --example norm_scaling -- --resume --un-ablation --lag-run 9600
 //! ```
 //!
-//! Expected wall time on an idle 2-core machine: about 2.5–5 hours. The study trains
-//! 196,800 ViT steps (ladder 2 seeds × 4 norms × (600 + 2,400 + 9,600), ablation 2 seeds ×
-//! 5 UN variants × 9,600) and 118,400 LM steps (ladder 2 × 4 × (400 + 1,600 + 6,400),
-//! ablation 2 × 4 × 6,400); the lag run re-uses the first seed's BN and UN ViT runs of its
-//! length. Per step, from the process CPU time of 10- and 50-step runs of the default
-//! models with 2 threads (the machine was busy, so wall times were not usable; the range
-//! runs from CPU time / 2, perfect use of both cores, to CPU time, none): ViT 0.03–0.06 s,
-//! LM 0.025–0.05 s, plus a few seconds of data loading and evaluation per run. The ladder
-//! alone (no ablation) is about 1.5–2.5 hours. For scale, on a 2-core machine that other
-//! builds kept at a load of 10–13, at `nice -n 19`, the 600-step ViT runs took 75–150 s
-//! and the 400-step LM runs 43–62 s. The study does not have to
+//! Expected wall time on an idle 2-core machine: about 5 hours. The study trains
+//! 235,200 ViT steps (ladder 2 seeds × 4 norms × (600 + 2,400 + 9,600), ablation 2 seeds ×
+//! 7 UN variants × 9,600) and 144,000 LM steps (ladder 2 × 4 × (400 + 1,600 + 6,400),
+//! ablation 2 × 6 × 6,400); the lag run re-uses the first seed's BN and UN ViT runs of its
+//! length. Measured per run: the 9,600-step ViT runs took 289–333 s on an idle machine
+//! (about 0.03 s a step) and 2,400-step ones 83–127 s; the 1,600-step LM runs took
+//! 110–200 s on a machine that other jobs shared (0.07–0.12 s a step). The ladder alone
+//! (no ablation) is about 2–3 hours. The study does not have to
 //! run in one go: every finished run is appended to `runs.csv` at once and `--resume`
 //! skips the runs already there with the same settings, so the ladder continues across
 //! sessions. Runs go short to long (then by task, seed, variant, norm), so a partial CSV
@@ -97,10 +94,11 @@
 //!   - `exact_backward`: the calibrated backward off: the exact gradient of the same
 //!     (smoothed) forward, so neither the backward EMA nor `r` acts.
 //!   - `no_filter` (ViT only; the LM runs without filtration): outlier filtration off.
-//!
-//!   The `r` clamp to [0.2, 5] has no switch in `UnConfig`, so it is not ablated on its
-//!   own; `exact_backward` and `whole_warmup` remove `r` with other mechanisms, and `r` is
-//!   exactly 1 anyway in runs of at most 1,000 steps.
+//!   - `no_r_clamp`: the backward's gradient scale `r` unclamped (`UnConfig::r_clamp`
+//!     `None`; the reference clamps it to [0.2, 5]).
+//!   - `r_off`: `r` fixed at 1 (`r_clamp` `Some((1, 1))`), the rest of the calibrated
+//!     backward kept. `r` is exactly 1 anyway in runs of at most 1,000 steps, so both `r`
+//!     variants only mean something in longer runs.
 //!
 //! The last stdout line is one JSON object (every run of this invocation, the gaps, the
 //! files written).
@@ -260,15 +258,19 @@ enum Variant {
     ExactBackward,
     WholeWarmup,
     NoFilter,
+    NoRClamp,
+    ROff,
 }
 
 impl Variant {
-    const ABLATIONS: [Variant; 5] = [
+    const ABLATIONS: [Variant; 7] = [
         Variant::FwdWindow1,
         Variant::BwdWindow1,
         Variant::ExactBackward,
         Variant::WholeWarmup,
         Variant::NoFilter,
+        Variant::NoRClamp,
+        Variant::ROff,
     ];
 
     fn name(self) -> &'static str {
@@ -279,6 +281,8 @@ impl Variant {
             Variant::ExactBackward => "exact_backward",
             Variant::WholeWarmup => "whole_warmup",
             Variant::NoFilter => "no_filter",
+            Variant::NoRClamp => "no_r_clamp",
+            Variant::ROff => "r_off",
         }
     }
 
@@ -309,6 +313,11 @@ impl Variant {
             }),
             Variant::NoFilter => Some(UnConfig {
                 outlier_filtration: false,
+                ..base
+            }),
+            Variant::NoRClamp => Some(UnConfig { r_clamp: None, ..base }),
+            Variant::ROff => Some(UnConfig {
+                r_clamp: Some((1.0, 1.0)),
                 ..base
             }),
         }

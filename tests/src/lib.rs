@@ -200,7 +200,7 @@ macro_rules! backend_suite {
                     un_exact_mu0_in_warmup_first_step, un_exact_mu0_in_warmup_later_steps,
                     un_exact_window1_any_momentum, un_exact_on_skipped_outlier_step,
                     un_differs_with_momentum_in_warmup, un_differs_with_padding, un_differs_with_smoothing,
-                    un_differs_on_normal_step_after_1000, un_exact_variant_passes_everywhere,
+                    un_differs_on_normal_step_after_1000, un_r_clamp_switch, un_exact_variant_passes_everywhere,
                     un_exact_variant_has_the_same_forward, un_calibrated_equals_autograd_where_exact,
                     un_state_names_reset_and_backward_updates,
                     un_training_forward_under_no_grad_skips_the_backward_state, un_rejects_bad_input,

@@ -314,6 +314,57 @@ pub fn un_differs_on_normal_step_after_1000(dev: &Device) -> Result<()> {
     Ok(())
 }
 
+/// `r_clamp` (an ablation switch): `None` leaves `r` raw, other bounds clamp it there,
+/// `Some((1, 1))` fixes it at 1, and the default is the reference's [0.2, 5]. The gradient
+/// follows `r`: with `r` fixed at 1 the x gradient changes. Bad bounds are rejected.
+pub fn un_r_clamp_switch(dev: &Device) -> Result<()> {
+    let step_with = |r_clamp: Option<(f64, f64)>| {
+        let norm = un(dev, UnConfig { r_clamp, ..filtering() }, C);
+        settle(dev, &norm);
+        let x = settled_inputs(dev, 1.1)[0].clone().requires_grad();
+        let y = norm.forward(&x, None).unwrap();
+        y.backward_with(&seeded(dev, &[B, N, C], 98, 1.0)).unwrap();
+        let step = norm.last_step().unwrap();
+        assert!(!step.treated_as_skip && step.smoothed && step.iteration == 1006);
+        (step.r.to_vec_f64().unwrap(), x.grad().unwrap().to_vec_f64().unwrap())
+    };
+    let (raw, _) = step_with(None);
+    let (lo, hi) = raw.iter().fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+    assert!(hi - lo > 1e-3, "the settled step must give distinct r values: {raw:?}");
+    // the reference bounds: r = clamp(raw, 0.2, 5)
+    let (r_def, g_def) = step_with(UnConfig::default().r_clamp);
+    assert_eq!(UnConfig::default().r_clamp, Some((0.2, 5.0)));
+    for (a, b) in r_def.iter().zip(&raw) {
+        assert!((a - b.clamp(0.2, 5.0)).abs() <= 1e-12, "default clamp: {a} vs {b}");
+    }
+    // bounds inside the range of the raw values clamp some of them
+    let (a, b) = (lo + (hi - lo) / 3.0, hi - (hi - lo) / 3.0);
+    let (r_mid, _) = step_with(Some((a, b)));
+    for (got, v) in r_mid.iter().zip(&raw) {
+        assert!(
+            (got - v.clamp(a, b)).abs() <= 1e-12,
+            "clamp to [{a}, {b}]: {got} vs {v}"
+        );
+    }
+    assert!(r_mid.iter().zip(&raw).any(|(g, v)| (g - v).abs() > 1e-6));
+    // r off: every r is 1, and the x gradient differs from the default's
+    let (r_off, g_off) = step_with(Some((1.0, 1.0)));
+    assert!(r_off.iter().all(|&v| v == 1.0), "r off: {r_off:?}");
+    let diff = g_off.iter().zip(&g_def).map(|(u, v)| (u - v).abs()).fold(0.0, f64::max);
+    assert!(diff > 1e-4, "r must scale the x gradient (max diff {diff})");
+    for bad in [(0.0, 1.0), (2.0, 1.0), (f64::NAN, 1.0), (0.5, f64::INFINITY)] {
+        let cfg = UnConfig {
+            r_clamp: Some(bad),
+            ..UnConfig::default()
+        };
+        let Err(err) = UnifiedNorm::new(C, cfg, F64, dev) else {
+            panic!("r_clamp {bad:?} must be rejected")
+        };
+        assert!(err.to_string().contains("r_clamp"), "{err}");
+    }
+    Ok(())
+}
+
 // ----- UN: the exact variant -------------------------------------------------------------
 
 fn exact(cfg: UnConfig) -> UnConfig {

@@ -444,6 +444,7 @@ fn un_config(info: &CaseInfo) -> Result<(usize, UnConfig)> {
             eps: ctor_f64(info, "eps")?.unwrap_or(d.eps),
             momentum: ctor_f64(info, "momentum")?.unwrap_or(d.momentum),
             calibrated_backward: true,
+            r_clamp: d.r_clamp,
         },
     ))
 }

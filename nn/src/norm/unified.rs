@@ -109,6 +109,11 @@ pub struct UnConfig {
     /// `true` (default): the reference's calibrated custom backward. `false`: the exact
     /// gradient of the same forward, through autograd (for experiments and gradchecks).
     pub calibrated_backward: bool,
+    /// Bounds on the calibrated backward's gradient scale `r = √(v+ε)/√(ρ+ε)` (reference:
+    /// `Some((0.2, 5.0))`, hard-wired there). `None` leaves `r` unclamped; `Some((1.0, 1.0))`
+    /// turns `r` off (it is then 1 at every step). A switch for ablations: the authors'
+    /// code has no such option.
+    pub r_clamp: Option<(f64, f64)>,
 }
 
 impl Default for UnConfig {
@@ -120,6 +125,7 @@ impl Default for UnConfig {
             eps: 1e-5,
             momentum: 0.9,
             calibrated_backward: true,
+            r_clamp: Some((0.2, 5.0)),
         }
     }
 }
@@ -144,6 +150,11 @@ impl UnConfig {
         }
         if !(0.0..=1.0).contains(&self.momentum) {
             return bad(format!("momentum must be in [0, 1], got {}", self.momentum));
+        }
+        if let Some((lo, hi)) = self.r_clamp {
+            if !(lo.is_finite() && hi.is_finite() && 0.0 < lo && lo <= hi) {
+                return bad(format!("r_clamp must satisfy 0 < lo <= hi (finite), got ({lo}, {hi})"));
+            }
         }
         Ok(())
     }
@@ -292,15 +303,17 @@ fn un_forward(sh: &UnShared, i: u64, x: &Tensor, w: &Tensor, b: &Tensor, valid: 
     let vd = v.detach();
 
     // F7: r uses ρ before its update; exactly 1 until i > max(1000, W) — the 1000 is
-    // hard-wired in the reference — and on skips, else clamped to [0.2, 5] (quirk §3.8).
+    // hard-wired in the reference — and on skips, else clamped to [0.2, 5] (quirk §3.8;
+    // `r_clamp` changes the bounds for ablations).
     let r = if i <= 1000u64.max(wu) || skip {
         Tensor::ones(&[c], x.dtype(), x.device())?
     } else {
         no_grad(|| {
-            vd.add_scalar(cfg.eps)?
-                .sqrt()?
-                .div(&rho.add_scalar(cfg.eps)?.sqrt()?)?
-                .clamp(0.2, 5.0)
+            let r = vd.add_scalar(cfg.eps)?.sqrt()?.div(&rho.add_scalar(cfg.eps)?.sqrt()?)?;
+            match cfg.r_clamp {
+                Some((lo, hi)) => r.clamp(lo, hi),
+                None => Ok(r),
+            }
         })?
     };
 
