@@ -303,10 +303,80 @@ unsafe fn pack_b_panel(b: Operand, k: usize, n: usize, j0: usize, nr: usize, dst
             row[..w].copy_from_slice(src);
         }
     } else {
-        for j in 0..w {
+        let mut j = 0;
+        if b.rs == 1 && is_x86_feature_detected!("avx") {
+            // A transposed B (`Wᵀ` of a Linear, `Kᵀ` in attention): each column is a
+            // contiguous run of k values; 8 columns × 8 rows at a time are transposed
+            // in registers instead of moved one value at a time.
+            while j + 8 <= w {
+                // SAFETY: columns [j0 + j, j0 + j + 8) ⊂ [0, n) and all k rows are inside
+                // B, whose columns are contiguous (`b.rs == 1`); `dst` holds k·nr values
+                // and j + 8 ≤ nr; AVX was detected.
+                unsafe { pack_b_columns8(b, k, j0 + j, &mut dst[j..], nr) };
+                j += 8;
+            }
+        }
+        for j in j..w {
             for p in 0..k {
                 // SAFETY: [p, j0 + j] is inside B (p < k, j0 + j < n).
                 dst[p * nr + j] = unsafe { b.at(p, j0 + j) };
+            }
+        }
+    }
+}
+
+/// Columns `[c0, c0 + 8)` of a B with contiguous columns (`b.rs == 1`) into
+/// `dst[p·nr + j]` for `j < 8`, all `k` rows: 8×8 blocks transposed in AVX registers,
+/// the last `k mod 8` rows one value at a time.
+///
+/// # Safety
+/// The CPU has AVX; the columns are inside B with `b.rs == 1`; `dst` holds at least
+/// `(k − 1)·nr + 8` values.
+#[target_feature(enable = "avx")]
+unsafe fn pack_b_columns8(b: Operand, k: usize, c0: usize, dst: &mut [f32], nr: usize) {
+    assert!(k == 0 || dst.len() >= (k - 1) * nr + 8);
+    // SAFETY: column c0 + i starts at b.ptr + (c0 + i)·cs and holds k contiguous
+    // values; the writes stay inside `dst` by the assert above.
+    unsafe {
+        let col = |i: usize| b.ptr.offset((c0 + i) as isize * b.cs);
+        let out = dst.as_mut_ptr();
+        let mut p = 0;
+        while p + 8 <= k {
+            let r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(col(i).add(p)));
+            let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+            let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+            let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+            let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+            let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+            let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+            let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+            let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+            let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+            let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+            let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+            let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+            let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+            let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+            let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+            let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+            let rows = [
+                _mm256_permute2f128_ps::<0x20>(u0, u4),
+                _mm256_permute2f128_ps::<0x20>(u1, u5),
+                _mm256_permute2f128_ps::<0x20>(u2, u6),
+                _mm256_permute2f128_ps::<0x20>(u3, u7),
+                _mm256_permute2f128_ps::<0x31>(u0, u4),
+                _mm256_permute2f128_ps::<0x31>(u1, u5),
+                _mm256_permute2f128_ps::<0x31>(u2, u6),
+                _mm256_permute2f128_ps::<0x31>(u3, u7),
+            ];
+            for (q, v) in rows.into_iter().enumerate() {
+                _mm256_storeu_ps(out.add((p + q) * nr), v);
+            }
+            p += 8;
+        }
+        for p in p..k {
+            for i in 0..8 {
+                *out.add(p * nr + i) = *col(i).add(p);
             }
         }
     }
